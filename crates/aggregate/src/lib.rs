@@ -1,0 +1,24 @@
+//! Aggregation: observations in, per-period tables out.
+//!
+//! The state is *mergeable*: two partial aggregates of the same periods (from two threads, two
+//! files or two workers) combine exactly with [`Aggregates::merge`], because every cell keeps
+//! sums and the set of visitor hashes it has seen, never a derived estimate. Disclosure control
+//! and streaming build on that. Visitor hashes live only here, in memory; [`Aggregates::finish`]
+//! writes their counts, never the hashes.
+//!
+//! ```
+//! use logcensus_aggregate::{Aggregates, Observation, Rejection};
+//! use logcensus_policy::{Period, TableName, CrawlerHandling};
+//! let mut a = Aggregates::new(Period::Day, CrawlerHandling::Exclude);
+//! a.reject(Rejection::InvalidUtf8, Some(0));
+//! let tables = a.finish(&[TableName::TrafficQuality]);
+//! assert_eq!(tables[0].num_rows(), 1);
+//! ```
+
+pub mod output;
+mod state;
+pub mod visitor;
+
+pub use output::{Column, Str, TableOut};
+pub use state::{Aggregates, Observation, Rejection};
+pub use visitor::{DayKey, SecretError, VisitorKeys, VisitorSecret};

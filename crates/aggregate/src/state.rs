@@ -1,0 +1,471 @@
+//! The mergeable aggregate state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use logcensus_enrich::{ClientClass, Place};
+use logcensus_parse::ParseError;
+use logcensus_policy::{CrawlerHandling, Period, TableName};
+
+use crate::output::{Column, Str, TableOut};
+
+/// Why a line was not counted as a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The line is not valid UTF-8.
+    InvalidUtf8,
+    /// The line is longer than the limit.
+    LineTooLong,
+    /// The input ended with a read error (e.g. a truncated gzip stream).
+    Truncated,
+    /// The line did not parse.
+    Parse(ParseError),
+}
+
+/// Number of rejection reasons.
+pub const REJECTION_REASONS: usize = 3 + ParseError::ALL.len();
+
+impl Rejection {
+    /// Every reason, in the order of the `rejected_*` columns.
+    pub fn all() -> [Rejection; REJECTION_REASONS] {
+        let mut out = [Rejection::InvalidUtf8; REJECTION_REASONS];
+        out[1] = Rejection::LineTooLong;
+        for (i, p) in ParseError::ALL.iter().enumerate() {
+            out[2 + i] = Rejection::Parse(*p);
+        }
+        out[REJECTION_REASONS - 1] = Rejection::Truncated;
+        out
+    }
+
+    /// Position in [`Rejection::all`].
+    pub fn index(self) -> usize {
+        match self {
+            Rejection::InvalidUtf8 => 0,
+            Rejection::LineTooLong => 1,
+            Rejection::Parse(p) => 2 + ParseError::ALL.iter().position(|x| *x == p).unwrap_or(0),
+            Rejection::Truncated => REJECTION_REASONS - 1,
+        }
+    }
+
+    /// Stable snake_case name (the column is `rejected_<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rejection::InvalidUtf8 => "invalid_utf8",
+            Rejection::LineTooLong => "line_too_long",
+            Rejection::Truncated => "truncated_input",
+            Rejection::Parse(p) => p.name(),
+        }
+    }
+}
+
+/// What one parsed request contributes. Holds nothing personal: the visitor is a keyed hash
+/// whose key is never written, the place and client are already coarse.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// Request time, Unix seconds UTC.
+    pub time: i64,
+    /// Keyed hash of (address, User-Agent) under the day's key.
+    pub visitor: u64,
+    pub place: &'a Arc<Place>,
+    /// True when the database knew where the address is.
+    pub geo_known: bool,
+    pub client: &'a Arc<ClientClass>,
+    /// `referrers.referrer_domain` value.
+    pub referrer: &'a str,
+    pub status: Option<u16>,
+    pub bytes: u64,
+}
+
+/// Visitor hashes are already uniformly distributed: hash them by passing them through.
+#[derive(Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type VisitorSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
+
+/// One row's running totals.
+#[derive(Debug, Default, Clone)]
+struct Cell {
+    requests: u64,
+    bytes: u64,
+    visitors: VisitorSet,
+}
+
+impl Cell {
+    fn add(&mut self, obs: &Observation<'_>) {
+        self.requests += 1;
+        self.bytes += obs.bytes;
+        self.visitors.insert(obs.visitor);
+    }
+
+    fn merge(&mut self, other: Cell) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+        if self.visitors.len() < other.visitors.len() {
+            let mine = std::mem::replace(&mut self.visitors, other.visitors);
+            self.visitors.extend(mine);
+        } else {
+            self.visitors.extend(other.visitors);
+        }
+    }
+}
+
+/// One period's traffic quality counters.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Quality {
+    requests: u64,
+    crawler_requests: u64,
+    status: [u64; 5], // 2xx, 3xx, 4xx, 5xx, other
+    bytes: u64,
+    rejected: [u64; REJECTION_REASONS],
+    empty_ua: u64,
+    unknown_ua: u64,
+    unknown_geo: u64,
+}
+
+impl Quality {
+    fn merge(&mut self, o: &Quality) {
+        self.requests += o.requests;
+        self.crawler_requests += o.crawler_requests;
+        for i in 0..5 {
+            self.status[i] += o.status[i];
+        }
+        self.bytes += o.bytes;
+        for i in 0..REJECTION_REASONS {
+            self.rejected[i] += o.rejected[i];
+        }
+        self.empty_ua += o.empty_ua;
+        self.unknown_ua += o.unknown_ua;
+        self.unknown_geo += o.unknown_geo;
+    }
+}
+
+fn merge_map<K: std::hash::Hash + Eq>(into: &mut HashMap<K, Cell>, from: HashMap<K, Cell>) {
+    for (k, c) in from {
+        match into.get_mut(&k) {
+            Some(mine) => mine.merge(c),
+            None => {
+                into.insert(k, c);
+            }
+        }
+    }
+}
+
+/// Partial (or complete) aggregates of some periods.
+#[derive(Debug, Clone)]
+pub struct Aggregates {
+    period: Period,
+    crawlers: CrawlerHandling,
+    traffic: BTreeMap<i64, HashMap<Arc<Place>, Cell>>,
+    clients: BTreeMap<i64, HashMap<Arc<ClientClass>, Cell>>,
+    referrers: BTreeMap<i64, HashMap<Str, Cell>>,
+    quality: BTreeMap<i64, Quality>,
+    /// Rejections seen before the first parsed line of the current batch.
+    pending: [u64; REJECTION_REASONS],
+    /// Period of the last parsed line of the current batch.
+    last_period: Option<i64>,
+    /// Rejections in batches with no parsed line at all.
+    unattributed: [u64; REJECTION_REASONS],
+}
+
+impl Aggregates {
+    /// Empty aggregates for a period length and crawler handling.
+    pub fn new(period: Period, crawlers: CrawlerHandling) -> Self {
+        Aggregates {
+            period,
+            crawlers,
+            traffic: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            referrers: BTreeMap::new(),
+            quality: BTreeMap::new(),
+            pending: [0; REJECTION_REASONS],
+            last_period: None,
+            unattributed: [0; REJECTION_REASONS],
+        }
+    }
+
+    /// Counts one parsed request.
+    pub fn observe(&mut self, obs: &Observation<'_>) {
+        let p = self.period.start(obs.time);
+        self.last_period = Some(p);
+        let q = self.quality.entry(p).or_default();
+        if self.pending.iter().any(|&n| n > 0) {
+            for (i, n) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+                q.rejected[i] += n;
+            }
+        }
+        q.requests += 1;
+        q.bytes += obs.bytes;
+        let class = match obs.status {
+            Some(200..=299) => 0,
+            Some(300..=399) => 1,
+            Some(400..=499) => 2,
+            Some(500..=599) => 3,
+            _ => 4,
+        };
+        q.status[class] += 1;
+        let client = obs.client;
+        if client.crawler {
+            q.crawler_requests += 1;
+        }
+        if client.empty {
+            q.empty_ua += 1;
+        } else if client.unknown {
+            q.unknown_ua += 1;
+        }
+        if !obs.geo_known {
+            q.unknown_geo += 1;
+        }
+        if client.crawler && self.crawlers == CrawlerHandling::Exclude {
+            return;
+        }
+        let traffic = self.traffic.entry(p).or_default();
+        match traffic.get_mut(obs.place) {
+            Some(c) => c.add(obs),
+            None => traffic.entry(obs.place.clone()).or_default().add(obs),
+        }
+        let clients = self.clients.entry(p).or_default();
+        match clients.get_mut(obs.client) {
+            Some(c) => c.add(obs),
+            None => clients.entry(obs.client.clone()).or_default().add(obs),
+        }
+        let refs = self.referrers.entry(p).or_default();
+        match refs.get_mut(obs.referrer) {
+            Some(c) => c.add(obs),
+            None => refs.entry(Str::from(obs.referrer)).or_default().add(obs),
+        }
+    }
+
+    /// Counts a rejected line. It has no time of its own: it goes to the period of the nearest
+    /// preceding parsed line of the batch, else of the following one.
+    pub fn reject(&mut self, why: Rejection, period_hint: Option<i64>) {
+        let i = why.index();
+        match period_hint.or(self.last_period) {
+            Some(p) => self.quality.entry(self.period.start(p)).or_default().rejected[i] += 1,
+            None => self.pending[i] += 1,
+        }
+    }
+
+    /// Ends a batch: the next one may come from elsewhere in the input.
+    pub fn end_batch(&mut self) {
+        for (i, n) in std::mem::take(&mut self.pending).into_iter().enumerate() {
+            self.unattributed[i] += n;
+        }
+        self.last_period = None;
+    }
+
+    /// Rejections that could not be placed in any period (inputs with no parsed line).
+    pub fn unattributed(&self) -> u64 {
+        self.unattributed.iter().sum::<u64>() + self.pending.iter().sum::<u64>()
+    }
+
+    /// Parsed requests counted so far.
+    pub fn requests(&self) -> u64 {
+        self.quality.values().map(|q| q.requests).sum()
+    }
+
+    /// Rejected lines counted so far, by reason, in [`Rejection::all`] order (including
+    /// unattributed ones).
+    pub fn rejections(&self) -> [u64; REJECTION_REASONS] {
+        let mut out = self.unattributed;
+        for (i, n) in self.pending.iter().enumerate() {
+            out[i] += n;
+        }
+        for q in self.quality.values() {
+            for (i, n) in q.rejected.iter().enumerate() {
+                out[i] += n;
+            }
+        }
+        out
+    }
+
+    /// Combines another partial aggregate of the same pipeline into this one. Exact: the result
+    /// is what one aggregate fed both inputs would hold.
+    pub fn merge(&mut self, other: Aggregates) {
+        for (p, m) in other.traffic {
+            merge_map(self.traffic.entry(p).or_default(), m);
+        }
+        for (p, m) in other.clients {
+            merge_map(self.clients.entry(p).or_default(), m);
+        }
+        for (p, m) in other.referrers {
+            merge_map(self.referrers.entry(p).or_default(), m);
+        }
+        for (p, q) in other.quality {
+            self.quality.entry(p).or_default().merge(&q);
+        }
+        for i in 0..REJECTION_REASONS {
+            self.unattributed[i] += other.unattributed[i] + other.pending[i];
+        }
+    }
+
+    /// The finished tables, in the order asked. Unattributed rejections go to the last period.
+    pub fn finish(mut self, tables: &[TableName]) -> Vec<TableOut> {
+        self.end_batch();
+        if let Some(q) = self.quality.values_mut().next_back() {
+            for (i, n) in std::mem::take(&mut self.unattributed).into_iter().enumerate() {
+                q.rejected[i] += n;
+            }
+        }
+        tables
+            .iter()
+            .map(|t| match t {
+                TableName::TrafficByRegion => self.traffic_table(),
+                TableName::Clients => self.clients_table(),
+                TableName::Referrers => self.referrers_table(),
+                TableName::TrafficQuality => self.quality_table(),
+            })
+            .collect()
+    }
+
+    fn traffic_table(&self) -> TableOut {
+        let mut rows: Vec<(i64, &Place, &Cell)> = self
+            .traffic
+            .iter()
+            .flat_map(|(p, m)| m.iter().map(move |(k, c)| (*p, &**k, c)))
+            .collect();
+        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        TableOut {
+            name: "traffic_by_region",
+            columns: vec![
+                ("period_start", Column::Timestamp(rows.iter().map(|r| r.0).collect())),
+                ("continent", Column::Str(rows.iter().map(|r| r.1.continent.clone()).collect())),
+                ("country", Column::Str(rows.iter().map(|r| r.1.country.clone()).collect())),
+                ("region", Column::Str(rows.iter().map(|r| r.1.region.clone()).collect())),
+                ("requests", ints(rows.iter().map(|r| r.2.requests))),
+                ("visitors", ints(rows.iter().map(|r| r.2.visitors.len() as u64))),
+                ("bytes", ints(rows.iter().map(|r| r.2.bytes))),
+            ],
+        }
+    }
+
+    fn clients_table(&self) -> TableOut {
+        // Classes differing only in flags (crawler/unknown/empty) print the same: merge them.
+        let mut merged: BTreeMap<(i64, [Option<Str>; 5]), (u64, VisitorSet)> = BTreeMap::new();
+        for (p, m) in &self.clients {
+            for (k, c) in m {
+                let key = [
+                    Some(k.device.clone()),
+                    Some(k.os.clone()),
+                    k.os_version.clone(),
+                    Some(k.browser.clone()),
+                    k.browser_version.clone(),
+                ];
+                let e = merged.entry((*p, key)).or_default();
+                e.0 += c.requests;
+                e.1.extend(c.visitors.iter().copied());
+            }
+        }
+        let col = |i: usize| Column::Str(merged.keys().map(|(_, k)| k[i].clone()).collect());
+        TableOut {
+            name: "clients",
+            columns: vec![
+                ("period_start", Column::Timestamp(merged.keys().map(|k| k.0).collect())),
+                ("device", col(0)),
+                ("os", col(1)),
+                ("os_version", col(2)),
+                ("browser", col(3)),
+                ("browser_version", col(4)),
+                ("requests", ints(merged.values().map(|v| v.0))),
+                ("visitors", ints(merged.values().map(|v| v.1.len() as u64))),
+            ],
+        }
+    }
+
+    fn referrers_table(&self) -> TableOut {
+        let mut rows: Vec<(i64, &Str, &Cell)> = self
+            .referrers
+            .iter()
+            .flat_map(|(p, m)| m.iter().map(move |(k, c)| (*p, k, c)))
+            .collect();
+        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        TableOut {
+            name: "referrers",
+            columns: vec![
+                ("period_start", Column::Timestamp(rows.iter().map(|r| r.0).collect())),
+                ("referrer_domain", Column::Str(rows.iter().map(|r| Some(r.1.clone())).collect())),
+                ("requests", ints(rows.iter().map(|r| r.2.requests))),
+                ("visitors", ints(rows.iter().map(|r| r.2.visitors.len() as u64))),
+            ],
+        }
+    }
+
+    fn quality_table(&self) -> TableOut {
+        let q: Vec<(&i64, &Quality)> = self.quality.iter().collect();
+        let int = |f: &dyn Fn(&Quality) -> u64| ints(q.iter().map(|(_, x)| f(x)));
+        let share = |f: &dyn Fn(&Quality) -> u64| {
+            Column::Float(
+                q.iter()
+                    .map(|(_, x)| {
+                        if x.requests == 0 {
+                            0.0
+                        } else {
+                            f(x) as f64 / x.requests as f64
+                        }
+                    })
+                    .collect(),
+            )
+        };
+        let parse_range = 2..2 + ParseError::ALL.len();
+        let mut columns = vec![
+            ("period_start", Column::Timestamp(q.iter().map(|(p, _)| **p).collect())),
+            ("requests", int(&|x| x.requests)),
+            ("crawler_requests", int(&|x| x.crawler_requests)),
+            ("status_2xx", int(&|x| x.status[0])),
+            ("status_3xx", int(&|x| x.status[1])),
+            ("status_4xx", int(&|x| x.status[2])),
+            ("status_5xx", int(&|x| x.status[3])),
+            ("status_other", int(&|x| x.status[4])),
+            ("bytes", int(&|x| x.bytes)),
+            ("parse_errors", int(&|x| x.rejected[parse_range.clone()].iter().sum())),
+            ("rejected_lines", int(&|x| x.rejected.iter().sum())),
+        ];
+        const NAMES: [&str; REJECTION_REASONS] = [
+            "rejected_invalid_utf8",
+            "rejected_line_too_long",
+            "rejected_bad_layout",
+            "rejected_bad_timestamp",
+            "rejected_bad_status",
+            "rejected_bad_bytes",
+            "rejected_bad_json",
+            "rejected_missing_field",
+            "rejected_truncated_input",
+        ];
+        for (i, name) in NAMES.iter().enumerate() {
+            columns.push((name, int(&|x| x.rejected[i])));
+        }
+        columns.extend([
+            ("empty_user_agent_requests", int(&|x| x.empty_ua)),
+            ("unknown_user_agent_requests", int(&|x| x.unknown_ua)),
+            ("unknown_geo_requests", int(&|x| x.unknown_geo)),
+            ("empty_user_agent_share", share(&|x| x.empty_ua)),
+            ("unknown_user_agent_share", share(&|x| x.unknown_ua)),
+            ("unknown_geo_share", share(&|x| x.unknown_geo)),
+        ]);
+        TableOut {
+            name: "traffic_quality",
+            columns,
+        }
+    }
+}
+
+fn ints(it: impl Iterator<Item = u64>) -> Column {
+    Column::Int(it.map(|n| i64::try_from(n).unwrap_or(i64::MAX)).collect())
+}
+
+#[cfg(test)]
+mod tests;

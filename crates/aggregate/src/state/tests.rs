@@ -1,0 +1,192 @@
+use super::*;
+
+fn s(v: &str) -> Str {
+    Str::from(v)
+}
+
+fn place(country: &str, region: &str) -> Arc<Place> {
+    Arc::new(Place {
+        continent: Some(s("EU")),
+        country: Some(s(country)),
+        region: Some(s(region)),
+    })
+}
+
+fn client(browser: &str, crawler: bool) -> Arc<ClientClass> {
+    Arc::new(ClientClass {
+        device: s(if crawler { "crawler" } else { "pc" }),
+        os: s("Linux"),
+        os_version: None,
+        browser: s(browser),
+        browser_version: Some(s("120")),
+        crawler,
+        unknown: false,
+        empty: false,
+    })
+}
+
+const DAY: i64 = 1_431_820_800; // 2015-05-17T00:00:00Z
+
+fn ints_of(t: &TableOut, col: &str) -> Vec<i64> {
+    match &t.columns.iter().find(|(n, _)| *n == col).unwrap().1 {
+        Column::Int(v) => v.clone(),
+        other => panic!("{col} is {other:?}"),
+    }
+}
+
+fn strs_of(t: &TableOut, col: &str) -> Vec<Option<String>> {
+    match &t.columns.iter().find(|(n, _)| *n == col).unwrap().1 {
+        Column::Str(v) => v.iter().map(|x| x.as_deref().map(str::to_string)).collect(),
+        other => panic!("{col} is {other:?}"),
+    }
+}
+
+struct Feed {
+    de: Arc<Place>,
+    fr: Arc<Place>,
+    ff: Arc<ClientClass>,
+    bot: Arc<ClientClass>,
+}
+
+fn feed(a: &mut Aggregates, f: &Feed, which: std::ops::Range<usize>) {
+    // (hour offset, visitor, place, client, referrer, status, bytes)
+    let rows: Vec<(i64, u64, &Arc<Place>, &Arc<ClientClass>, &str, u16, u64)> = vec![
+        (1, 1, &f.de, &f.ff, "google.com", 200, 100),
+        (2, 1, &f.de, &f.ff, "(internal)", 200, 50),
+        (3, 2, &f.de, &f.ff, "google.com", 404, 0),
+        (4, 3, &f.fr, &f.ff, "(direct)", 301, 10),
+        (5, 9, &f.fr, &f.bot, "(direct)", 200, 1000),
+        (30, 1, &f.de, &f.ff, "google.com", 503, 7), // next day
+    ];
+    for (h, v, p, c, r, st, b) in &rows[which] {
+        a.observe(&Observation {
+            time: DAY + h * 3600,
+            visitor: *v,
+            place: p,
+            geo_known: true,
+            client: c,
+            referrer: r,
+            status: Some(*st),
+            bytes: *b,
+        });
+    }
+}
+
+fn fixture() -> Feed {
+    Feed {
+        de: place("DE", "DE-BY"),
+        fr: place("FR", "FR-IDF"),
+        ff: client("Firefox", false),
+        bot: client("Googlebot", true),
+    }
+}
+
+#[test]
+fn hand_computed_tables_with_crawlers_excluded() {
+    let f = fixture();
+    let mut a = Aggregates::new(Period::Day, CrawlerHandling::Exclude);
+    feed(&mut a, &f, 0..6);
+    let t = a.finish(&TableName::ALL);
+    let traffic = &t[0];
+    assert_eq!(strs_of(traffic, "region"), [Some("DE-BY".into()), Some("FR-IDF".into()), Some("DE-BY".into())]);
+    assert_eq!(ints_of(traffic, "requests"), [3, 1, 1]);
+    assert_eq!(ints_of(traffic, "visitors"), [2, 1, 1]);
+    assert_eq!(ints_of(traffic, "bytes"), [150, 10, 7]);
+    let clients = &t[1];
+    assert_eq!(strs_of(clients, "browser"), [Some("Firefox".into()), Some("Firefox".into())]);
+    assert_eq!(ints_of(clients, "requests"), [4, 1]);
+    assert_eq!(ints_of(clients, "visitors"), [3, 1]);
+    let refs = &t[2];
+    assert_eq!(
+        strs_of(refs, "referrer_domain"),
+        [Some("(direct)".into()), Some("(internal)".into()), Some("google.com".into()), Some("google.com".into())]
+    );
+    assert_eq!(ints_of(refs, "requests"), [1, 1, 2, 1]);
+    assert_eq!(ints_of(refs, "visitors"), [1, 1, 2, 1]);
+    let q = &t[3];
+    assert_eq!(ints_of(q, "requests"), [5, 1]);
+    assert_eq!(ints_of(q, "crawler_requests"), [1, 0]);
+    assert_eq!(ints_of(q, "status_2xx"), [3, 0]);
+    assert_eq!(ints_of(q, "status_3xx"), [1, 0]);
+    assert_eq!(ints_of(q, "status_4xx"), [1, 0]);
+    assert_eq!(ints_of(q, "status_5xx"), [0, 1]);
+    assert_eq!(ints_of(q, "bytes"), [1160, 7]);
+    match &t[0].columns[0].1 {
+        Column::Timestamp(v) => assert_eq!(v, &[DAY, DAY, DAY + 86_400]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn crawlers_included_show_as_their_own_client() {
+    let f = fixture();
+    let mut a = Aggregates::new(Period::Day, CrawlerHandling::Include);
+    feed(&mut a, &f, 0..5);
+    let t = a.finish(&[TableName::Clients, TableName::TrafficByRegion]);
+    assert_eq!(strs_of(&t[0], "device"), [Some("crawler".into()), Some("pc".into())]);
+    assert_eq!(ints_of(&t[0], "requests"), [1, 4]);
+    assert_eq!(ints_of(&t[1], "requests"), [3, 2]);
+    assert_eq!(ints_of(&t[1], "visitors"), [2, 2]);
+}
+
+#[test]
+fn merging_partials_equals_one_pass() {
+    let f = fixture();
+    let mut whole = Aggregates::new(Period::Hour, CrawlerHandling::Exclude);
+    feed(&mut whole, &f, 0..6);
+    let mut left = Aggregates::new(Period::Hour, CrawlerHandling::Exclude);
+    feed(&mut left, &f, 0..3);
+    let mut right = Aggregates::new(Period::Hour, CrawlerHandling::Exclude);
+    feed(&mut right, &f, 3..6);
+    right.reject(Rejection::InvalidUtf8, None);
+    whole.reject(Rejection::InvalidUtf8, None);
+    left.merge(right);
+    assert_eq!(left.finish(&TableName::ALL), whole.finish(&TableName::ALL));
+}
+
+#[test]
+fn distinct_visitors_merge_as_a_union_not_a_sum() {
+    let f = fixture();
+    let mut a = Aggregates::new(Period::Day, CrawlerHandling::Exclude);
+    feed(&mut a, &f, 0..1); // visitor 1
+    let mut b = Aggregates::new(Period::Day, CrawlerHandling::Exclude);
+    feed(&mut b, &f, 1..2); // visitor 1 again
+    a.merge(b);
+    let t = a.finish(&[TableName::TrafficByRegion]);
+    assert_eq!(ints_of(&t[0], "visitors"), [1]);
+    assert_eq!(ints_of(&t[0], "requests"), [2]);
+}
+
+#[test]
+fn rejections_go_to_the_nearest_parsed_line() {
+    let f = fixture();
+    let mut a = Aggregates::new(Period::Hour, CrawlerHandling::Exclude);
+    // Batch 1: a rejection before any parsed line goes to the following line's hour (1);
+    // one after goes to the preceding line's hour.
+    a.reject(Rejection::LineTooLong, None);
+    feed(&mut a, &f, 0..1);
+    a.reject(Rejection::Parse(ParseError::Layout), None);
+    feed(&mut a, &f, 1..2);
+    a.reject(Rejection::Parse(ParseError::Layout), None);
+    a.end_batch();
+    // Batch 2: nothing parsed; its rejection ends up in the last period.
+    a.reject(Rejection::Truncated, None);
+    a.end_batch();
+    assert_eq!(a.requests(), 2);
+    assert_eq!(a.rejections().iter().sum::<u64>(), 4);
+    let t = a.finish(&[TableName::TrafficQuality]);
+    assert_eq!(ints_of(&t[0], "requests"), [1, 1]);
+    assert_eq!(ints_of(&t[0], "rejected_line_too_long"), [1, 0]);
+    assert_eq!(ints_of(&t[0], "rejected_bad_layout"), [1, 1]);
+    assert_eq!(ints_of(&t[0], "parse_errors"), [1, 1]);
+    assert_eq!(ints_of(&t[0], "rejected_truncated_input"), [0, 1]);
+    assert_eq!(ints_of(&t[0], "rejected_lines"), [2, 2]);
+}
+
+#[test]
+fn rejection_names_match_column_names() {
+    let q = Aggregates::new(Period::Day, CrawlerHandling::Exclude).quality_table();
+    for r in Rejection::all() {
+        assert_eq!(q.columns[11 + r.index()].0, format!("rejected_{}", r.name()));
+    }
+}

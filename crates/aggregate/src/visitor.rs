@@ -1,0 +1,170 @@
+//! Distinct visitors without an identifier: a keyed hash of (address, User-Agent) under a key
+//! that changes every UTC day and is derived from a secret that never reaches an output.
+
+use siphasher::sip::SipHasher13;
+use std::hash::Hasher;
+
+/// The secret visitor keys are derived from. Its `Debug` prints nothing of it.
+#[derive(Clone)]
+pub struct VisitorSecret {
+    bytes: [u8; 32],
+    /// False when the secret was made up for this run (counts will not merge across runs).
+    pub persistent: bool,
+}
+
+impl std::fmt::Debug for VisitorSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VisitorSecret(..)")
+    }
+}
+
+/// Why a visitor key file cannot be used. Never includes the file's content.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("cannot read the visitor key file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the visitor key file {path} holds {len} bytes; it needs at least 16 bytes of secret (e.g. `head -c 32 /dev/urandom | base64 > {path}`)")]
+    TooShort { path: String, len: usize },
+}
+
+impl VisitorSecret {
+    /// Reads a secret from a file (surrounding whitespace ignored; at least 16 bytes).
+    pub fn from_file(path: &std::path::Path) -> Result<VisitorSecret, SecretError> {
+        let shown = path.display().to_string();
+        let raw = std::fs::read(path).map_err(|source| SecretError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let trimmed = raw.trim_ascii();
+        if trimmed.len() < 16 {
+            return Err(SecretError::TooShort {
+                path: shown,
+                len: trimmed.len(),
+            });
+        }
+        Ok(VisitorSecret {
+            bytes: blake3::derive_key("logcensus visitor secret v1", trimmed),
+            persistent: true,
+        })
+    }
+
+    /// A random secret for this run only.
+    pub fn random() -> VisitorSecret {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+        VisitorSecret {
+            bytes,
+            persistent: false,
+        }
+    }
+
+    /// A fixed secret, for tests.
+    pub fn from_bytes(bytes: [u8; 32]) -> VisitorSecret {
+        VisitorSecret {
+            bytes,
+            persistent: true,
+        }
+    }
+
+    /// The hasher for one UTC day (`day` = Unix seconds / 86400).
+    pub fn day_key(&self, day: i64) -> DayKey {
+        let mut material = [0u8; 40];
+        material[..32].copy_from_slice(&self.bytes);
+        material[32..].copy_from_slice(&day.to_le_bytes());
+        let k = blake3::derive_key("logcensus visitor day key v1", &material);
+        DayKey {
+            day,
+            k0: u64::from_le_bytes(k[..8].try_into().unwrap()),
+            k1: u64::from_le_bytes(k[8..16].try_into().unwrap()),
+        }
+    }
+}
+
+/// The key of one day. Dropped when the day is done.
+#[derive(Clone, Copy)]
+pub struct DayKey {
+    day: i64,
+    k0: u64,
+    k1: u64,
+}
+
+impl DayKey {
+    /// The day this key is for.
+    pub fn day(&self) -> i64 {
+        self.day
+    }
+
+    /// A visitor's hash: equal for the same (address, User-Agent) on the same day.
+    pub fn visitor(&self, address: &[u8; 16], user_agent: &[u8]) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write(address);
+        h.write_usize(user_agent.len());
+        h.write(user_agent);
+        h.finish()
+    }
+}
+
+/// Keeps the current day's key and derives a new one when the day changes.
+pub struct VisitorKeys {
+    secret: VisitorSecret,
+    current: Option<DayKey>,
+}
+
+impl VisitorKeys {
+    pub fn new(secret: VisitorSecret) -> Self {
+        VisitorKeys {
+            secret,
+            current: None,
+        }
+    }
+
+    /// The visitor hash of (address, User-Agent) at `unix_seconds`.
+    pub fn visitor(&mut self, unix_seconds: i64, address: &[u8; 16], user_agent: &[u8]) -> u64 {
+        let day = unix_seconds.div_euclid(86_400);
+        let key = match self.current {
+            Some(k) if k.day == day => k,
+            _ => {
+                let k = self.secret.day_key(day);
+                self.current = Some(k);
+                k
+            }
+        };
+        key.visitor(address, user_agent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_visitor_same_day_only() {
+        let mut keys = VisitorKeys::new(VisitorSecret::from_bytes([7; 32]));
+        let a = [1u8; 16];
+        let t = 1_431_857_103;
+        let v1 = keys.visitor(t, &a, b"UA");
+        assert_eq!(v1, keys.visitor(t + 60, &a, b"UA"));
+        assert_ne!(v1, keys.visitor(t, &a, b"UA2"));
+        assert_ne!(v1, keys.visitor(t, &[2u8; 16], b"UA"));
+        assert_ne!(v1, keys.visitor(t + 86_400, &a, b"UA"), "a new day, a new key");
+        let mut other = VisitorKeys::new(VisitorSecret::from_bytes([8; 32]));
+        assert_ne!(v1, other.visitor(t, &a, b"UA"), "another secret, other hashes");
+    }
+
+    #[test]
+    fn short_key_file_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key");
+        std::fs::write(&p, "hunter2\n").unwrap();
+        let err = VisitorSecret::from_file(&p).unwrap_err().to_string();
+        assert!(err.contains("holds 7 bytes; it needs at least 16"), "{err}");
+        assert!(!err.contains("hunter2"));
+        std::fs::write(&p, "0123456789abcdef0123\n").unwrap();
+        let s = VisitorSecret::from_file(&p).unwrap();
+        assert!(s.persistent);
+        assert_eq!(format!("{s:?}"), "VisitorSecret(..)");
+    }
+}

@@ -1,0 +1,218 @@
+//! `logcensus`: the command line. Argument definitions and wiring only; the work is in the
+//! pipeline crate.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use logcensus_aggregate::VisitorSecret;
+use logcensus_pipeline::{RunOptions, Summary};
+use logcensus_policy::Pipeline;
+use logcensus_source::{expand_inputs, input_len, ByteCounter, Input};
+
+/// Turns web server access logs into aggregate tables a site may share, and nothing more.
+#[derive(Parser, Debug)]
+#[command(name = "logcensus", version, about)]
+struct Cli {
+    /// Log level (error, warn, info, debug); also LOGCENSUS_LOG, which takes tracing filter
+    /// directives.
+    #[arg(long, global = true, default_value = "info", env = "LOGCENSUS_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs a pipeline over files or stdin and writes its tables.
+    Run(RunArgs),
+    /// Checks a pipeline file and its policy without reading any log.
+    Validate {
+        /// The pipeline file.
+        #[arg(long)]
+        pipeline: PathBuf,
+    },
+    /// Shows a Parquet file's schema, metadata and first rows.
+    Inspect {
+        /// The Parquet file.
+        file: PathBuf,
+        /// How many rows to show.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// The pipeline file.
+    #[arg(long)]
+    pipeline: PathBuf,
+    /// Input files, globs, or `-` for stdin (repeatable); replaces [source] inputs.
+    #[arg(long = "input", value_name = "PATH")]
+    inputs: Vec<String>,
+    /// Output directory; replaces [output] dir.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// GeoIP database (.mmdb); replaces [geoip] database.
+    #[arg(long, value_name = "MMDB")]
+    geoip: Option<PathBuf>,
+    /// File holding the secret visitor keys are derived from (never put it in a pipeline file).
+    #[arg(long, value_name = "FILE", env = "LOGCENSUS_VISITOR_KEY_FILE")]
+    visitor_key_file: Option<PathBuf>,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Never show a progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let result = match cli.command {
+        Command::Run(args) => run(args),
+        Command::Validate { pipeline } => validate(&pipeline),
+        Command::Inspect { file, rows } => logcensus_sink::inspect(&file, rows)
+            .map(|i| print!("{i}"))
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn validate(path: &std::path::Path) -> Result<()> {
+    let p = Pipeline::load(path)?;
+    println!(
+        "{}: ok — pipeline `{}` under policy `{}` ({}), {} tables per {}",
+        path.display(),
+        p.name,
+        p.policy.id,
+        &p.policy_hash[..16],
+        p.tables.len(),
+        p.period.name()
+    );
+    Ok(())
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let pipeline = Pipeline::load(&args.pipeline)?;
+    let patterns = if args.inputs.is_empty() {
+        pipeline.inputs.clone()
+    } else {
+        args.inputs.clone()
+    };
+    let inputs = expand_inputs(&patterns)?;
+    let out = args
+        .out
+        .clone()
+        .or_else(|| pipeline.out.clone())
+        .unwrap_or_else(|| PathBuf::from("out"));
+    let secret = match &args.visitor_key_file {
+        Some(path) => VisitorSecret::from_file(path)?,
+        None => {
+            tracing::warn!(
+                "no --visitor-key-file (or LOGCENSUS_VISITOR_KEY_FILE): using a random visitor key for this run; visitor counts will not merge with other runs"
+            );
+            VisitorSecret::random()
+        }
+    };
+    let threads = args.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let opts = RunOptions {
+        geoip: args.geoip.clone().or_else(|| pipeline.geoip.clone()),
+        pipeline,
+        inputs,
+        out,
+        secret,
+        threads,
+    };
+    tracing::info!(
+        pipeline = %opts.pipeline.name,
+        inputs = opts.inputs.len(),
+        out = %opts.out.display(),
+        threads,
+        "run started"
+    );
+    let counter = ByteCounter::default();
+    let show_bar = !args.no_progress
+        && std::io::stderr().is_terminal()
+        && opts.inputs.iter().all(|i| matches!(i, Input::File(_)));
+    let bar = show_bar.then(|| progress_bar(&opts.inputs, &counter));
+    let result = logcensus_pipeline::run(&opts, &counter);
+    if let Some((stop, handle)) = bar {
+        stop.store(true, Ordering::Relaxed);
+        let _ = handle.join();
+    }
+    let summary = result.with_context(|| format!("pipeline {}", opts.pipeline.path.display()))?;
+    print_summary(&summary);
+    Ok(())
+}
+
+fn progress_bar(
+    inputs: &[Input],
+    counter: &ByteCounter,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let total: u64 = inputs.iter().map(input_len).sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("valid template"),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, counter) = (stop.clone(), counter.clone());
+    let handle = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            bar.set_position(counter.get());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bar.finish_and_clear();
+    });
+    (stop, handle)
+}
+
+fn print_summary(s: &Summary) {
+    println!(
+        "read {} lines in {:.2}s ({:.0} lines/s): {} requests counted, {} rejected",
+        s.lines_read,
+        s.elapsed.as_secs_f64(),
+        s.lines_per_second(),
+        s.parsed,
+        s.rejected_total()
+    );
+    for (reason, n) in s.rejected.iter().filter(|(_, n)| *n > 0) {
+        println!("  rejected {reason}: {n}");
+    }
+    for f in &s.input_failures {
+        println!(
+            "  input {} ended early after line {}: {}",
+            f.input, f.after_line, f.error
+        );
+    }
+    for (table, rows) in &s.rows {
+        let files = s.files.iter().filter(|f| f.table == *table).count();
+        println!("  {table}: {rows} rows in {files} files");
+    }
+}

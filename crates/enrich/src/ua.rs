@@ -1,0 +1,184 @@
+//! User-Agent → device category, browser and OS family and major version (woothee).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use logcensus_policy::rules::major_version;
+
+use crate::{Str, UNKNOWN};
+
+/// What may be said about a client. Never holds the User-Agent string itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientClass {
+    /// woothee category: `pc`, `smartphone`, `mobilephone`, `appliance`, `crawler`, `misc`, or
+    /// `(unknown)`.
+    pub device: Str,
+    /// OS family (`Windows 10`, `Mac OSX`, `Android`, ...).
+    pub os: Str,
+    /// OS major version, when the policy allows versions and one is known.
+    pub os_version: Option<Str>,
+    /// Browser or crawler family (`Chrome`, `Googlebot`, ...).
+    pub browser: Str,
+    /// Browser major version, when the policy allows versions and one is known.
+    pub browser_version: Option<Str>,
+    /// True for crawlers.
+    pub crawler: bool,
+    /// True when woothee recognised nothing (neither browser nor OS nor category).
+    pub unknown: bool,
+    /// True when the header was absent, `-` or empty.
+    pub empty: bool,
+}
+
+/// Classifies User-Agents with a bounded cache. One per worker thread.
+pub struct UaClassifier {
+    parser: woothee::parser::Parser,
+    cache: HashMap<Box<str>, Arc<ClientClass>>,
+    interned: HashMap<Arc<ClientClass>, ()>,
+    empty: Arc<ClientClass>,
+    versions: bool,
+}
+
+/// Distinct User-Agents kept in the cache before it is cleared (bounds memory on hostile input).
+const CACHE_LIMIT: usize = 50_000;
+
+impl UaClassifier {
+    /// A classifier; `versions` is the policy's `major_versions`.
+    pub fn new(versions: bool) -> Self {
+        let unknown: Str = Arc::from(UNKNOWN);
+        UaClassifier {
+            parser: woothee::parser::Parser::new(),
+            cache: HashMap::new(),
+            interned: HashMap::new(),
+            empty: Arc::new(ClientClass {
+                device: unknown.clone(),
+                os: unknown.clone(),
+                os_version: None,
+                browser: unknown,
+                browser_version: None,
+                crawler: false,
+                unknown: true,
+                empty: true,
+            }),
+            versions,
+        }
+    }
+
+    /// Classifies one User-Agent (`None`, `-` and empty are "empty").
+    pub fn classify(&mut self, ua: Option<&str>) -> Arc<ClientClass> {
+        let ua = match ua.map(str::trim) {
+            None | Some("") | Some("-") => return self.empty.clone(),
+            Some(ua) => ua,
+        };
+        if let Some(hit) = self.cache.get(ua) {
+            return hit.clone();
+        }
+        let class = self.compute(ua);
+        // Identical classes share one allocation, so aggregation keys compare cheaply.
+        let class = match self.interned.get_key_value(&class) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let k = Arc::new(class);
+                self.interned.insert(k.clone(), ());
+                k
+            }
+        };
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+        }
+        self.cache.insert(ua.into(), class.clone());
+        class
+    }
+
+    fn compute(&self, ua: &str) -> ClientClass {
+        let text = |s: &str| -> Str {
+            if s.is_empty() || s == "UNKNOWN" {
+                Arc::from(UNKNOWN)
+            } else {
+                Arc::from(s)
+            }
+        };
+        let version = |s: &str| -> Option<Str> {
+            if self.versions {
+                major_version(s).map(Arc::from)
+            } else {
+                None
+            }
+        };
+        match self.parser.parse(ua) {
+            Some(r) => {
+                let unknown = r.category == "UNKNOWN" && r.name == "UNKNOWN" && r.os == "UNKNOWN";
+                ClientClass {
+                    device: text(r.category),
+                    os: text(r.os),
+                    os_version: version(&r.os_version),
+                    browser: text(r.name),
+                    browser_version: version(r.version),
+                    crawler: r.category == "crawler",
+                    unknown,
+                    empty: false,
+                }
+            }
+            None => {
+                let u: Str = Arc::from(UNKNOWN);
+                ClientClass {
+                    device: u.clone(),
+                    os: u.clone(),
+                    os_version: None,
+                    browser: u,
+                    browser_version: None,
+                    crawler: false,
+                    unknown: true,
+                    empty: false,
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_browsers_crawlers_and_empty() {
+        let mut c = UaClassifier::new(true);
+        let chrome = c.classify(Some("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/32.0.1700.77 Safari/537.36"));
+        assert_eq!(
+            (&*chrome.device, &*chrome.os, chrome.os_version.as_deref(), &*chrome.browser, chrome.browser_version.as_deref()),
+            ("pc", "Mac OSX", Some("10"), "Chrome", Some("32"))
+        );
+        assert!(!chrome.crawler && !chrome.unknown && !chrome.empty);
+        let bot = c.classify(Some("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"));
+        assert_eq!((&*bot.device, &*bot.browser), ("crawler", "Googlebot"));
+        assert!(bot.crawler);
+        let iphone = c.classify(Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"));
+        assert_eq!((&*iphone.device, &*iphone.os, &*iphone.browser), ("smartphone", "iPhone", "Safari"));
+        for empty in [None, Some(""), Some("-")] {
+            let e = c.classify(empty);
+            assert!(e.empty && e.unknown);
+            assert_eq!(&*e.device, "(unknown)");
+        }
+        let odd = c.classify(Some("xyzzy MARKER-UA 1.0"));
+        assert!(odd.unknown && !odd.empty);
+        assert_eq!(&*odd.browser, "(unknown)");
+        // No field of a class ever holds the User-Agent text.
+        assert!(!format!("{odd:?}").contains("MARKER-UA"));
+    }
+
+    #[test]
+    fn versions_are_dropped_when_the_policy_forbids_them() {
+        let mut c = UaClassifier::new(false);
+        let ff = c.classify(Some("Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/118.0"));
+        assert_eq!(&*ff.browser, "Firefox");
+        assert_eq!(ff.browser_version, None);
+        assert_eq!(ff.os_version, None);
+    }
+
+    #[test]
+    fn identical_classes_share_one_allocation() {
+        let mut c = UaClassifier::new(true);
+        let a = c.classify(Some("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"));
+        let b = c.classify(Some("Mozilla/5.0 (Windows NT 10.0; WOW64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.71 Safari/537.36"));
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+}

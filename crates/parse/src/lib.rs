@@ -1,0 +1,168 @@
+//! Turns one access-log line into a [`Record`]: the handful of fields logcensus may ever look at.
+//!
+//! This crate owns log *formats*: Apache `LogFormat` strings (and the `common`, `combined`,
+//! `vcombined` presets), and JSON lines with a field mapping (nginx `escape=json`, Caddy, Traefik).
+//! A format is compiled once into a [`LineParser`]; parsing a line borrows from it and allocates
+//! nothing on the common path.
+//!
+//! Privacy starts here: [`Record`] has no field for the remote user, cookies, the request path or
+//! query string, or any header the policy does not name. Those bytes are skipped while parsing and
+//! never leave this crate. The request line `%r` yields only its method.
+//!
+//! ```
+//! use logcensus_parse::{LineParser, FormatSpec};
+//! let parser = LineParser::new(&FormatSpec::Combined).unwrap();
+//! let line = br#"192.0.2.7 - alice [17/May/2015:10:05:03 +0000] "GET /a?b=c HTTP/1.1" 200 512 "https://www.example.org/x" "Mozilla/5.0""#;
+//! let rec = parser.parse(line).unwrap();
+//! assert_eq!(rec.status, Some(200));
+//! assert_eq!(rec.time, Some(1431857103));
+//! assert_eq!(&*rec.method.unwrap(), b"GET");
+//! ```
+
+use std::borrow::Cow;
+
+mod apache;
+mod json;
+mod time;
+
+pub use apache::{ApacheFormat, COMBINED, COMMON, VCOMBINED};
+pub use json::{JsonFieldMap, JsonFormat, JsonTime};
+pub use time::{parse_apache_time, parse_rfc3339};
+
+/// A field's bytes: borrowed from the line when possible, owned when the format had escapes to
+/// undo (JSON strings with `\"` or `\u00e9`).
+pub type Field<'a> = Cow<'a, [u8]>;
+
+/// The fields of one request that any policy may use. Everything else in the line is skipped.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// `%h` / `%a`: the address that connected (used only for geo lookup and visitor counting).
+    pub remote_host: Option<Field<'a>>,
+    /// `%{X-Forwarded-For}i`: the raw header (may hold a comma-separated list).
+    pub forwarded_for: Option<Field<'a>>,
+    /// Request time as Unix seconds, UTC.
+    pub time: Option<i64>,
+    /// Request method (`GET`), from `%m` or the first word of `%r`.
+    pub method: Option<Field<'a>>,
+    /// Final status (`%>s`, `%s`).
+    pub status: Option<u16>,
+    /// Response size (`%b`, `%B`, `%O`); `-` is `Some(0)`.
+    pub bytes: Option<u64>,
+    /// `%{Referer}i`; `-` is `None`.
+    pub referer: Option<Field<'a>>,
+    /// `%{User-Agent}i`; `-` is `None`.
+    pub user_agent: Option<Field<'a>>,
+    /// `%v` / `%V`: the virtual host that served the request.
+    pub vhost: Option<Field<'a>>,
+    /// `%D` (microseconds) or `%T` (seconds), as microseconds.
+    pub duration_us: Option<u64>,
+}
+
+/// Why a line did not parse. Cheap to copy and count; never carries line content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ParseError {
+    /// The line did not have the layout of the format (a literal or delimiter was missing).
+    Layout,
+    /// The timestamp was present but not a valid date.
+    Timestamp,
+    /// The status was not a three-digit number.
+    Status,
+    /// The byte count was not a number or `-`.
+    Bytes,
+    /// A JSON line was not a JSON object.
+    Json,
+    /// A field the pipeline needs (the timestamp) was absent.
+    MissingField,
+}
+
+impl ParseError {
+    /// Every reason, in a stable order (reports and tables list them in this order).
+    pub const ALL: [ParseError; 6] = [
+        ParseError::Layout,
+        ParseError::Timestamp,
+        ParseError::Status,
+        ParseError::Bytes,
+        ParseError::Json,
+        ParseError::MissingField,
+    ];
+
+    /// A stable snake_case name, used as a metric label and in summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            ParseError::Layout => "bad_layout",
+            ParseError::Timestamp => "bad_timestamp",
+            ParseError::Status => "bad_status",
+            ParseError::Bytes => "bad_bytes",
+            ParseError::Json => "bad_json",
+            ParseError::MissingField => "missing_field",
+        }
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ParseError::Layout => "the line does not have the layout of the configured format",
+            ParseError::Timestamp => "the timestamp is not a valid date",
+            ParseError::Status => "the status is not a three-digit number",
+            ParseError::Bytes => "the byte count is not a number",
+            ParseError::Json => "the line is not a JSON object",
+            ParseError::MissingField => "the line has no timestamp",
+        })
+    }
+}
+
+/// A format as named in a pipeline file, before compilation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatSpec {
+    Common,
+    Combined,
+    VCombined,
+    /// An Apache `LogFormat` string.
+    Apache(String),
+    /// JSON lines with a field mapping.
+    Json(JsonFieldMap),
+}
+
+/// Why a format could not be compiled. Messages name the directive and its byte offset.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FormatError {
+    #[error("unknown LogFormat directive `{directive}` at byte {offset}")]
+    UnknownDirective { directive: String, offset: usize },
+    #[error("LogFormat is unterminated at byte {offset}: `%{{` without `}}`")]
+    Unterminated { offset: usize },
+    #[error("LogFormat has two directives with nothing between them at byte {offset}; logcensus needs a separator to split them")]
+    AdjacentDirectives { offset: usize },
+    #[error("LogFormat has no %t or other time directive; every table is per period, so a time is required")]
+    NoTime,
+    #[error("JSON field mapping has no `time` field")]
+    JsonNoTime,
+}
+
+/// A compiled format. Cheap to clone (each worker thread holds one).
+#[derive(Debug, Clone)]
+pub enum LineParser {
+    Apache(ApacheFormat),
+    Json(JsonFormat),
+}
+
+impl LineParser {
+    /// Compiles a format once.
+    pub fn new(spec: &FormatSpec) -> Result<LineParser, FormatError> {
+        Ok(match spec {
+            FormatSpec::Common => LineParser::Apache(ApacheFormat::compile(COMMON)?),
+            FormatSpec::Combined => LineParser::Apache(ApacheFormat::compile(COMBINED)?),
+            FormatSpec::VCombined => LineParser::Apache(ApacheFormat::compile(VCOMBINED)?),
+            FormatSpec::Apache(s) => LineParser::Apache(ApacheFormat::compile(s)?),
+            FormatSpec::Json(map) => LineParser::Json(JsonFormat::new(map.clone())?),
+        })
+    }
+
+    /// Parses one line (without its trailing newline; a trailing `\r` is ignored).
+    pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        match self {
+            LineParser::Apache(f) => f.parse(line),
+            LineParser::Json(f) => f.parse(line),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Drives a job: source → parse → policy → enrich → aggregate → sink.
+//!
+//! One reader thread cuts inputs into batches of lines and sends them over a bounded channel (so
+//! a slow worker applies backpressure instead of growing memory). Each worker thread owns its
+//! parser, User-Agent cache, GeoIP cache, visitor keys and partial aggregates; at the end the
+//! partials merge exactly and the tables are written.
+//!
+//! The per-line path ([`worker::LineWorker::line`]) is where the policy is enforced: it reads
+//! only the fields the policy names, turns the address into a place and a visitor hash, and lets
+//! nothing else through.
+
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use logcensus_aggregate::{Aggregates, Rejection, VisitorSecret};
+use logcensus_enrich::{GeoDb, GeoError};
+use logcensus_policy::{Pipeline, TableName};
+use logcensus_sink::{RunMetadata, SinkError, WrittenFile};
+use logcensus_source::{open_counted, ByteCounter, Input, LineReader, SourceError};
+
+pub use worker::LineWorker;
+
+/// Everything a run needs, after command-line overrides.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub pipeline: Pipeline,
+    pub inputs: Vec<Input>,
+    pub out: PathBuf,
+    pub geoip: Option<PathBuf>,
+    pub secret: VisitorSecret,
+    /// Worker threads (at least 1).
+    pub threads: usize,
+}
+
+/// Why a run stopped. Messages name the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Geo(#[from] GeoError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("the table traffic_by_region needs a GeoIP database; set [geoip] database in {pipeline} or pass --geoip FILE.mmdb")]
+    NoGeoDatabase { pipeline: String },
+    #[error("no input: set [source] inputs in {pipeline} or pass --input PATH (`-` for stdin)")]
+    NoInput { pipeline: String },
+}
+
+/// An input that ended early (its complete lines were counted).
+#[derive(Debug, Clone)]
+pub struct InputFailure {
+    pub input: String,
+    pub after_line: u64,
+    pub error: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// Lines (and over-long or truncated fragments) read.
+    pub lines_read: u64,
+    /// Lines counted as requests.
+    pub parsed: u64,
+    /// Rejected lines by reason, in column order.
+    pub rejected: Vec<(&'static str, u64)>,
+    /// Rows written per table.
+    pub rows: Vec<(&'static str, usize)>,
+    pub files: Vec<WrittenFile>,
+    pub input_failures: Vec<InputFailure>,
+    pub elapsed: Duration,
+}
+
+impl Summary {
+    /// Total rejected lines.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Lines per second over the whole run.
+    pub fn lines_per_second(&self) -> f64 {
+        self.lines_read as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs a job to the end and writes its tables.
+pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunError> {
+    let started = Instant::now();
+    let pipeline = &opts.pipeline;
+    if opts.inputs.is_empty() {
+        return Err(RunError::NoInput {
+            pipeline: pipeline.path.display().to_string(),
+        });
+    }
+    let geo = match &opts.geoip {
+        Some(path) => Some(GeoDb::open(path, &pipeline.geo_fields, pipeline.geo_level)?),
+        None if pipeline.has_table(TableName::TrafficByRegion) => {
+            return Err(RunError::NoGeoDatabase {
+                pipeline: pipeline.path.display().to_string(),
+            })
+        }
+        None => None,
+    };
+    if let Some(g) = &geo {
+        tracing::info!(database = %g.description, "GeoIP database opened");
+    }
+    // Open every input before reading any, so an unreadable file fails the run at once.
+    let mut readers = Vec::with_capacity(opts.inputs.len());
+    for input in &opts.inputs {
+        readers.push((input.to_string(), open_counted(input, progress)?));
+    }
+
+    let threads = opts.threads.max(1);
+    let (tx, rx) = crossbeam_channel::bounded::<(Arc<str>, logcensus_source::Batch)>(threads * 2);
+    let mut failures = Vec::new();
+    let mut lines_read = 0u64;
+    let partials: Vec<Aggregates> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let rx = rx.clone();
+                let geo = geo.as_ref();
+                scope.spawn(move || {
+                    let mut w = LineWorker::new(pipeline, geo, opts.secret.clone());
+                    for (input, batch) in rx {
+                        w.batch(&input, &batch);
+                    }
+                    w.into_aggregates()
+                })
+            })
+            .collect();
+        drop(rx);
+        for (name, reader) in readers {
+            let name: Arc<str> = Arc::from(name);
+            let mut lr = LineReader::new(reader, pipeline.max_line_bytes);
+            // Read errors do not fail `next_batch`; they end the input (see `take_failure`).
+            while let Ok(Some(batch)) = lr.next_batch() {
+                lines_read += batch.entries.len() as u64;
+                if tx.send((name.clone(), batch)).is_err() {
+                    break;
+                }
+            }
+            if let Some(f) = lr.take_failure() {
+                tracing::warn!(
+                    input = %name,
+                    after_line = f.after_line,
+                    error = %f.error,
+                    "input ended early; its complete lines were counted and the damaged rest is counted as rejected (truncated_input)"
+                );
+                failures.push(InputFailure {
+                    input: name.to_string(),
+                    after_line: f.after_line,
+                    error: f.error.to_string(),
+                });
+            }
+        }
+        drop(tx);
+        workers
+            .into_iter()
+            .map(|h| h.join().expect("a worker thread panicked"))
+            .collect()
+    });
+
+    let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
+    for p in partials {
+        total.merge(p);
+    }
+    let parsed = total.requests();
+    let rejections = total.rejections();
+    let rejected = Rejection::all()
+        .iter()
+        .map(|r| (r.name(), rejections[r.index()]))
+        .collect();
+    let tables = total.finish(&pipeline.tables);
+    let rows = tables.iter().map(|t| (t.name, t.num_rows())).collect();
+    let meta = RunMetadata {
+        pipeline: pipeline.name.clone(),
+        policy_id: pipeline.policy.id.clone(),
+        policy_hash: pipeline.policy_hash.clone(),
+        period: pipeline.period.name().to_string(),
+        geo_level: pipeline.geo_level.name().to_string(),
+        extra: Vec::new(),
+    };
+    let files = logcensus_sink::write_tables(&opts.out, &tables, &meta)?;
+    Ok(Summary {
+        lines_read,
+        parsed,
+        rejected,
+        rows,
+        files,
+        input_failures: failures,
+        elapsed: started.elapsed(),
+    })
+}

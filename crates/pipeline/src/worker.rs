@@ -1,0 +1,142 @@
+//! The per-line path: where the policy is enforced.
+
+use std::sync::Arc;
+
+use logcensus_aggregate::{Aggregates, Observation, Rejection, VisitorKeys, VisitorSecret};
+use logcensus_enrich::{GeoDb, GeoLookup, Place, UaClassifier};
+use logcensus_parse::{LineParser, ParseError};
+use logcensus_policy::rules::{address_bytes, classify_referrer, client_address};
+use logcensus_policy::{GeoLevel, Pipeline};
+use logcensus_source::{Batch, Entry};
+
+/// How many rejected lines are described (by file, line and reason, never content) at debug
+/// level per worker, so a wrong format is easy to diagnose without flooding the log.
+const DESCRIBED_REJECTIONS: u32 = 10;
+
+/// One worker's stages and partial aggregates.
+pub struct LineWorker<'p> {
+    pipeline: &'p Pipeline,
+    parser: LineParser,
+    ua: UaClassifier,
+    geo: Option<GeoLookup<'p>>,
+    no_geo: Arc<Place>,
+    visitors: VisitorKeys,
+    scratch: String,
+    agg: Aggregates,
+    described: u32,
+}
+
+impl<'p> LineWorker<'p> {
+    /// A worker for a loaded pipeline. The format was checked when the pipeline was loaded.
+    pub fn new(pipeline: &'p Pipeline, geo: Option<&'p GeoDb>, secret: VisitorSecret) -> Self {
+        let unknown: Arc<str> = Arc::from(logcensus_enrich::UNKNOWN);
+        LineWorker {
+            pipeline,
+            parser: LineParser::new(&pipeline.format)
+                .expect("the format was compiled when the pipeline was loaded"),
+            ua: UaClassifier::new(pipeline.policy.user_agent.major_versions),
+            geo: geo.map(GeoDb::lookup),
+            no_geo: Arc::new(Place {
+                continent: Some(unknown.clone()),
+                country: (pipeline.geo_level >= GeoLevel::Country).then(|| unknown.clone()),
+                region: (pipeline.geo_level >= GeoLevel::Region).then(|| unknown.clone()),
+            }),
+            visitors: VisitorKeys::new(secret),
+            scratch: String::new(),
+            agg: Aggregates::new(pipeline.period, pipeline.crawlers),
+            described: 0,
+        }
+    }
+
+    /// Processes one batch from `input`.
+    pub fn batch(&mut self, input: &str, batch: &Batch) {
+        for (i, entry) in batch.entries.iter().enumerate() {
+            let rejection = match *entry {
+                Entry::Line { start, end } => match self.line(batch.line(start, end)) {
+                    Ok(()) => continue,
+                    Err(r) => r,
+                },
+                Entry::TooLong => Rejection::LineTooLong,
+                Entry::Truncated => Rejection::Truncated,
+            };
+            if self.described < DESCRIBED_REJECTIONS {
+                self.described += 1;
+                tracing::debug!(
+                    input,
+                    line = batch.first_line + i as u64,
+                    reason = rejection.name(),
+                    "line rejected"
+                );
+            }
+            self.agg.reject(rejection, None);
+        }
+        self.agg.end_batch();
+    }
+
+    /// Processes one line. Only the fields the policy allows are read from the record.
+    pub fn line(&mut self, line: &[u8]) -> Result<(), Rejection> {
+        let text = std::str::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)?;
+        let record = self.parser.parse(text.as_bytes()).map_err(Rejection::Parse)?;
+        let time = record
+            .time
+            .ok_or(Rejection::Parse(ParseError::MissingField))?;
+        let policy = &self.pipeline.policy;
+
+        let ua_bytes: &[u8] = match (&record.user_agent, policy.user_agent.read) {
+            (Some(ua), true) => ua,
+            _ => b"",
+        };
+        // The whole line is valid UTF-8 and escapes are undone on whole characters, so this
+        // only fails for a JSON value with an escaped lone surrogate: treat that as no value.
+        let ua_str = std::str::from_utf8(ua_bytes).ok();
+        let client = self.ua.classify(ua_str);
+
+        let address = if policy.client_address.read {
+            client_address(
+                self.pipeline.client_address,
+                record.remote_host.as_deref(),
+                record.forwarded_for.as_deref(),
+            )
+        } else {
+            None
+        };
+        let (place, geo_known) = match &mut self.geo {
+            Some(g) => g.place(address),
+            None => (self.no_geo.clone(), false),
+        };
+        let visitor = match address {
+            Some(ip) => self.visitors.visitor(time, &address_bytes(ip), ua_bytes),
+            None => self.visitors.visitor(time, &[0; 16], ua_bytes),
+        };
+        let referer = if policy.referrer.read {
+            record.referer.as_deref()
+        } else {
+            None
+        };
+        let referrer = classify_referrer(referer, &self.pipeline.own_domains, &mut self.scratch);
+        self.agg.observe(&Observation {
+            time,
+            visitor,
+            place: &place,
+            geo_known,
+            client: &client,
+            referrer: referrer.as_str(),
+            status: if policy.request.status {
+                record.status
+            } else {
+                None
+            },
+            bytes: if policy.request.bytes {
+                record.bytes.unwrap_or(0)
+            } else {
+                0
+            },
+        });
+        Ok(())
+    }
+
+    /// The worker's partial aggregates.
+    pub fn into_aggregates(self) -> Aggregates {
+        self.agg
+    }
+}

@@ -1,0 +1,181 @@
+//! The coarsening rules: each turns a raw field into the only form that may leave the process.
+
+use std::net::IpAddr;
+
+use crate::ClientAddressSource;
+
+/// What a referrer becomes. Only [`RefClass::Domain`] carries text, and that text is a
+/// registrable domain (public-suffix aware), never a host name below it, a path or a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefClass<'a> {
+    /// No referrer (`-` or empty).
+    Direct,
+    /// A page of the site itself (one of `own_domains`).
+    Internal,
+    /// Another site's registrable domain, lowercase (`google.com`, `bbc.co.uk`).
+    Domain(&'a str),
+    /// Not a web site's domain: another scheme (`android-app://`), an IP-address host, or a host
+    /// without a public suffix (`localhost`).
+    Other,
+    /// Not a URL.
+    Invalid,
+}
+
+impl RefClass<'_> {
+    /// The value written to `referrers.referrer_domain`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            RefClass::Direct => "(direct)",
+            RefClass::Internal => "(internal)",
+            RefClass::Domain(d) => d,
+            RefClass::Other => "(other)",
+            RefClass::Invalid => "(invalid)",
+        }
+    }
+}
+
+/// Classifies a `Referer` header value. `scratch` holds the lowercased host (reused per call).
+pub fn classify_referrer<'s>(
+    referer: Option<&[u8]>,
+    own_domains: &[String],
+    scratch: &'s mut String,
+) -> RefClass<'s> {
+    let Some(raw) = referer else {
+        return RefClass::Direct;
+    };
+    let raw = trim_ascii(raw);
+    if raw.is_empty() || raw == b"-" {
+        return RefClass::Direct;
+    }
+    let Some(sep) = memfind(raw, b"://") else {
+        return RefClass::Invalid;
+    };
+    let scheme = &raw[..sep];
+    if scheme.is_empty() || !scheme.iter().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b)) {
+        return RefClass::Invalid;
+    }
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return RefClass::Other;
+    }
+    let rest = &raw[sep + 3..];
+    let authority_end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#' | b'\\'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    // Drop any user-info: it can hold personal data and is never a site.
+    let host_port = match authority.iter().rposition(|&b| b == b'@') {
+        Some(at) => &authority[at + 1..],
+        None => authority,
+    };
+    if host_port.first() == Some(&b'[') {
+        return RefClass::Other; // an IPv6 literal
+    }
+    let host = match host_port.iter().position(|&b| b == b':') {
+        Some(colon) => &host_port[..colon],
+        None => host_port,
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    if host.is_empty()
+        || !host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return RefClass::Invalid;
+    }
+    scratch.clear();
+    // Safe: every byte was checked to be ASCII above.
+    scratch.extend(host.iter().map(|b| b.to_ascii_lowercase() as char));
+    if scratch.parse::<std::net::Ipv4Addr>().is_ok() || scratch.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return RefClass::Other;
+    }
+    let registrable = match psl::domain(scratch.as_bytes()) {
+        Some(d) if d.suffix().is_known() => d.as_bytes().len(),
+        _ => return RefClass::Other,
+    };
+    let start = scratch.len() - registrable;
+    let domain = &scratch[start..];
+    if own_domains.iter().any(|own| own == domain) {
+        return RefClass::Internal;
+    }
+    RefClass::Domain(domain)
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
+    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memchr::memmem::find(hay, needle)
+}
+
+/// The major part of a version string: `32.0.1700.77` → `32`, `NT 10.0` → `NT 10`,
+/// `UNKNOWN`/empty → `None`. Only a version's first component may be output.
+pub fn major_version(version: &str) -> Option<&str> {
+    let v = version.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("unknown") {
+        return None;
+    }
+    let end = v.find(['.', '_']).unwrap_or(v.len());
+    let major = v[..end].trim();
+    if major.is_empty() || major.len() > 16 {
+        None
+    } else {
+        Some(major)
+    }
+}
+
+/// Picks and parses the client address from the connecting address and `X-Forwarded-For`.
+/// Returns `None` when no valid address is present (counted as unknown geography).
+/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) become IPv4.
+pub fn client_address(
+    source: ClientAddressSource,
+    remote_host: Option<&[u8]>,
+    forwarded_for: Option<&[u8]>,
+) -> Option<IpAddr> {
+    if source == ClientAddressSource::ForwardedFor {
+        if let Some(xff) = forwarded_for {
+            if let Some(ip) = xff
+                .split(|&b| b == b',')
+                .find_map(|part| parse_ip(trim_ascii(part)))
+            {
+                return Some(ip);
+            }
+        }
+    }
+    remote_host.and_then(parse_ip)
+}
+
+/// Parses an IP address from bytes, accepting `[v6]` and `v4:port`/`[v6]:port` forms.
+pub fn parse_ip(raw: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(raw).ok()?;
+    let ip = if let Some(rest) = s.strip_prefix('[') {
+        rest.split(']').next()?.parse::<IpAddr>().ok()?
+    } else if let Ok(ip) = s.parse::<IpAddr>() {
+        ip
+    } else {
+        // `192.0.2.1:443`
+        let (host, port) = s.rsplit_once(':')?;
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        IpAddr::V4(host.parse().ok()?)
+    };
+    Some(match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    })
+}
+
+/// The address as 16 bytes (IPv4 mapped), for keyed hashing.
+pub fn address_bytes(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}

@@ -1,0 +1,189 @@
+use super::*;
+use crate::rules::*;
+use std::net::IpAddr;
+
+const POLICY: &str = r#"
+id = "test-policy"
+[client_address]
+read = true
+finest_geo = "country"
+count_visitors = true
+[user_agent]
+read = true
+major_versions = true
+[referrer]
+read = false
+[time]
+finest_period = "day"
+[request]
+method = true
+status = true
+bytes = true
+"#;
+
+fn write_pair(pipeline: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, pipeline).unwrap();
+    (dir, p)
+}
+
+fn pipeline_text(agg: &str) -> String {
+    format!(
+        "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n\n[source]\ninputs = [\"logs/a.log\"]\n\n[aggregate]\n{agg}\n"
+    )
+}
+
+fn load_err(text: &str) -> String {
+    let (_d, p) = write_pair(text);
+    let err = Pipeline::load(&p).unwrap_err().to_string();
+    err.replace(&p.display().to_string(), "p.toml")
+}
+
+#[test]
+fn loads_a_valid_pipeline_and_resolves_paths() {
+    let (dir, p) = write_pair(&pipeline_text(
+        "period = \"day\"\ngeo_level = \"country\"\ntables = [\"traffic_quality\", \"traffic_by_region\"]\ncrawlers = \"exclude\"\nown_domains = [\"Example.COM.\"]",
+    ));
+    let pl = Pipeline::load(&p).unwrap();
+    assert_eq!(pl.name, "t");
+    assert_eq!(pl.policy.id, "test-policy");
+    assert_eq!(pl.policy_hash, blake3::hash(POLICY.as_bytes()).to_hex().to_string());
+    assert_eq!(pl.inputs, [dir.path().join("logs/a.log").display().to_string()]);
+    assert_eq!(pl.tables, [TableName::TrafficByRegion, TableName::TrafficQuality]);
+    assert_eq!(pl.own_domains, ["example.com"]);
+    assert_eq!(pl.format, logcensus_parse::FormatSpec::Combined);
+    assert_eq!(pl.period, Period::Day);
+    assert_eq!(pl.geo_level, GeoLevel::Country);
+}
+
+#[test]
+fn unknown_key_names_file_line_and_key() {
+    let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformt = \"combined\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
+    let err = load_err(text);
+    assert!(err.starts_with("p.toml:5:1: unknown field `formt`, expected one of"), "{err}");
+}
+
+#[test]
+fn finer_than_policy_is_refused() {
+    let err = load_err(&pipeline_text(
+        "period = \"hour\"\ntables = [\"traffic_quality\"]\ncrawlers = \"exclude\"",
+    ));
+    assert_eq!(
+        err,
+        "p.toml:9:10: aggregate.period: period \"hour\" is finer than policy `test-policy` allows (finest: \"day\")"
+    );
+    let err = load_err(&pipeline_text(
+        "period = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_quality\"]\ncrawlers = \"exclude\"",
+    ));
+    assert_eq!(
+        err,
+        "p.toml:10:13: aggregate.geo_level: geo level \"region\" is finer than policy `test-policy` allows (finest: \"country\")"
+    );
+}
+
+#[test]
+fn table_needing_a_forbidden_field_is_refused() {
+    let err = load_err(&pipeline_text(
+        "period = \"day\"\ntables = [\"referrers\"]\ncrawlers = \"exclude\"",
+    ));
+    assert_eq!(
+        err,
+        "p.toml:10:10: aggregate.tables: table `referrers` needs the referrer, which policy `test-policy` does not allow"
+    );
+}
+
+#[test]
+fn format_problems_are_reported_at_their_key() {
+    let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformat = \"apache\"\nlog_format = \"%h %Z %t\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
+    let err = load_err(text);
+    assert!(err.starts_with("p.toml:6:14: source.log_format: unknown LogFormat directive"), "{err}");
+    let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformat = \"json\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
+    let err = load_err(text);
+    assert_eq!(err, "p.toml:5:10: source.format: format \"json\" needs a `json_preset` (caddy, traefik, nginx) or a [source.json] field mapping");
+    let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformat = \"xml\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
+    let err = load_err(text);
+    assert!(err.starts_with("p.toml:5:10: unknown variant `xml`"), "{err}");
+}
+
+#[test]
+fn missing_policy_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(&p, pipeline_text("period = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"")).unwrap();
+    let err = Pipeline::load(&p).unwrap_err().to_string();
+    assert!(err.contains("pipeline.policy: cannot read the policy file"), "{err}");
+    assert!(err.contains("policy.toml"), "{err}");
+}
+
+#[test]
+fn shipped_pipelines_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines");
+    for (name, period, crawlers, tables) in [
+        ("partner-daily", Period::Day, CrawlerHandling::Exclude, 4),
+        ("internal-daily", Period::Day, CrawlerHandling::Include, 4),
+        ("ops-hourly", Period::Hour, CrawlerHandling::Include, 1),
+    ] {
+        let pl = Pipeline::load(&root.join(format!("{name}.toml"))).unwrap();
+        assert_eq!(pl.name, name);
+        assert_eq!(pl.period, period);
+        assert_eq!(pl.crawlers, crawlers);
+        assert_eq!(pl.tables.len(), tables);
+        assert_eq!(pl.policy.id, "site-privacy-policy-2010-05-05");
+    }
+}
+
+#[test]
+fn referrers_become_registrable_domains() {
+    let own = vec!["example.com".to_string()];
+    let mut s = String::new();
+    let mut c = |r: &str| classify_referrer(Some(r.as_bytes()), &own, &mut s).as_str().to_string();
+    assert_eq!(c("https://www.google.com/search?q=secret"), "google.com");
+    assert_eq!(c("http://news.bbc.co.uk/a/b?c=d"), "bbc.co.uk");
+    assert_eq!(c("HTTPS://WWW.Example.COM/page"), "(internal)");
+    assert_eq!(c("https://shop.example.com:8443/x"), "(internal)");
+    assert_eq!(c("https://user:pw@evil.example.org/x"), "example.org");
+    assert_eq!(c("https://someone.github.io/repo"), "someone.github.io");
+    assert_eq!(c("http://192.0.2.44/admin"), "(other)");
+    assert_eq!(c("http://[2001:db8::1]/x"), "(other)");
+    assert_eq!(c("http://localhost:3000/"), "(other)");
+    assert_eq!(c("android-app://com.google.android.gm/"), "(other)");
+    assert_eq!(c("-"), "(direct)");
+    assert_eq!(c(""), "(direct)");
+    assert_eq!(c("not a url"), "(invalid)");
+    assert_eq!(c("http://exa mple.com/"), "(invalid)");
+    assert_eq!(classify_referrer(None, &own, &mut s), RefClass::Direct);
+}
+
+#[test]
+fn versions_keep_only_the_major_part() {
+    assert_eq!(major_version("32.0.1700.77"), Some("32"));
+    assert_eq!(major_version("10_9_1"), Some("10"));
+    assert_eq!(major_version("NT 10.0"), Some("NT 10"));
+    assert_eq!(major_version("UNKNOWN"), None);
+    assert_eq!(major_version(""), None);
+}
+
+#[test]
+fn periods_align_to_utc() {
+    // 2015-05-17T10:05:03Z
+    assert_eq!(Period::Day.start(1431857103), 1431820800);
+    assert_eq!(Period::Hour.start(1431857103), 1431856800);
+    assert_eq!(Period::Day.start(-1), -86400);
+}
+
+#[test]
+fn client_address_selection() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let rh = Some(&b"198.51.100.7"[..]);
+    let xff = Some(&b"unknown, 203.0.113.9, 10.0.0.1"[..]);
+    assert_eq!(client_address(ClientAddressSource::RemoteHost, rh, xff), Some(ip("198.51.100.7")));
+    assert_eq!(client_address(ClientAddressSource::ForwardedFor, rh, xff), Some(ip("203.0.113.9")));
+    assert_eq!(client_address(ClientAddressSource::ForwardedFor, rh, Some(b"garbage")), Some(ip("198.51.100.7")));
+    assert_eq!(parse_ip(b"::ffff:192.0.2.1"), Some(ip("192.0.2.1")));
+    assert_eq!(parse_ip(b"[2001:db8::2]:443"), Some(ip("2001:db8::2")));
+    assert_eq!(parse_ip(b"192.0.2.1:8080"), Some(ip("192.0.2.1")));
+    assert_eq!(parse_ip(b"example.com"), None);
+    assert_eq!(parse_ip(b"\xff\xfe"), None);
+}
