@@ -166,6 +166,12 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let summary = result.with_context(|| format!("pipeline {}", opts.pipeline.path.display()))?;
     print_summary(&summary);
+    if summary.parsed == 0 && summary.lines_read > 0 {
+        tracing::warn!(
+            pipeline = %opts.pipeline.path.display(),
+            "no line could be parsed: check that [source] format matches the log (see the rejection reasons above)"
+        );
+    }
     Ok(())
 }
 

@@ -1,0 +1,175 @@
+//! Bad input: a clear error naming the file and what to do, or counted rejections; never a crash,
+//! and never a good line lost.
+
+use super::*;
+use std::io::Write;
+
+const GOOD: &str = "203.0.113.10 - - [17/May/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 10 \"-\" \"curl/8.0\"\n";
+
+fn quality_only(dir: &Path) -> PathBuf {
+    pipeline(
+        dir,
+        "q",
+        "[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\ntables = [\"traffic_quality\"]\ncrawlers = \"include\"\n",
+    )
+}
+
+fn run_on(dir: &Path, input: &Path) -> (Output, PathBuf) {
+    let p = quality_only(dir);
+    let out = dir.join("out");
+    let o = logcensus(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--geoip",
+        test_mmdb().to_str().unwrap(),
+    ]);
+    (o, out)
+}
+
+#[test]
+fn binary_garbage_is_counted_and_good_lines_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = Vec::new();
+    let mut x: u32 = 0x9e3779b9;
+    for chunk in 0..3 {
+        for _ in 0..40_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            data.push((x >> 24) as u8);
+        }
+        data.push(b'\n');
+        data.extend_from_slice(GOOD.as_bytes());
+        let _ = chunk;
+    }
+    let input = dir.path().join("garbage.log");
+    std::fs::write(&input, &data).unwrap();
+    let (o, out) = run_on(dir.path(), &input);
+    ok(&o);
+    let lines = data.iter().filter(|&&b| b == b'\n').count() as i64
+        + i64::from(*data.last().unwrap() != b'\n');
+    assert_eq!(sum(&out, "traffic_quality", "requests"), 3);
+    assert_eq!(sum(&out, "traffic_quality", "rejected_lines"), lines - 3);
+}
+
+#[test]
+fn truncated_gzip_keeps_every_complete_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for i in 0..20_000 {
+        write!(enc, "203.0.113.{} - - [17/May/2026:10:00:00 +0000] \"GET /{i} HTTP/1.1\" 200 {i} \"-\" \"curl/8.0\"\n", i % 250).unwrap();
+    }
+    let gz = enc.finish().unwrap();
+    let input = dir.path().join("cut.log.gz");
+    std::fs::write(&input, &gz[..gz.len() * 2 / 3]).unwrap();
+    let (o, out) = run_on(dir.path(), &input);
+    let t = ok(&o);
+    assert!(t.contains("ended early"), "{t}");
+    assert!(t.contains("cut.log.gz"), "the message names the file:\n{t}");
+    let requests = sum(&out, "traffic_quality", "requests");
+    assert!(requests > 5_000 && requests < 20_000, "{requests}");
+    assert_eq!(sum(&out, "traffic_quality", "rejected_truncated_input"), 1);
+    // The complete lines counted are exactly the first `requests` lines: bytes 0..requests-1.
+    let expected: i64 = (0..requests).sum();
+    assert_eq!(sum(&out, "traffic_quality", "bytes"), expected);
+}
+
+#[test]
+fn megabyte_lines_are_rejected_without_losing_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = GOOD.as_bytes().to_vec();
+    data.extend(std::iter::repeat_n(b'A', 1 << 20));
+    data.push(b'\n');
+    data.extend_from_slice(GOOD.as_bytes());
+    let input = dir.path().join("long.log");
+    std::fs::write(&input, &data).unwrap();
+    let (o, out) = run_on(dir.path(), &input);
+    ok(&o);
+    assert_eq!(sum(&out, "traffic_quality", "requests"), 2);
+    assert_eq!(sum(&out, "traffic_quality", "rejected_line_too_long"), 1);
+}
+
+#[test]
+fn invalid_utf8_is_counted_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut data = GOOD.as_bytes().to_vec();
+    data.extend_from_slice(b"203.0.113.10 - - [17/May/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 10 \"-\" \"\xff\xfe\"\n");
+    data.extend_from_slice(GOOD.as_bytes());
+    let input = dir.path().join("utf8.log");
+    std::fs::write(&input, &data).unwrap();
+    let (o, out) = run_on(dir.path(), &input);
+    ok(&o);
+    let q = rows(&out, "traffic_quality");
+    assert_eq!(get(&q[0], "requests"), "2");
+    assert_eq!(get(&q[0], "rejected_invalid_utf8"), "1");
+}
+
+#[test]
+fn the_wrong_format_is_counted_and_called_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("caddy.jsonl");
+    std::fs::write(
+        &input,
+        "{\"ts\":1779012000.5,\"request\":{\"remote_ip\":\"203.0.113.1\",\"method\":\"GET\"},\"status\":200}\n".repeat(5),
+    )
+    .unwrap();
+    let (o, _) = run_on(dir.path(), &input);
+    let t = ok(&o);
+    assert!(t.contains("rejected bad_layout: 5"), "{t}");
+    assert!(
+        t.contains("no line could be parsed"),
+        "a run that parses nothing says so:\n{t}"
+    );
+}
+
+#[test]
+fn missing_and_unreadable_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.log");
+    let (o, _) = run_on(dir.path(), &missing);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        format!(
+            "error: input {} does not exist; check the path given with --input or in [source] inputs",
+            missing.display()
+        )
+    );
+    let (o, _) = run_on(dir.path(), dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("is a directory"), "{}", text(&o));
+}
+
+#[test]
+fn missing_or_corrupt_geoip_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("a.log");
+    std::fs::write(&input, GOOD).unwrap();
+    let p = quality_only(dir.path());
+    for (db, expect) in [
+        (dir.path().join("missing.mmdb"), "cannot read GeoIP database"),
+        (input.clone(), "is not a usable MaxMind DB (.mmdb) file"),
+    ] {
+        let o = logcensus(&[
+            "run",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+            "--geoip",
+            db.to_str().unwrap(),
+        ]);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{t}");
+        assert!(t.contains(expect), "{t}");
+        assert!(t.contains(&db.display().to_string()), "names the file: {t}");
+        assert!(t.contains("--geoip"), "says what to do: {t}");
+    }
+}

@@ -1,0 +1,314 @@
+//! The whole path, values checked against hand-computed expectations.
+
+use super::*;
+
+fn run_pipeline(p: &Path, input: &Path, out: &Path) -> String {
+    ok(&logcensus(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--geoip",
+        test_mmdb().to_str().unwrap(),
+    ]))
+}
+
+const ALL_TABLES: &str =
+    "tables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]";
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/118.0";
+const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.71 Safari/537.36";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+/// The same six requests in each supported layout: (address, time, status, bytes, referrer, UA).
+fn requests() -> Vec<(&'static str, &'static str, u16, u64, &'static str, &'static str)> {
+    vec![
+        ("203.0.113.5", "17/May/2026:10:00:00 +0000", 200, 100, "https://www.google.com/search?q=x", FIREFOX),
+        ("203.0.113.5", "17/May/2026:10:05:00 +0000", 200, 200, "https://www.example.com/a", FIREFOX),
+        ("203.0.113.6", "17/May/2026:23:59:59 +0000", 404, 0, "-", CHROME_WIN),
+        // 01:30 on the 18th in UTC, written in a +02:00 zone.
+        ("2001:db8::9", "18/May/2026:03:30:00 +0200", 304, 0, "http://news.bbc.co.uk/story", CHROME_WIN),
+        ("198.51.100.3", "18/May/2026:04:00:00 +0000", 200, 5000, "-", GOOGLEBOT),
+        ("198.51.100.4", "18/May/2026:05:00:00 +0000", 500, 7, "-", "-"),
+    ]
+}
+
+fn combined_log() -> String {
+    requests()
+        .iter()
+        .map(|(ip, t, st, b, r, ua)| format!("{ip} - - [{t}] \"GET /p?q=1 HTTP/1.1\" {st} {b} \"{r}\" \"{ua}\"\n"))
+        .collect()
+}
+
+fn check_hand_computed(out: &Path, crawlers_included: bool) {
+    // traffic_quality: every parsed request, per UTC day.
+    let q = rows(out, "traffic_quality");
+    assert_eq!(q.len(), 2);
+    assert_eq!(get(&q[0], "period_start"), "2026-05-17T00:00:00Z");
+    assert_eq!(get(&q[1], "period_start"), "2026-05-18T00:00:00Z");
+    let col = |c: &str| q.iter().map(|r| get(r, c).to_string()).collect::<Vec<_>>();
+    assert_eq!(col("requests"), ["3", "3"]);
+    assert_eq!(col("crawler_requests"), ["0", "1"]);
+    assert_eq!(col("status_2xx"), ["2", "1"]);
+    assert_eq!(col("status_3xx"), ["0", "1"]);
+    assert_eq!(col("status_4xx"), ["1", "0"]);
+    assert_eq!(col("status_5xx"), ["0", "1"]);
+    assert_eq!(col("bytes"), ["300", "5007"]);
+    assert_eq!(col("empty_user_agent_requests"), ["0", "1"]);
+    assert_eq!(col("rejected_lines"), ["0", "0"]);
+
+    // referrers
+    let r = rows(out, "referrers");
+    let got: Vec<(String, String, String, String)> = r
+        .iter()
+        .map(|r| {
+            (
+                get(r, "period_start")[..10].to_string(),
+                get(r, "referrer_domain").to_string(),
+                get(r, "requests").to_string(),
+                get(r, "visitors").to_string(),
+            )
+        })
+        .collect();
+    let s = |a: &str, b: &str, c: &str, d: &str| (a.to_string(), b.to_string(), c.to_string(), d.to_string());
+    let mut want = vec![
+        s("2026-05-17", "(direct)", "1", "1"),
+        s("2026-05-17", "(internal)", "1", "1"),
+        s("2026-05-17", "google.com", "1", "1"),
+        s("2026-05-18", "(direct)", if crawlers_included { "2" } else { "1" }, if crawlers_included { "2" } else { "1" }),
+        s("2026-05-18", "bbc.co.uk", "1", "1"),
+    ];
+    want.sort();
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    assert_eq!(got_sorted, want);
+
+    // clients
+    let c = rows(out, "clients");
+    let got: Vec<String> = c
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {} {} {} {} {} {}",
+                &get(r, "period_start")[..10],
+                get(r, "device"),
+                get(r, "os"),
+                get(r, "os_version"),
+                get(r, "browser"),
+                get(r, "browser_version"),
+                get(r, "requests"),
+                get(r, "visitors")
+            )
+        })
+        .collect();
+    let mut want = vec![
+        "2026-05-17 pc Linux null Firefox 118 2 1".to_string(),
+        "2026-05-17 pc Windows 10 NT 10 Chrome 120 1 1".to_string(),
+        "2026-05-18 pc Windows 10 NT 10 Chrome 120 1 1".to_string(),
+        "2026-05-18 (unknown) (unknown) null (unknown) null 1 1".to_string(),
+    ];
+    if crawlers_included {
+        want.push("2026-05-18 crawler (unknown) null Googlebot 2 1 1".to_string());
+    }
+    let (mut got, mut want) = (got, want);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn combined_log_hand_computed_with_and_without_crawlers() {
+    for crawlers in ["exclude", "include"] {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("access.log");
+        std::fs::write(&input, combined_log()).unwrap();
+        let p = pipeline(
+            dir.path(),
+            "hand",
+            &format!("[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\n{ALL_TABLES}\ncrawlers = \"{crawlers}\"\nown_domains = [\"example.com\"]\n"),
+        );
+        let out = dir.path().join("out");
+        run_pipeline(&p, &input, &out);
+        check_hand_computed(&out, crawlers == "include");
+    }
+}
+
+#[test]
+fn common_vcombined_custom_and_json_formats_agree() {
+    let reqs = requests();
+    let vcombined: String = reqs
+        .iter()
+        .map(|(ip, t, st, b, r, ua)| format!("www.example.com:443 {ip} - - [{t}] \"GET /p HTTP/1.1\" {st} {b} \"{r}\" \"{ua}\"\n"))
+        .collect();
+    let custom: String = reqs
+        .iter()
+        .map(|(ip, t, st, b, r, ua)| format!("10.0.0.1 [{t}] {st} {b} 1234 \"{ua}\" \"{r}\" \"{ip}\" \"GET /x HTTP/2\"\n"))
+        .collect();
+    let json: String = reqs
+        .iter()
+        .map(|(ip, t, st, b, r, ua)| {
+            let secs = logcensus_parse::parse_apache_time(t.as_bytes()).unwrap();
+            format!(
+                "{{\"time\":\"{}\",\"remote_addr\":\"{ip}\",\"remote_user\":\"-\",\"request\":\"GET /p HTTP/1.1\",\"status\":{st},\"body_bytes_sent\":{b},\"http_referer\":\"{}\",\"http_user_agent\":\"{ua}\",\"http_x_forwarded_for\":\"-\",\"host\":\"www.example.com\"}}\n",
+                rfc3339(secs),
+                if *r == "-" { "" } else { r }
+            )
+        })
+        .collect();
+    let cases = [
+        ("vcombined", "format = \"vcombined\"", vcombined),
+        (
+            "custom",
+            "format = \"apache\"\nlog_format = '%a %t %>s %B %D \"%{User-Agent}i\" \"%{Referer}i\" \"%{X-Forwarded-For}i\" \"%r\"'\nclient_address = \"forwarded_for\"",
+            custom,
+        ),
+        ("json", "format = \"json\"\njson_preset = \"nginx\"", json),
+    ];
+    for (name, source, log) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("access.log");
+        std::fs::write(&input, log).unwrap();
+        let p = pipeline(
+            dir.path(),
+            name,
+            &format!("[source]\n{source}\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\n{ALL_TABLES}\ncrawlers = \"include\"\nown_domains = [\"example.com\"]\n"),
+        );
+        let out = dir.path().join("out");
+        run_pipeline(&p, &input, &out);
+        check_hand_computed(&out, true);
+    }
+
+    // Common has no referrer or User-Agent: everything is direct and unknown.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.log");
+    let common: String = reqs
+        .iter()
+        .map(|(ip, t, st, b, _, _)| format!("{ip} - frank [{t}] \"GET /p HTTP/1.0\" {st} {b}\n"))
+        .collect();
+    std::fs::write(&input, common).unwrap();
+    let p = pipeline(
+        dir.path(),
+        "common",
+        &format!("[source]\nformat = \"common\"\n\n[aggregate]\nperiod = \"day\"\n{ALL_TABLES}\ncrawlers = \"exclude\"\n"),
+    );
+    let out = dir.path().join("out");
+    run_pipeline(&p, &input, &out);
+    let r = rows(&out, "referrers");
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|r| get(r, "referrer_domain") == "(direct)"));
+    assert_eq!(sum(&out, "referrers", "requests"), 6);
+    assert_eq!(sum(&out, "traffic_quality", "empty_user_agent_requests"), 6);
+}
+
+/// Unix seconds → `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days).
+fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[test]
+fn sample_log_lines_in_equal_requests_plus_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = root().join("fixtures/logs/sample-combined.log.gz");
+    let out = dir.path().join("out");
+    let t = run_pipeline(&root().join("pipelines/internal-daily.toml"), &input, &out);
+    use std::io::Read;
+    let mut raw = Vec::new();
+    flate2::read::MultiGzDecoder::new(std::fs::File::open(&input).unwrap())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let lines_in = raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as i64;
+    let requests = sum(&out, "traffic_quality", "requests");
+    let rejected = sum(&out, "traffic_quality", "rejected_lines");
+    assert_eq!(requests + rejected, lines_in, "{t}");
+    assert!(rejected > 0, "the sample has malformed lines");
+    // Every table counts every request in the internal pipeline.
+    assert_eq!(sum(&out, "traffic_by_region", "requests"), requests);
+    assert_eq!(sum(&out, "clients", "requests"), requests);
+    assert_eq!(sum(&out, "referrers", "requests"), requests);
+    assert!(t.contains(&format!("read {lines_in} lines")), "{t}");
+}
+
+#[test]
+fn rerunning_into_the_same_directory_gives_the_same_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = root().join("fixtures/logs/sample-combined.log.gz");
+    let out = dir.path().join("out");
+    let p = root().join("pipelines/partner-daily.toml");
+    run_pipeline(&p, &input, &out);
+    let first: Vec<(PathBuf, Vec<u8>)> = files_below(&out)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    run_pipeline(&p, &input, &out);
+    let second: Vec<(PathBuf, Vec<u8>)> = files_below(&out)
+        .into_iter()
+        .map(|f| (f.clone(), std::fs::read(&f).unwrap()))
+        .collect();
+    assert!(!first.is_empty());
+    assert_eq!(first.len(), second.len(), "no duplicate parts");
+    for ((p1, b1), (p2, b2)) in first.iter().zip(&second) {
+        assert_eq!(p1, p2);
+        assert!(b1 == b2, "{} changed between identical runs", p1.display());
+        let name = p1.file_name().unwrap().to_str().unwrap();
+        assert!(name.starts_with("part-") && name.ends_with(".parquet"), "{name}");
+        assert!(p1.parent().unwrap().file_name().unwrap().to_str().unwrap().starts_with("date="));
+    }
+}
+
+#[test]
+fn validate_accepts_shipped_pipelines_and_names_errors() {
+    for name in ["partner-daily", "internal-daily", "ops-hourly"] {
+        let p = root().join(format!("pipelines/{name}.toml"));
+        let t = ok(&logcensus(&["validate", "--pipeline", p.to_str().unwrap()]));
+        assert!(t.contains(&format!("pipeline `{name}` under policy `site-privacy-policy-2010-05-05`")), "{t}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        "typo",
+        "[aggregate]\nperiod = \"day\"\ntabels = [\"clients\"]\ncrawlers = \"include\"\n",
+    );
+    let o = logcensus(&["validate", "--pipeline", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with(&format!("error: {}:8:1: unknown field `tabels`", p.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_shows_metadata_and_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.log");
+    std::fs::write(&input, combined_log()).unwrap();
+    let out = dir.path().join("out");
+    run_pipeline(&root().join("pipelines/partner-daily.toml"), &input, &out);
+    let f = out.join("referrers/date=2026-05-17/part-00000.parquet");
+    let t = ok(&logcensus(&["inspect", f.to_str().unwrap()]));
+    for want in [
+        "logcensus.pipeline",
+        "partner-daily",
+        "logcensus.policy_id",
+        "site-privacy-policy-2010-05-05",
+        "logcensus.policy_hash",
+        "logcensus.period",
+        "google.com",
+    ] {
+        assert!(t.contains(want), "inspect output lacks {want}:\n{t}");
+    }
+}
