@@ -19,14 +19,17 @@
 //! assert_eq!(&*rec.method.unwrap(), b"GET");
 //! ```
 
+#![warn(missing_docs)]
+
 use std::borrow::Cow;
 
 mod apache;
 mod json;
+mod num;
 mod time;
 
 pub use apache::{ApacheFormat, COMBINED, COMMON, VCOMBINED};
-pub use json::{JsonFieldMap, JsonFormat, JsonTime};
+pub use json::{DurationUnit, JsonFieldMap, JsonFormat, JsonTime};
 pub use time::{parse_apache_time, parse_rfc3339};
 
 /// A field's bytes: borrowed from the line when possible, owned when the format had escapes to
@@ -113,10 +116,15 @@ impl std::fmt::Display for ParseError {
 }
 
 /// A format as named in a pipeline file, before compilation.
+// Built once per job from the pipeline file, so the size of the JSON mapping does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormatSpec {
+    /// Apache's `common` format, [`COMMON`].
     Common,
+    /// Apache's `combined` format, [`COMBINED`].
     Combined,
+    /// Apache's `vhost_combined` format, [`VCOMBINED`].
     VCombined,
     /// An Apache `LogFormat` string.
     Apache(String),
@@ -127,22 +135,50 @@ pub enum FormatSpec {
 /// Why a format could not be compiled. Messages name the directive and its byte offset.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
+    /// A `%` directive this crate does not know (or a `%{…}t` / `%{…}T` argument it cannot read).
     #[error("unknown LogFormat directive `{directive}` at byte {offset}")]
-    UnknownDirective { directive: String, offset: usize },
+    UnknownDirective {
+        /// The directive as written, from `%` to its letter.
+        directive: String,
+        /// Byte offset of its `%` in the format string.
+        offset: usize,
+    },
+    /// A `%{` whose `}` never comes.
     #[error("LogFormat is unterminated at byte {offset}: `%{{` without `}}`")]
-    Unterminated { offset: usize },
+    Unterminated {
+        /// Byte offset of the directive's `%`.
+        offset: usize,
+    },
+    /// Two directives with no literal text between them, so their values cannot be told apart.
     #[error("LogFormat has two directives with nothing between them at byte {offset}; logcensus needs a separator to split them")]
-    AdjacentDirectives { offset: usize },
+    AdjacentDirectives {
+        /// Byte offset of the second directive's `%`.
+        offset: usize,
+    },
+    /// No `%t` (or `%{sec}t` and the like) in the format.
     #[error("LogFormat has no %t or other time directive; every table is per period, so a time is required")]
     NoTime,
+    /// A JSON field mapping without a `time` path.
     #[error("JSON field mapping has no `time` field")]
     JsonNoTime,
+    /// A JSON field mapping whose path for one field is malformed or collides with another's.
+    #[error("JSON field `{field}` has an unusable path `{path}`: {reason}")]
+    JsonPath {
+        /// The mapping key (`user_agent`).
+        field: &'static str,
+        /// The path as configured.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// A compiled format. Cheap to clone (each worker thread holds one).
 #[derive(Debug, Clone)]
 pub enum LineParser {
+    /// An Apache `LogFormat` (including the presets).
     Apache(ApacheFormat),
+    /// JSON lines with a field mapping.
     Json(JsonFormat),
 }
 
@@ -166,3 +202,6 @@ impl LineParser {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
