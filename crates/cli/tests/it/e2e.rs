@@ -152,7 +152,7 @@ fn common_vcombined_custom_and_json_formats_agree() {
         .map(|(ip, t, st, b, r, ua)| {
             let secs = logcensus_parse::parse_apache_time(t.as_bytes()).unwrap();
             format!(
-                "{{\"time\":\"{}\",\"remote_addr\":\"{ip}\",\"remote_user\":\"-\",\"request\":\"GET /p HTTP/1.1\",\"status\":{st},\"body_bytes_sent\":{b},\"http_referer\":\"{}\",\"http_user_agent\":\"{ua}\",\"http_x_forwarded_for\":\"-\",\"host\":\"www.example.com\"}}\n",
+                "{{\"time_iso8601\":\"{}\",\"remote_addr\":\"{ip}\",\"http_x_forwarded_for\":\"\",\"request_method\":\"GET\",\"status\":\"{st}\",\"body_bytes_sent\":\"{b}\",\"http_referer\":\"{}\",\"http_user_agent\":\"{ua}\",\"host\":\"www.example.com\",\"request_time\":\"0.002\"}}\n",
                 rfc3339(secs),
                 if *r == "-" { "" } else { r }
             )
