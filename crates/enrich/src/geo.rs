@@ -202,12 +202,13 @@ impl GeoLookup<'_> {
 /// `US` + `VA` → `US-VA`; a value already prefixed (`US-VA`) is kept; names (`Virginia`, from
 /// flat layouts) become `US-Virginia`.
 fn region_code(country: &str, sub: &str) -> String {
-    let prefix_len = country.len() + 1;
-    if sub.len() > prefix_len
-        && sub[..country.len()].eq_ignore_ascii_case(country)
-        && sub.as_bytes()[country.len()] == b'-'
-    {
-        format!("{}-{}", country, &sub[prefix_len..])
+    let prefixed = sub
+        .get(..country.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(country))
+        && sub.as_bytes().get(country.len()) == Some(&b'-')
+        && sub.len() > country.len() + 1;
+    if prefixed {
+        format!("{}-{}", country, &sub[country.len() + 1..])
     } else {
         format!("{country}-{sub}")
     }
@@ -240,6 +241,8 @@ mod tests {
         assert_eq!(region_code("US", "US-VA"), "US-VA");
         assert_eq!(region_code("US", "Virginia"), "US-Virginia");
         assert_eq!(region_code("GB", "ENG"), "GB-ENG");
+        assert_eq!(region_code("BR", "São Paulo"), "BR-São Paulo");
+        assert_eq!(region_code("BR", "S"), "BR-S");
     }
 
     #[test]
@@ -259,5 +262,130 @@ mod tests {
             parse_path("country", "country..iso_code"),
             Err(GeoError::BadPath { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod db_tests {
+    use super::*;
+
+    fn open(bytes: Vec<u8>, fields: GeoFields, level: GeoLevel) -> (tempfile::TempDir, GeoDb) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.mmdb");
+        std::fs::write(&p, bytes).unwrap();
+        let db = GeoDb::open(&p, &fields, level).unwrap();
+        (dir, db)
+    }
+
+    fn show(p: &Place) -> String {
+        let s = |v: &Option<Str>| v.as_deref().unwrap_or("null").to_string();
+        format!("{} {} {}", s(&p.continent), s(&p.country), s(&p.region))
+    }
+
+    fn lookups(db: &GeoDb) -> Vec<(String, bool)> {
+        let mut l = db.lookup();
+        let ips = [
+            "3.80.0.1",
+            "126.1.2.3",
+            "86.144.1.1",
+            "86.130.0.1",
+            "2a01:4f8::1",
+            "2804:14c::1",
+            "63.140.0.1",
+            "::ffff:3.80.0.1",
+            "203.0.113.9",
+            "10.1.2.3",
+        ];
+        let mut out: Vec<(String, bool)> = ips
+            .iter()
+            .map(|ip| {
+                let (p, known) = l.place(Some(ip.parse().unwrap()));
+                (show(&p), known)
+            })
+            .collect();
+        let (p, known) = l.place(None);
+        out.push((show(&p), known));
+        out
+    }
+
+    fn k(s: &str, known: bool) -> (String, bool) {
+        (s.to_string(), known)
+    }
+
+    #[test]
+    fn geoip2_city_at_each_level() {
+        let city = logcensus_fixtures::city_mmdb;
+        let (_d, db) = open(city(), GeoFields::default(), GeoLevel::Region);
+        assert_eq!(
+            lookups(&db),
+            [
+                k("NA US US-VA", true),
+                k("AS JP JP-13", true),
+                k("EU GB GB-SCT", true),
+                k("EU GB GB-ENG", true),
+                k("EU DE DE-BY", true),
+                k("SA BR BR-SP", true),
+                k("NA US (unknown)", true),
+                k("NA US US-VA", true),
+                k("(unknown) (unknown) (unknown)", false),
+                k("(unknown) (unknown) (unknown)", false),
+                k("(unknown) (unknown) (unknown)", false),
+            ]
+        );
+        let (_d, db) = open(city(), GeoFields::default(), GeoLevel::Country);
+        let got = lookups(&db);
+        assert_eq!(got[0], k("NA US null", true));
+        assert_eq!(got[4], k("EU DE null", true));
+        assert_eq!(got[8], k("(unknown) (unknown) null", false));
+        let (_d, db) = open(city(), GeoFields::default(), GeoLevel::Continent);
+        let got = lookups(&db);
+        assert_eq!(got[1], k("AS null null", true));
+        assert_eq!(got[8], k("(unknown) null null", false));
+    }
+
+    #[test]
+    fn flat_layout_through_a_field_mapping() {
+        let fields = GeoFields {
+            continent: String::new(),
+            country: "country_code".into(),
+            subdivision: "state1".into(),
+        };
+        let (_d, db) = open(logcensus_fixtures::flat_mmdb(), fields, GeoLevel::Region);
+        let got = lookups(&db);
+        assert_eq!(got[0], k("NA US US-Virginia", true));
+        assert_eq!(got[4], k("EU DE DE-Bavaria", true));
+        assert_eq!(got[8], k("(unknown) (unknown) (unknown)", false));
+    }
+
+    #[test]
+    fn identical_places_share_one_allocation() {
+        let (_d, db) = open(logcensus_fixtures::city_mmdb(), GeoFields::default(), GeoLevel::Country);
+        let mut l = db.lookup();
+        let (a, _) = l.place(Some("86.144.1.1".parse().unwrap()));
+        let (b, _) = l.place(Some("86.130.0.1".parse().unwrap()));
+        assert!(Arc::ptr_eq(&a, &b), "GB at country level is one place");
+    }
+
+    #[test]
+    fn missing_and_corrupt_databases_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.mmdb");
+        let err = GeoDb::open(&missing, &GeoFields::default(), GeoLevel::Country)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with(&format!("cannot read GeoIP database {}", missing.display())), "{err}");
+        let bad = dir.path().join("bad.mmdb");
+        std::fs::write(&bad, b"this is not a database").unwrap();
+        let err = GeoDb::open(&bad, &GeoFields::default(), GeoLevel::Country)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with(&format!("{} is not a usable MaxMind DB (.mmdb) file", bad.display())), "{err}");
+        // A truncated real database is refused too, not a crash later.
+        let mut cut = logcensus_fixtures::city_mmdb();
+        cut.truncate(cut.len() / 2);
+        std::fs::write(&bad, cut).unwrap();
+        assert!(GeoDb::open(&bad, &GeoFields::default(), GeoLevel::Country).is_err());
     }
 }
