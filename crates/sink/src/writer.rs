@@ -1,0 +1,406 @@
+//! Writing finished tables: contract check, one Hive-style partition per UTC date, atomic files.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use logcensus_aggregate::{Column, TableOut};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::contract::{arrow_schema, contract, contracts, ColumnType, TableContract};
+use crate::SinkError;
+
+/// The logcensus version written into every file.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The one part file each partition holds.
+pub const PART_FILE: &str = "part-00000.parquet";
+
+/// Rows per row group at most: bounds the writer's memory and lets readers skip by statistics.
+const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
+
+/// zstd level: a good ratio at a speed well above what aggregate tables need.
+const ZSTD_LEVEL: i32 = 3;
+
+/// `period_start` must fall in years 0000–9999, so that the partition name is `YYYY-MM-DD`.
+const MIN_SECONDS: i64 = -62_167_219_200; // 0000-01-01T00:00:00Z
+const MAX_SECONDS: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+
+/// Keys the sink writes itself (plus the Arrow schema the Parquet writer embeds).
+const RESERVED_KEYS: [&str; 9] = [
+    "logcensus.version",
+    "logcensus.pipeline",
+    "logcensus.policy_id",
+    "logcensus.policy_hash",
+    "logcensus.period",
+    "logcensus.geo_level",
+    "logcensus.table",
+    "logcensus.partition",
+    "ARROW:schema",
+];
+
+/// Where a run's tables came from; written into every file's key-value metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunMetadata {
+    /// Pipeline (job) name → `logcensus.pipeline`.
+    pub pipeline: String,
+    /// Policy id → `logcensus.policy_id`.
+    pub policy_id: String,
+    /// BLAKE3 hash of the policy file → `logcensus.policy_hash`.
+    pub policy_hash: String,
+    /// `day` or `hour` → `logcensus.period`.
+    pub period: String,
+    /// `continent`, `country` or `region` → `logcensus.geo_level`.
+    pub geo_level: String,
+    /// More entries, written after the standard ones, in this order. Keys may not be one of the
+    /// standard keys.
+    pub extra: Vec<(String, String)>,
+}
+
+/// One file a run wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Table name.
+    pub table: &'static str,
+    /// Partition date, `YYYY-MM-DD` (UTC).
+    pub partition: String,
+    /// `<out>/<table>/date=<partition>/part-00000.parquet`.
+    pub path: PathBuf,
+    /// Rows in the file.
+    pub rows: usize,
+}
+
+/// Writes every table under `out`, one file per table and UTC date of `period_start`:
+/// `<out>/<table>/date=YYYY-MM-DD/part-00000.parquet`.
+///
+/// All tables are checked against their contracts before anything is written. Each file is
+/// written to a hidden temporary name in its directory, synced and renamed into place, so a
+/// reader sees either the old file or the new one; then any other `part-*.parquet` in the
+/// partition (left by an older run) is removed. Writing the same tables twice gives the same
+/// bytes. A table with no rows writes nothing, and partitions this run has no rows for are left
+/// alone.
+pub fn write_tables(
+    out: &Path,
+    tables: &[TableOut],
+    meta: &RunMetadata,
+) -> Result<Vec<WrittenFile>, SinkError> {
+    write_tables_with(out, tables, meta, MAX_ROW_GROUP_ROWS)
+}
+
+pub(crate) fn write_tables_with(
+    out: &Path,
+    tables: &[TableOut],
+    meta: &RunMetadata,
+    max_row_group_rows: usize,
+) -> Result<Vec<WrittenFile>, SinkError> {
+    if let Some((key, _)) = meta
+        .extra
+        .iter()
+        .find(|(k, _)| RESERVED_KEYS.contains(&k.as_str()))
+    {
+        return Err(SinkError::ReservedKey { key: key.clone() });
+    }
+    let mut checked = Vec::with_capacity(tables.len());
+    for (i, t) in tables.iter().enumerate() {
+        if tables[..i].iter().any(|o| o.name == t.name) {
+            return Err(contract_error(
+                t.name,
+                "the table is given twice in one run".into(),
+            ));
+        }
+        checked.push(check(t)?);
+    }
+    let mut written = Vec::new();
+    for (table, contract) in tables.iter().zip(checked) {
+        let schema = arrow_schema(contract);
+        for (date, rows) in partitions(table) {
+            let columns: Vec<ArrayRef> =
+                table.columns.iter().map(|(_, c)| take(c, &rows)).collect();
+            let batch = RecordBatch::try_new(schema.clone(), columns)
+                .map_err(|e| contract_error(table.name, e.to_string()))?;
+            let dir = out.join(table.name).join(format!("date={date}"));
+            let kv = key_values(meta, table.name, &date);
+            let path = write_partition(&dir, &batch, kv, max_row_group_rows)?;
+            written.push(WrittenFile {
+                table: table.name,
+                partition: date,
+                path,
+                rows: batch.num_rows(),
+            });
+        }
+    }
+    Ok(written)
+}
+
+fn contract_error(table: &str, detail: String) -> SinkError {
+    SinkError::Contract {
+        table: table.to_string(),
+        detail,
+    }
+}
+
+fn kind(c: &Column) -> ColumnType {
+    match c {
+        Column::Timestamp(_) => ColumnType::Timestamp,
+        Column::Str(_) => ColumnType::String,
+        Column::Int(_) => ColumnType::Int64,
+        Column::Float(_) => ColumnType::Float64,
+    }
+}
+
+/// Checks a table against its contract: the same columns in the same order with the same types,
+/// equal lengths, no null where the contract forbids one, `period_start` in range.
+fn check(table: &TableOut) -> Result<&'static TableContract, SinkError> {
+    let err = |detail: String| contract_error(table.name, detail);
+    let Some(contract) = contract(table.name) else {
+        let known: Vec<&str> = contracts().iter().map(|c| c.name.as_str()).collect();
+        return Err(err(format!(
+            "there is no such contract (the tables are {})",
+            known.join(", ")
+        )));
+    };
+    for (i, want) in contract.columns.iter().enumerate() {
+        let Some((name, col)) = table.columns.get(i) else {
+            return Err(err(format!("column `{}` is missing", want.name)));
+        };
+        if *name != want.name {
+            return Err(err(format!(
+                "column {} is `{name}` where the contract has `{}`",
+                i + 1,
+                want.name
+            )));
+        }
+        if kind(col) != want.ty {
+            return Err(err(format!(
+                "column `{name}` holds {} values where the contract says {}",
+                kind(col).name(),
+                want.ty.name()
+            )));
+        }
+    }
+    if let Some((name, _)) = table.columns.get(contract.columns.len()) {
+        return Err(err(format!("column `{name}` is not in the contract")));
+    }
+    let rows = table.num_rows();
+    for ((name, col), want) in table.columns.iter().zip(&contract.columns) {
+        if col.len() != rows {
+            return Err(err(format!(
+                "column `{name}` has {} rows where period_start has {rows}",
+                col.len()
+            )));
+        }
+        match col {
+            Column::Str(v) if !want.nullable => {
+                if let Some(r) = v.iter().position(Option::is_none) {
+                    return Err(err(format!(
+                        "column `{name}` is not nullable but row {r} is null"
+                    )));
+                }
+            }
+            Column::Timestamp(v) => {
+                if let Some(s) = v.iter().find(|s| !(MIN_SECONDS..=MAX_SECONDS).contains(*s)) {
+                    return Err(err(format!(
+                        "column `{name}` holds {s}, outside the years 0000 to 9999"
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(contract)
+}
+
+/// Row indexes by UTC date of `period_start`, dates in order, rows in table order.
+fn partitions(table: &TableOut) -> BTreeMap<String, Vec<usize>> {
+    let mut out: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    if let Some((_, Column::Timestamp(starts))) = table.columns.first() {
+        // Rows come sorted, so a date's rows are usually one run: format each date once.
+        let mut last: Option<(i64, String)> = None;
+        for (row, &s) in starts.iter().enumerate() {
+            let day = s.div_euclid(86_400);
+            let date = match &last {
+                Some((d, text)) if *d == day => text.clone(),
+                _ => {
+                    let text = utc_date(day);
+                    last = Some((day, text.clone()));
+                    text
+                }
+            };
+            out.entry(date).or_default().push(row);
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD` of a day count since 1970-01-01 (proleptic Gregorian calendar).
+pub(crate) fn utc_date(days: i64) -> String {
+    // Shift to a calendar whose years start on 1 March, so the leap day ends a year; then split
+    // into 400-year eras of 146,097 days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+/// The rows `rows` of a column, as an Arrow array.
+fn take(col: &Column, rows: &[usize]) -> ArrayRef {
+    match col {
+        Column::Timestamp(v) => Arc::new(
+            TimestampMicrosecondArray::from_iter_values(rows.iter().map(|&r| v[r] * 1_000_000))
+                .with_timezone("UTC"),
+        ),
+        Column::Str(v) => Arc::new(StringArray::from_iter(
+            rows.iter().map(|&r| v[r].as_deref()),
+        )),
+        Column::Int(v) => Arc::new(Int64Array::from_iter_values(rows.iter().map(|&r| v[r]))),
+        Column::Float(v) => Arc::new(Float64Array::from_iter_values(rows.iter().map(|&r| v[r]))),
+    }
+}
+
+fn key_values(meta: &RunMetadata, table: &str, date: &str) -> Vec<KeyValue> {
+    let standard = [
+        ("logcensus.version", VERSION),
+        ("logcensus.pipeline", &meta.pipeline),
+        ("logcensus.policy_id", &meta.policy_id),
+        ("logcensus.policy_hash", &meta.policy_hash),
+        ("logcensus.period", &meta.period),
+        ("logcensus.geo_level", &meta.geo_level),
+        ("logcensus.table", table),
+        ("logcensus.partition", date),
+    ];
+    standard
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string()))
+        .chain(
+            meta.extra
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .collect()
+}
+
+fn properties(kv: Vec<KeyValue>, max_row_group_rows: usize) -> WriterProperties {
+    WriterProperties::builder()
+        // The default names the parquet crate's version; ours keeps bytes stable across
+        // dependency updates that do not change the encoding.
+        .set_created_by(format!("logcensus {VERSION}"))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("3 is a valid zstd level"),
+        ))
+        .set_dictionary_enabled(true)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(max_row_group_rows.max(1)))
+        .set_key_value_metadata(Some(kv))
+        .build()
+}
+
+/// Writes one partition's file atomically and removes stale parts; returns the final path.
+fn write_partition(
+    dir: &Path,
+    batch: &RecordBatch,
+    kv: Vec<KeyValue>,
+    max_row_group_rows: usize,
+) -> Result<PathBuf, SinkError> {
+    std::fs::create_dir_all(dir).map_err(|source| SinkError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let path = dir.join(PART_FILE);
+    let tmp = dir.join(format!(".{PART_FILE}.{}.tmp", std::process::id()));
+    if let Err(e) = write_file(&tmp, batch, kv, max_row_group_rows) {
+        // Best effort: the error being reported matters more than a leftover hidden file.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if let Err(source) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(SinkError::Rename {
+            from: tmp,
+            to: path,
+            source,
+        });
+    }
+    sync_dir(dir)?;
+    remove_stale_parts(dir)?;
+    Ok(path)
+}
+
+fn write_file(
+    tmp: &Path,
+    batch: &RecordBatch,
+    kv: Vec<KeyValue>,
+    max_row_group_rows: usize,
+) -> Result<(), SinkError> {
+    let write_err = |source| SinkError::Write {
+        path: tmp.to_path_buf(),
+        source,
+    };
+    let encode_err = |source| SinkError::Encode {
+        path: tmp.to_path_buf(),
+        source,
+    };
+    let file = File::create(tmp).map_err(write_err)?;
+    let props = properties(kv, max_row_group_rows);
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(encode_err)?;
+    writer.write(batch).map_err(encode_err)?;
+    writer.finish().map_err(encode_err)?;
+    writer.inner().sync_all().map_err(write_err)
+}
+
+/// Makes the rename durable: the directory entry is data too.
+fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    #[cfg(unix)]
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| SinkError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// Removes every `part-*.parquet` but ours: an older run may have split the partition
+/// differently, and readers would count those rows twice.
+fn remove_stale_parts(dir: &Path) -> Result<(), SinkError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| SinkError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| SinkError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("part-") && name.ends_with(".parquet") && name != PART_FILE {
+            let path = entry.path();
+            std::fs::remove_file(&path)
+                .map_err(|source| SinkError::RemoveStale { path, source })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
