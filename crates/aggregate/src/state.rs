@@ -97,6 +97,9 @@ impl Hasher for PassThrough {
 
 type VisitorSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
 
+/// A `clients` row key as written: period and the five printed dimensions.
+type ClientRow = (i64, [Option<Str>; 5]);
+
 /// One row's running totals.
 #[derive(Debug, Default, Clone)]
 struct Cell {
@@ -255,7 +258,12 @@ impl Aggregates {
     pub fn reject(&mut self, why: Rejection, period_hint: Option<i64>) {
         let i = why.index();
         match period_hint.or(self.last_period) {
-            Some(p) => self.quality.entry(self.period.start(p)).or_default().rejected[i] += 1,
+            Some(p) => {
+                self.quality
+                    .entry(self.period.start(p))
+                    .or_default()
+                    .rejected[i] += 1
+            }
             None => self.pending[i] += 1,
         }
     }
@@ -317,7 +325,10 @@ impl Aggregates {
     pub fn finish(mut self, tables: &[TableName]) -> Vec<TableOut> {
         self.end_batch();
         if let Some(q) = self.quality.values_mut().next_back() {
-            for (i, n) in std::mem::take(&mut self.unattributed).into_iter().enumerate() {
+            for (i, n) in std::mem::take(&mut self.unattributed)
+                .into_iter()
+                .enumerate()
+            {
                 q.rejected[i] += n;
             }
         }
@@ -342,12 +353,27 @@ impl Aggregates {
         TableOut {
             name: "traffic_by_region",
             columns: vec![
-                ("period_start", Column::Timestamp(rows.iter().map(|r| r.0).collect())),
-                ("continent", Column::Str(rows.iter().map(|r| r.1.continent.clone()).collect())),
-                ("country", Column::Str(rows.iter().map(|r| r.1.country.clone()).collect())),
-                ("region", Column::Str(rows.iter().map(|r| r.1.region.clone()).collect())),
+                (
+                    "period_start",
+                    Column::Timestamp(rows.iter().map(|r| r.0).collect()),
+                ),
+                (
+                    "continent",
+                    Column::Str(rows.iter().map(|r| r.1.continent.clone()).collect()),
+                ),
+                (
+                    "country",
+                    Column::Str(rows.iter().map(|r| r.1.country.clone()).collect()),
+                ),
+                (
+                    "region",
+                    Column::Str(rows.iter().map(|r| r.1.region.clone()).collect()),
+                ),
                 ("requests", ints(rows.iter().map(|r| r.2.requests))),
-                ("visitors", ints(rows.iter().map(|r| r.2.visitors.len() as u64))),
+                (
+                    "visitors",
+                    ints(rows.iter().map(|r| r.2.visitors.len() as u64)),
+                ),
                 ("bytes", ints(rows.iter().map(|r| r.2.bytes))),
             ],
         }
@@ -355,7 +381,7 @@ impl Aggregates {
 
     fn clients_table(&self) -> TableOut {
         // Classes differing only in flags (crawler/unknown/empty) print the same: merge them.
-        let mut merged: BTreeMap<(i64, [Option<Str>; 5]), (u64, VisitorSet)> = BTreeMap::new();
+        let mut merged: BTreeMap<ClientRow, (u64, VisitorSet)> = BTreeMap::new();
         for (p, m) in &self.clients {
             for (k, c) in m {
                 let key = [
@@ -374,7 +400,10 @@ impl Aggregates {
         TableOut {
             name: "clients",
             columns: vec![
-                ("period_start", Column::Timestamp(merged.keys().map(|k| k.0).collect())),
+                (
+                    "period_start",
+                    Column::Timestamp(merged.keys().map(|k| k.0).collect()),
+                ),
                 ("device", col(0)),
                 ("os", col(1)),
                 ("os_version", col(2)),
@@ -396,10 +425,19 @@ impl Aggregates {
         TableOut {
             name: "referrers",
             columns: vec![
-                ("period_start", Column::Timestamp(rows.iter().map(|r| r.0).collect())),
-                ("referrer_domain", Column::Str(rows.iter().map(|r| Some(r.1.clone())).collect())),
+                (
+                    "period_start",
+                    Column::Timestamp(rows.iter().map(|r| r.0).collect()),
+                ),
+                (
+                    "referrer_domain",
+                    Column::Str(rows.iter().map(|r| Some(r.1.clone())).collect()),
+                ),
                 ("requests", ints(rows.iter().map(|r| r.2.requests))),
-                ("visitors", ints(rows.iter().map(|r| r.2.visitors.len() as u64))),
+                (
+                    "visitors",
+                    ints(rows.iter().map(|r| r.2.visitors.len() as u64)),
+                ),
             ],
         }
     }
@@ -422,7 +460,10 @@ impl Aggregates {
         };
         let parse_range = 2..2 + ParseError::ALL.len();
         let mut columns = vec![
-            ("period_start", Column::Timestamp(q.iter().map(|(p, _)| **p).collect())),
+            (
+                "period_start",
+                Column::Timestamp(q.iter().map(|(p, _)| **p).collect()),
+            ),
             ("requests", int(&|x| x.requests)),
             ("crawler_requests", int(&|x| x.crawler_requests)),
             ("status_2xx", int(&|x| x.status[0])),
@@ -431,7 +472,10 @@ impl Aggregates {
             ("status_5xx", int(&|x| x.status[3])),
             ("status_other", int(&|x| x.status[4])),
             ("bytes", int(&|x| x.bytes)),
-            ("parse_errors", int(&|x| x.rejected[parse_range.clone()].iter().sum())),
+            (
+                "parse_errors",
+                int(&|x| x.rejected[parse_range.clone()].iter().sum()),
+            ),
             ("rejected_lines", int(&|x| x.rejected.iter().sum())),
         ];
         const NAMES: [&str; REJECTION_REASONS] = [

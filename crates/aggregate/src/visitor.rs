@@ -149,9 +149,17 @@ mod tests {
         assert_eq!(v1, keys.visitor(t + 60, &a, b"UA"));
         assert_ne!(v1, keys.visitor(t, &a, b"UA2"));
         assert_ne!(v1, keys.visitor(t, &[2u8; 16], b"UA"));
-        assert_ne!(v1, keys.visitor(t + 86_400, &a, b"UA"), "a new day, a new key");
+        assert_ne!(
+            v1,
+            keys.visitor(t + 86_400, &a, b"UA"),
+            "a new day, a new key"
+        );
         let mut other = VisitorKeys::new(VisitorSecret::from_bytes([8; 32]));
-        assert_ne!(v1, other.visitor(t, &a, b"UA"), "another secret, other hashes");
+        assert_ne!(
+            v1,
+            other.visitor(t, &a, b"UA"),
+            "another secret, other hashes"
+        );
     }
 
     #[test]

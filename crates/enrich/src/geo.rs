@@ -162,7 +162,12 @@ impl GeoLookup<'_> {
         let country = get(&self.db.country).map(|c| c.to_ascii_uppercase());
         let continent = get(&self.db.continent)
             .map(|c| c.to_ascii_uppercase())
-            .or_else(|| country.as_deref().and_then(continent_of).map(str::to_string));
+            .or_else(|| {
+                country
+                    .as_deref()
+                    .and_then(continent_of)
+                    .map(str::to_string)
+            });
         let region = if level >= GeoLevel::Region {
             match (&country, get(&self.db.subdivision)) {
                 (Some(c), Some(s)) => Some(region_code(c, &s)),
@@ -226,9 +231,9 @@ fn continent_of(country: &str) -> Option<&'static str> {
         ("AN", "AQ BV GS HM TF"),
     ];
     let c = country.to_ascii_uppercase();
-    TABLE.iter().find_map(|(cont, list)| {
-        list.split(' ').any(|x| x == c).then_some(*cont)
-    })
+    TABLE
+        .iter()
+        .find_map(|(cont, list)| list.split(' ').any(|x| x == c).then_some(*cont))
 }
 
 #[cfg(test)]
@@ -359,7 +364,11 @@ mod db_tests {
 
     #[test]
     fn identical_places_share_one_allocation() {
-        let (_d, db) = open(logcensus_fixtures::city_mmdb(), GeoFields::default(), GeoLevel::Country);
+        let (_d, db) = open(
+            logcensus_fixtures::city_mmdb(),
+            GeoFields::default(),
+            GeoLevel::Country,
+        );
         let mut l = db.lookup();
         let (a, _) = l.place(Some("86.144.1.1".parse().unwrap()));
         let (b, _) = l.place(Some("86.130.0.1".parse().unwrap()));
@@ -374,14 +383,23 @@ mod db_tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(err.starts_with(&format!("cannot read GeoIP database {}", missing.display())), "{err}");
+        assert!(
+            err.starts_with(&format!("cannot read GeoIP database {}", missing.display())),
+            "{err}"
+        );
         let bad = dir.path().join("bad.mmdb");
         std::fs::write(&bad, b"this is not a database").unwrap();
         let err = GeoDb::open(&bad, &GeoFields::default(), GeoLevel::Country)
             .err()
             .unwrap()
             .to_string();
-        assert!(err.starts_with(&format!("{} is not a usable MaxMind DB (.mmdb) file", bad.display())), "{err}");
+        assert!(
+            err.starts_with(&format!(
+                "{} is not a usable MaxMind DB (.mmdb) file",
+                bad.display()
+            )),
+            "{err}"
+        );
         // A truncated real database is refused too, not a crash later.
         let mut cut = logcensus_fixtures::city_mmdb();
         cut.truncate(cut.len() / 2);

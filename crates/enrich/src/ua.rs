@@ -144,15 +144,26 @@ mod tests {
         let mut c = UaClassifier::new(true);
         let chrome = c.classify(Some("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_9_1) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/32.0.1700.77 Safari/537.36"));
         assert_eq!(
-            (&*chrome.device, &*chrome.os, chrome.os_version.as_deref(), &*chrome.browser, chrome.browser_version.as_deref()),
+            (
+                &*chrome.device,
+                &*chrome.os,
+                chrome.os_version.as_deref(),
+                &*chrome.browser,
+                chrome.browser_version.as_deref()
+            ),
             ("pc", "Mac OSX", Some("10"), "Chrome", Some("32"))
         );
         assert!(!chrome.crawler && !chrome.unknown && !chrome.empty);
-        let bot = c.classify(Some("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"));
+        let bot = c.classify(Some(
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        ));
         assert_eq!((&*bot.device, &*bot.browser), ("crawler", "Googlebot"));
         assert!(bot.crawler);
         let iphone = c.classify(Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"));
-        assert_eq!((&*iphone.device, &*iphone.os, &*iphone.browser), ("smartphone", "iPhone", "Safari"));
+        assert_eq!(
+            (&*iphone.device, &*iphone.os, &*iphone.browser),
+            ("smartphone", "iPhone", "Safari")
+        );
         for empty in [None, Some(""), Some("-")] {
             let e = c.classify(empty);
             assert!(e.empty && e.unknown);
@@ -168,7 +179,9 @@ mod tests {
     #[test]
     fn versions_are_dropped_when_the_policy_forbids_them() {
         let mut c = UaClassifier::new(false);
-        let ff = c.classify(Some("Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/118.0"));
+        let ff = c.classify(Some(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/118.0",
+        ));
         assert_eq!(&*ff.browser, "Firefox");
         assert_eq!(ff.browser_version, None);
         assert_eq!(ff.os_version, None);

@@ -76,7 +76,10 @@ impl<'p> LineWorker<'p> {
     /// Processes one line. Only the fields the policy allows are read from the record.
     pub fn line(&mut self, line: &[u8]) -> Result<(), Rejection> {
         let text = std::str::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)?;
-        let record = self.parser.parse(text.as_bytes()).map_err(Rejection::Parse)?;
+        let record = self
+            .parser
+            .parse(text.as_bytes())
+            .map_err(Rejection::Parse)?;
         let time = record
             .time
             .ok_or(Rejection::Parse(ParseError::MissingField))?;

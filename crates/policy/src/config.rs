@@ -393,10 +393,7 @@ pub(crate) fn load_toml<T: for<'de> Deserialize<'de>>(
         source,
     })?;
     let value = toml::from_str::<T>(&text).map_err(|e| {
-        let (line, column) = e
-            .span()
-            .map(|s| line_col(&text, s.start))
-            .unwrap_or((1, 1));
+        let (line, column) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
         ConfigError::Syntax {
             path: path.to_path_buf(),
             line,

@@ -51,7 +51,11 @@ pub fn classify_referrer<'s>(
         return RefClass::Invalid;
     };
     let scheme = &raw[..sep];
-    if scheme.is_empty() || !scheme.iter().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b)) {
+    if scheme.is_empty()
+        || !scheme
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+    {
         return RefClass::Invalid;
     }
     if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
@@ -86,7 +90,9 @@ pub fn classify_referrer<'s>(
     scratch.clear();
     // Safe: every byte was checked to be ASCII above.
     scratch.extend(host.iter().map(|b| b.to_ascii_lowercase() as char));
-    if scratch.parse::<std::net::Ipv4Addr>().is_ok() || scratch.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+    if scratch.parse::<std::net::Ipv4Addr>().is_ok()
+        || scratch.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
         return RefClass::Other;
     }
     let registrable = match psl::domain(scratch.as_bytes()) {
@@ -102,8 +108,14 @@ pub fn classify_referrer<'s>(
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 

@@ -49,9 +49,18 @@ fn loads_a_valid_pipeline_and_resolves_paths() {
     let pl = Pipeline::load(&p).unwrap();
     assert_eq!(pl.name, "t");
     assert_eq!(pl.policy.id, "test-policy");
-    assert_eq!(pl.policy_hash, blake3::hash(POLICY.as_bytes()).to_hex().to_string());
-    assert_eq!(pl.inputs, [dir.path().join("logs/a.log").display().to_string()]);
-    assert_eq!(pl.tables, [TableName::TrafficByRegion, TableName::TrafficQuality]);
+    assert_eq!(
+        pl.policy_hash,
+        blake3::hash(POLICY.as_bytes()).to_hex().to_string()
+    );
+    assert_eq!(
+        pl.inputs,
+        [dir.path().join("logs/a.log").display().to_string()]
+    );
+    assert_eq!(
+        pl.tables,
+        [TableName::TrafficByRegion, TableName::TrafficQuality]
+    );
     assert_eq!(pl.own_domains, ["example.com"]);
     assert_eq!(pl.format, logcensus_parse::FormatSpec::Combined);
     assert_eq!(pl.period, Period::Day);
@@ -62,7 +71,10 @@ fn loads_a_valid_pipeline_and_resolves_paths() {
 fn unknown_key_names_file_line_and_key() {
     let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformt = \"combined\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
     let err = load_err(text);
-    assert!(err.starts_with("p.toml:5:1: unknown field `formt`, expected one of"), "{err}");
+    assert!(
+        err.starts_with("p.toml:5:1: unknown field `formt`, expected one of"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -98,22 +110,35 @@ fn table_needing_a_forbidden_field_is_refused() {
 fn format_problems_are_reported_at_their_key() {
     let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformat = \"apache\"\nlog_format = \"%h %Z %t\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
     let err = load_err(text);
-    assert!(err.starts_with("p.toml:6:14: source.log_format: unknown LogFormat directive"), "{err}");
+    assert!(
+        err.starts_with("p.toml:6:14: source.log_format: unknown LogFormat directive"),
+        "{err}"
+    );
     let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformat = \"json\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
     let err = load_err(text);
     assert_eq!(err, "p.toml:5:10: source.format: format \"json\" needs a `json_preset` (caddy, traefik, nginx) or a [source.json] field mapping");
     let text = "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[source]\nformat = \"xml\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"\n";
     let err = load_err(text);
-    assert!(err.starts_with("p.toml:5:10: unknown variant `xml`"), "{err}");
+    assert!(
+        err.starts_with("p.toml:5:10: unknown variant `xml`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn missing_policy_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("p.toml");
-    std::fs::write(&p, pipeline_text("period = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"")).unwrap();
+    std::fs::write(
+        &p,
+        pipeline_text("period = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\""),
+    )
+    .unwrap();
     let err = Pipeline::load(&p).unwrap_err().to_string();
-    assert!(err.contains("pipeline.policy: cannot read the policy file"), "{err}");
+    assert!(
+        err.contains("pipeline.policy: cannot read the policy file"),
+        "{err}"
+    );
     assert!(err.contains("policy.toml"), "{err}");
 }
 
@@ -138,7 +163,11 @@ fn shipped_pipelines_load() {
 fn referrers_become_registrable_domains() {
     let own = vec!["example.com".to_string()];
     let mut s = String::new();
-    let mut c = |r: &str| classify_referrer(Some(r.as_bytes()), &own, &mut s).as_str().to_string();
+    let mut c = |r: &str| {
+        classify_referrer(Some(r.as_bytes()), &own, &mut s)
+            .as_str()
+            .to_string()
+    };
     assert_eq!(c("https://www.google.com/search?q=secret"), "google.com");
     assert_eq!(c("http://news.bbc.co.uk/a/b?c=d"), "bbc.co.uk");
     assert_eq!(c("HTTPS://WWW.Example.COM/page"), "(internal)");
@@ -178,9 +207,18 @@ fn client_address_selection() {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let rh = Some(&b"198.51.100.7"[..]);
     let xff = Some(&b"unknown, 203.0.113.9, 10.0.0.1"[..]);
-    assert_eq!(client_address(ClientAddressSource::RemoteHost, rh, xff), Some(ip("198.51.100.7")));
-    assert_eq!(client_address(ClientAddressSource::ForwardedFor, rh, xff), Some(ip("203.0.113.9")));
-    assert_eq!(client_address(ClientAddressSource::ForwardedFor, rh, Some(b"garbage")), Some(ip("198.51.100.7")));
+    assert_eq!(
+        client_address(ClientAddressSource::RemoteHost, rh, xff),
+        Some(ip("198.51.100.7"))
+    );
+    assert_eq!(
+        client_address(ClientAddressSource::ForwardedFor, rh, xff),
+        Some(ip("203.0.113.9"))
+    );
+    assert_eq!(
+        client_address(ClientAddressSource::ForwardedFor, rh, Some(b"garbage")),
+        Some(ip("198.51.100.7"))
+    );
     assert_eq!(parse_ip(b"::ffff:192.0.2.1"), Some(ip("192.0.2.1")));
     assert_eq!(parse_ip(b"[2001:db8::2]:443"), Some(ip("2001:db8::2")));
     assert_eq!(parse_ip(b"192.0.2.1:8080"), Some(ip("192.0.2.1")));

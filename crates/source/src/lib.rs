@@ -50,7 +50,9 @@ impl fmt::Display for Input {
 /// Why inputs could not be found or opened. Messages name the path and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("input {path} does not exist; check the path given with --input or in [source] inputs")]
+    #[error(
+        "input {path} does not exist; check the path given with --input or in [source] inputs"
+    )]
     NotFound { path: PathBuf },
     #[error("the pattern `{pattern}` matches no file; check the path given with --input or in [source] inputs")]
     NoMatch { pattern: String },
@@ -158,14 +160,14 @@ pub fn open_counted(
     };
     Ok(match magic {
         Some([0x1f, 0x8b, _, _]) => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
-        Some([0x28, 0xb5, 0x2f, 0xfd]) => {
-            Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| {
+        Some([0x28, 0xb5, 0x2f, 0xfd]) => Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered).map_err(|source| {
                 SourceError::Open {
                     path: input_path(input),
                     source,
                 }
-            })?)
-        }
+            })?,
+        ),
         _ => Box::new(buffered),
     })
 }
@@ -268,7 +270,9 @@ impl<R: Read> LineReader<R> {
         while first || batch.data.len() < BATCH_TARGET_BYTES {
             first = false;
             let len = batch.data.len();
-            let want = (BATCH_TARGET_BYTES + 64 * 1024).saturating_sub(len).max(64 * 1024);
+            let want = (BATCH_TARGET_BYTES + 64 * 1024)
+                .saturating_sub(len)
+                .max(64 * 1024);
             batch.data.resize(len + want, 0);
             match self.reader.read(&mut batch.data[len..]) {
                 Ok(0) => {

@@ -58,7 +58,10 @@ fn many_batches_keep_every_line_and_line_numbers() {
             let Entry::Line { start, end } = *e else {
                 panic!("unexpected {e:?}")
             };
-            assert_eq!(batch.line(start, end), format!("line number {n}").as_bytes());
+            assert_eq!(
+                batch.line(start, end),
+                format!("line number {n}").as_bytes()
+            );
             n += 1;
         }
         batches += 1;
@@ -105,7 +108,11 @@ fn detects_gzip_and_zstd_by_magic() {
 fn truncated_gzip_keeps_complete_lines_and_reports_failure() {
     let mut data = Vec::new();
     for i in 0..5000 {
-        writeln!(data, "request {i} with some padding to make the stream longer").unwrap();
+        writeln!(
+            data,
+            "request {i} with some padding to make the stream longer"
+        )
+        .unwrap();
     }
     let gz = gzip(&data);
     let cut = &gz[..gz.len() / 2];
@@ -120,7 +127,11 @@ fn truncated_gzip_keeps_complete_lines_and_reports_failure() {
             match *e {
                 Entry::Line { start, end } => {
                     let line = batch.line(start, end);
-                    assert_eq!(line, format!("request {good} with some padding to make the stream longer").as_bytes());
+                    assert_eq!(
+                        line,
+                        format!("request {good} with some padding to make the stream longer")
+                            .as_bytes()
+                    );
                     good += 1;
                 }
                 Entry::Truncated => truncated += 1,
@@ -130,7 +141,9 @@ fn truncated_gzip_keeps_complete_lines_and_reports_failure() {
     }
     assert_eq!(truncated, 1);
     assert!(good > 1000 && good < 5000, "kept {good} complete lines");
-    let failure = reader.take_failure().expect("a truncated stream is a failure");
+    let failure = reader
+        .take_failure()
+        .expect("a truncated stream is a failure");
     assert_eq!(failure.after_line, good);
 }
 

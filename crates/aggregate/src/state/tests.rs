@@ -48,9 +48,19 @@ struct Feed {
     bot: Arc<ClientClass>,
 }
 
+/// (hour offset, visitor, place, client, referrer, status, bytes)
+type Row<'a> = (
+    i64,
+    u64,
+    &'a Arc<Place>,
+    &'a Arc<ClientClass>,
+    &'a str,
+    u16,
+    u64,
+);
+
 fn feed(a: &mut Aggregates, f: &Feed, which: std::ops::Range<usize>) {
-    // (hour offset, visitor, place, client, referrer, status, bytes)
-    let rows: Vec<(i64, u64, &Arc<Place>, &Arc<ClientClass>, &str, u16, u64)> = vec![
+    let rows: Vec<Row> = vec![
         (1, 1, &f.de, &f.ff, "google.com", 200, 100),
         (2, 1, &f.de, &f.ff, "(internal)", 200, 50),
         (3, 2, &f.de, &f.ff, "google.com", 404, 0),
@@ -88,18 +98,33 @@ fn hand_computed_tables_with_crawlers_excluded() {
     feed(&mut a, &f, 0..6);
     let t = a.finish(&TableName::ALL);
     let traffic = &t[0];
-    assert_eq!(strs_of(traffic, "region"), [Some("DE-BY".into()), Some("FR-IDF".into()), Some("DE-BY".into())]);
+    assert_eq!(
+        strs_of(traffic, "region"),
+        [
+            Some("DE-BY".into()),
+            Some("FR-IDF".into()),
+            Some("DE-BY".into())
+        ]
+    );
     assert_eq!(ints_of(traffic, "requests"), [3, 1, 1]);
     assert_eq!(ints_of(traffic, "visitors"), [2, 1, 1]);
     assert_eq!(ints_of(traffic, "bytes"), [150, 10, 7]);
     let clients = &t[1];
-    assert_eq!(strs_of(clients, "browser"), [Some("Firefox".into()), Some("Firefox".into())]);
+    assert_eq!(
+        strs_of(clients, "browser"),
+        [Some("Firefox".into()), Some("Firefox".into())]
+    );
     assert_eq!(ints_of(clients, "requests"), [4, 1]);
     assert_eq!(ints_of(clients, "visitors"), [3, 1]);
     let refs = &t[2];
     assert_eq!(
         strs_of(refs, "referrer_domain"),
-        [Some("(direct)".into()), Some("(internal)".into()), Some("google.com".into()), Some("google.com".into())]
+        [
+            Some("(direct)".into()),
+            Some("(internal)".into()),
+            Some("google.com".into()),
+            Some("google.com".into())
+        ]
     );
     assert_eq!(ints_of(refs, "requests"), [1, 1, 2, 1]);
     assert_eq!(ints_of(refs, "visitors"), [1, 1, 2, 1]);
@@ -123,7 +148,10 @@ fn crawlers_included_show_as_their_own_client() {
     let mut a = Aggregates::new(Period::Day, CrawlerHandling::Include);
     feed(&mut a, &f, 0..5);
     let t = a.finish(&[TableName::Clients, TableName::TrafficByRegion]);
-    assert_eq!(strs_of(&t[0], "device"), [Some("crawler".into()), Some("pc".into())]);
+    assert_eq!(
+        strs_of(&t[0], "device"),
+        [Some("crawler".into()), Some("pc".into())]
+    );
     assert_eq!(ints_of(&t[0], "requests"), [1, 4]);
     assert_eq!(ints_of(&t[1], "requests"), [3, 2]);
     assert_eq!(ints_of(&t[1], "visitors"), [2, 2]);
@@ -187,6 +215,9 @@ fn rejections_go_to_the_nearest_parsed_line() {
 fn rejection_names_match_column_names() {
     let q = Aggregates::new(Period::Day, CrawlerHandling::Exclude).quality_table();
     for r in Rejection::all() {
-        assert_eq!(q.columns[11 + r.index()].0, format!("rejected_{}", r.name()));
+        assert_eq!(
+            q.columns[11 + r.index()].0,
+            format!("rejected_{}", r.name())
+        );
     }
 }

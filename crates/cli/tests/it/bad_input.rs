@@ -4,7 +4,8 @@
 use super::*;
 use std::io::Write;
 
-const GOOD: &str = "203.0.113.10 - - [17/May/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 10 \"-\" \"curl/8.0\"\n";
+const GOOD: &str =
+    "203.0.113.10 - - [17/May/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 10 \"-\" \"curl/8.0\"\n";
 
 fn quality_only(dir: &Path) -> PathBuf {
     pipeline(
@@ -36,7 +37,7 @@ fn binary_garbage_is_counted_and_good_lines_survive() {
     let dir = tempfile::tempdir().unwrap();
     let mut data = Vec::new();
     let mut x: u32 = 0x9e3779b9;
-    for chunk in 0..3 {
+    for _ in 0..3 {
         for _ in 0..40_000 {
             x ^= x << 13;
             x ^= x >> 17;
@@ -45,7 +46,6 @@ fn binary_garbage_is_counted_and_good_lines_survive() {
         }
         data.push(b'\n');
         data.extend_from_slice(GOOD.as_bytes());
-        let _ = chunk;
     }
     let input = dir.path().join("garbage.log");
     std::fs::write(&input, &data).unwrap();
@@ -62,7 +62,7 @@ fn truncated_gzip_keeps_every_complete_line() {
     let dir = tempfile::tempdir().unwrap();
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     for i in 0..20_000 {
-        write!(enc, "203.0.113.{} - - [17/May/2026:10:00:00 +0000] \"GET /{i} HTTP/1.1\" 200 {i} \"-\" \"curl/8.0\"\n", i % 250).unwrap();
+        writeln!(enc, "203.0.113.{} - - [17/May/2026:10:00:00 +0000] \"GET /{i} HTTP/1.1\" 200 {i} \"-\" \"curl/8.0\"", i % 250).unwrap();
     }
     let gz = enc.finish().unwrap();
     let input = dir.path().join("cut.log.gz");
@@ -152,7 +152,10 @@ fn missing_or_corrupt_geoip_database_is_a_clear_error() {
     std::fs::write(&input, GOOD).unwrap();
     let p = quality_only(dir.path());
     for (db, expect) in [
-        (dir.path().join("missing.mmdb"), "cannot read GeoIP database"),
+        (
+            dir.path().join("missing.mmdb"),
+            "cannot read GeoIP database",
+        ),
         (input.clone(), "is not a usable MaxMind DB (.mmdb) file"),
     ] {
         let o = logcensus(&[

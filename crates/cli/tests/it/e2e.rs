@@ -24,22 +24,73 @@ const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
 /// The same six requests in each supported layout: (address, time, status, bytes, referrer, UA).
-fn requests() -> Vec<(&'static str, &'static str, u16, u64, &'static str, &'static str)> {
+fn requests() -> Vec<(
+    &'static str,
+    &'static str,
+    u16,
+    u64,
+    &'static str,
+    &'static str,
+)> {
     vec![
-        ("203.0.113.5", "17/May/2026:10:00:00 +0000", 200, 100, "https://www.google.com/search?q=x", FIREFOX),
-        ("203.0.113.5", "17/May/2026:10:05:00 +0000", 200, 200, "https://www.example.com/a", FIREFOX),
-        ("203.0.113.6", "17/May/2026:23:59:59 +0000", 404, 0, "-", CHROME_WIN),
+        (
+            "203.0.113.5",
+            "17/May/2026:10:00:00 +0000",
+            200,
+            100,
+            "https://www.google.com/search?q=x",
+            FIREFOX,
+        ),
+        (
+            "203.0.113.5",
+            "17/May/2026:10:05:00 +0000",
+            200,
+            200,
+            "https://www.example.com/a",
+            FIREFOX,
+        ),
+        (
+            "203.0.113.6",
+            "17/May/2026:23:59:59 +0000",
+            404,
+            0,
+            "-",
+            CHROME_WIN,
+        ),
         // 01:30 on the 18th in UTC, written in a +02:00 zone.
-        ("2001:db8::9", "18/May/2026:03:30:00 +0200", 304, 0, "http://news.bbc.co.uk/story", CHROME_WIN),
-        ("198.51.100.3", "18/May/2026:04:00:00 +0000", 200, 5000, "-", GOOGLEBOT),
-        ("198.51.100.4", "18/May/2026:05:00:00 +0000", 500, 7, "-", "-"),
+        (
+            "2001:db8::9",
+            "18/May/2026:03:30:00 +0200",
+            304,
+            0,
+            "http://news.bbc.co.uk/story",
+            CHROME_WIN,
+        ),
+        (
+            "198.51.100.3",
+            "18/May/2026:04:00:00 +0000",
+            200,
+            5000,
+            "-",
+            GOOGLEBOT,
+        ),
+        (
+            "198.51.100.4",
+            "18/May/2026:05:00:00 +0000",
+            500,
+            7,
+            "-",
+            "-",
+        ),
     ]
 }
 
 fn combined_log() -> String {
     requests()
         .iter()
-        .map(|(ip, t, st, b, r, ua)| format!("{ip} - - [{t}] \"GET /p?q=1 HTTP/1.1\" {st} {b} \"{r}\" \"{ua}\"\n"))
+        .map(|(ip, t, st, b, r, ua)| {
+            format!("{ip} - - [{t}] \"GET /p?q=1 HTTP/1.1\" {st} {b} \"{r}\" \"{ua}\"\n")
+        })
         .collect()
 }
 
@@ -73,12 +124,19 @@ fn check_hand_computed(out: &Path, crawlers_included: bool) {
             )
         })
         .collect();
-    let s = |a: &str, b: &str, c: &str, d: &str| (a.to_string(), b.to_string(), c.to_string(), d.to_string());
+    let s = |a: &str, b: &str, c: &str, d: &str| {
+        (a.to_string(), b.to_string(), c.to_string(), d.to_string())
+    };
     let mut want = vec![
         s("2026-05-17", "(direct)", "1", "1"),
         s("2026-05-17", "(internal)", "1", "1"),
         s("2026-05-17", "google.com", "1", "1"),
-        s("2026-05-18", "(direct)", if crawlers_included { "2" } else { "1" }, if crawlers_included { "2" } else { "1" }),
+        s(
+            "2026-05-18",
+            "(direct)",
+            if crawlers_included { "2" } else { "1" },
+            if crawlers_included { "2" } else { "1" },
+        ),
         s("2026-05-18", "bbc.co.uk", "1", "1"),
     ];
     want.sort();
@@ -111,7 +169,7 @@ fn check_hand_computed(out: &Path, crawlers_included: bool) {
         "2026-05-18 (unknown) (unknown) null (unknown) null 1 1".to_string(),
     ];
     if crawlers_included {
-        want.push("2026-05-18 crawler (unknown) null Googlebot 2 1 1".to_string());
+        want.push("2026-05-18 crawler (unknown) null Googlebot null 1 1".to_string());
     }
     let (mut got, mut want) = (got, want);
     got.sort();
@@ -145,7 +203,9 @@ fn common_vcombined_custom_and_json_formats_agree() {
         .collect();
     let custom: String = reqs
         .iter()
-        .map(|(ip, t, st, b, r, ua)| format!("10.0.0.1 [{t}] {st} {b} 1234 \"{ua}\" \"{r}\" \"{ip}\" \"GET /x HTTP/2\"\n"))
+        .map(|(ip, t, st, b, r, ua)| {
+            format!("10.0.0.1 [{t}] {st} {b} 1234 \"{ua}\" \"{r}\" \"{ip}\" \"GET /x HTTP/2\"\n")
+        })
         .collect();
     let json: String = reqs
         .iter()
@@ -216,7 +276,12 @@ fn rfc3339(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[test]
@@ -264,8 +329,18 @@ fn rerunning_into_the_same_directory_gives_the_same_tables() {
         assert_eq!(p1, p2);
         assert!(b1 == b2, "{} changed between identical runs", p1.display());
         let name = p1.file_name().unwrap().to_str().unwrap();
-        assert!(name.starts_with("part-") && name.ends_with(".parquet"), "{name}");
-        assert!(p1.parent().unwrap().file_name().unwrap().to_str().unwrap().starts_with("date="));
+        assert!(
+            name.starts_with("part-") && name.ends_with(".parquet"),
+            "{name}"
+        );
+        assert!(p1
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("date="));
     }
 }
 
@@ -274,7 +349,12 @@ fn validate_accepts_shipped_pipelines_and_names_errors() {
     for name in ["partner-daily", "internal-daily", "ops-hourly"] {
         let p = root().join(format!("pipelines/{name}.toml"));
         let t = ok(&logcensus(&["validate", "--pipeline", p.to_str().unwrap()]));
-        assert!(t.contains(&format!("pipeline `{name}` under policy `site-privacy-policy-2010-05-05`")), "{t}");
+        assert!(
+            t.contains(&format!(
+                "pipeline `{name}` under policy `site-privacy-policy-2010-05-05`"
+            )),
+            "{t}"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(
@@ -286,7 +366,10 @@ fn validate_accepts_shipped_pipelines_and_names_errors() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.starts_with(&format!("error: {}:8:1: unknown field `tabels`", p.display())),
+        err.starts_with(&format!(
+            "error: {}:7:1: unknown field `tabels`",
+            p.display()
+        )),
         "{err}"
     );
 }
@@ -310,5 +393,83 @@ fn inspect_shows_metadata_and_rows() {
         "google.com",
     ] {
         assert!(t.contains(want), "inspect output lacks {want}:\n{t}");
+    }
+}
+
+#[test]
+fn traffic_by_region_at_each_geo_level() {
+    // Networks of the committed test database (see fixtures/README.md).
+    let lines = [
+        ("3.80.0.1", FIREFOX, 10),       // US-VA
+        ("3.80.0.1", FIREFOX, 20),       // US-VA, same visitor
+        ("3.80.0.2", FIREFOX, 30),       // US-VA, another visitor
+        ("2a01:4f8::1", CHROME_WIN, 40), // DE-BY
+        ("63.140.0.1", FIREFOX, 50),     // US, no subdivision
+        ("203.0.113.9", FIREFOX, 60),    // no record
+    ];
+    let log: String = lines
+        .iter()
+        .map(|(ip, ua, b)| {
+            format!(
+                "{ip} - - [17/May/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 {b} \"-\" \"{ua}\"\n"
+            )
+        })
+        .collect();
+    let expect = [
+        (
+            "region",
+            vec![
+                "(unknown) (unknown) (unknown) 1 1 60",
+                "EU DE DE-BY 1 1 40",
+                "NA US (unknown) 1 1 50",
+                "NA US US-VA 3 2 60",
+            ],
+        ),
+        (
+            "country",
+            vec![
+                "(unknown) (unknown) null 1 1 60",
+                "EU DE null 1 1 40",
+                "NA US null 4 3 110",
+            ],
+        ),
+        (
+            "continent",
+            vec![
+                "(unknown) null null 1 1 60",
+                "EU null null 1 1 40",
+                "NA null null 4 3 110",
+            ],
+        ),
+    ];
+    for (level, want) in expect {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("access.log");
+        std::fs::write(&input, &log).unwrap();
+        let p = pipeline(
+            dir.path(),
+            level,
+            &format!("[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"{level}\"\n{ALL_TABLES}\ncrawlers = \"exclude\"\n"),
+        );
+        let out = dir.path().join("out");
+        run_pipeline(&p, &input, &out);
+        let got: Vec<String> = rows(&out, "traffic_by_region")
+            .iter()
+            .map(|r| {
+                assert_eq!(get(r, "period_start"), "2026-05-17T00:00:00Z");
+                [
+                    "continent",
+                    "country",
+                    "region",
+                    "requests",
+                    "visitors",
+                    "bytes",
+                ]
+                .map(|c| get(r, c))
+                .join(" ")
+            })
+            .collect();
+        assert_eq!(got, want, "geo level {level}");
+        assert_eq!(sum(&out, "traffic_quality", "unknown_geo_requests"), 1);
     }
 }

@@ -28,7 +28,10 @@ fn duckdb_and_pyarrow_read_the_dataset() {
     ok(&logcensus(&[
         "run",
         "--pipeline",
-        root().join("pipelines/internal-daily.toml").to_str().unwrap(),
+        root()
+            .join("pipelines/internal-daily.toml")
+            .to_str()
+            .unwrap(),
         "--out",
         out.to_str().unwrap(),
     ]));

@@ -61,13 +61,21 @@ fn no_planted_marker_survives_in_values_metadata_paths_or_logs() {
     // The run really counted the planted lines (the test would be empty otherwise).
     assert_eq!(sum(&out, "traffic_quality", "requests"), 30);
     assert_eq!(sum(&out, "traffic_quality", "rejected_lines"), 2);
-    assert!(seen.contains("line rejected"), "debug log describes rejections:\n{seen}");
+    assert!(
+        seen.contains("line rejected"),
+        "debug log describes rejections:\n{seen}"
+    );
     let refs = rows(&out, "referrers");
     assert_eq!(get(&refs[0], "referrer_domain"), "partner-site.org");
     let clients = rows(&out, "clients");
     assert_eq!(get(&clients[0], "browser"), "Chrome");
 
-    for table in ["traffic_by_region", "clients", "referrers", "traffic_quality"] {
+    for table in [
+        "traffic_by_region",
+        "clients",
+        "referrers",
+        "traffic_quality",
+    ] {
         for row in rows(&out, table) {
             seen.push_str(&row.join(" "));
             seen.push('\n');
