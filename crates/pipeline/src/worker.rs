@@ -143,3 +143,73 @@ impl<'p> LineWorker<'p> {
         self.agg
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logcensus_aggregate::Column;
+    use logcensus_policy::TableName;
+
+    /// A policy that forbids reading the address, the User-Agent, the referrer and the status.
+    const STRICT: &str = r#"
+id = "strict"
+[client_address]
+read = false
+finest_geo = "continent"
+count_visitors = false
+[user_agent]
+read = false
+major_versions = false
+[referrer]
+read = false
+[time]
+finest_period = "day"
+[request]
+method = false
+status = true
+bytes = true
+"#;
+
+    fn quality(lines: &[&str]) -> Vec<(&'static str, Column)> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("strict.toml"), STRICT).unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(
+            &p,
+            "[pipeline]\nname = \"s\"\npolicy = \"strict.toml\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"continent\"\ntables = [\"traffic_quality\"]\ncrawlers = \"include\"\n",
+        )
+        .unwrap();
+        let pipeline = Pipeline::load(&p).unwrap();
+        let mut w = LineWorker::new(&pipeline, None, VisitorSecret::from_bytes([1; 32]));
+        for l in lines {
+            w.line(l.as_bytes()).unwrap();
+        }
+        let mut t = w.into_aggregates().finish(&[TableName::TrafficQuality]);
+        t.remove(0).columns
+    }
+
+    fn int(cols: &[(&'static str, Column)], name: &str) -> i64 {
+        match &cols.iter().find(|(n, _)| *n == name).unwrap().1 {
+            Column::Int(v) => v.iter().sum(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fields_the_policy_does_not_name_are_not_read() {
+        let cols = quality(&[
+            "3.80.0.1 - - [17/May/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 10 \"https://www.google.com/\" \"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)\"",
+            "3.80.0.2 - - [17/May/2026:11:00:00 +0000] \"GET / HTTP/1.1\" 404 5 \"-\" \"curl/8.0\"",
+        ]);
+        assert_eq!(int(&cols, "requests"), 2);
+        // The User-Agent was not read: no crawler recognised, every request has an empty one.
+        assert_eq!(int(&cols, "crawler_requests"), 0);
+        assert_eq!(int(&cols, "empty_user_agent_requests"), 2);
+        // The address was not read: no place for anyone.
+        assert_eq!(int(&cols, "unknown_geo_requests"), 2);
+        // Status and bytes are allowed.
+        assert_eq!(int(&cols, "status_2xx"), 1);
+        assert_eq!(int(&cols, "status_4xx"), 1);
+        assert_eq!(int(&cols, "bytes"), 15);
+    }
+}

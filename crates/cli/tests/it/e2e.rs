@@ -473,3 +473,123 @@ fn traffic_by_region_at_each_geo_level() {
         assert_eq!(sum(&out, "traffic_quality", "unknown_geo_requests"), 1);
     }
 }
+
+#[test]
+fn stdin_zstd_and_several_inputs_count_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = combined_log();
+    let (first, second) = log.split_at(log.find("2001:db8::9").unwrap());
+    let a = dir.path().join("a.log");
+    std::fs::write(&a, first).unwrap();
+    let b = dir.path().join("b.log.zst");
+    std::fs::write(&b, zstd_compress(second.as_bytes())).unwrap();
+    let p = pipeline(
+        dir.path(),
+        "multi",
+        &format!("[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\n{ALL_TABLES}\ncrawlers = \"include\"\nown_domains = [\"example.com\"]\n"),
+    );
+    // Two inputs, one of them zstd.
+    let out = dir.path().join("out");
+    ok(&logcensus(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        a.to_str().unwrap(),
+        "--input",
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--geoip",
+        test_mmdb().to_str().unwrap(),
+    ]));
+    check_hand_computed(&out, true);
+
+    // The same lines through stdin.
+    let out2 = dir.path().join("out2");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logcensus"))
+        .args([
+            "run",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--input",
+            "-",
+            "--out",
+            out2.to_str().unwrap(),
+            "--geoip",
+            test_mmdb().to_str().unwrap(),
+        ])
+        .env("LOGCENSUS_VISITOR_KEY_FILE", visitor_key_file())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(log.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    ok(&o);
+    check_hand_computed(&out2, true);
+}
+
+fn zstd_compress(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).unwrap()
+}
+
+#[test]
+fn hourly_periods_start_on_the_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    ok(&logcensus(&[
+        "run",
+        "--pipeline",
+        root().join("pipelines/ops-hourly.toml").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let q = rows(&out, "traffic_quality");
+    // The sample spans two days of May 2026: 48 hours, each a row.
+    assert_eq!(q.len(), 48);
+    for (i, r) in q.iter().enumerate() {
+        let want = format!("2026-05-{}T{:02}:00:00Z", 17 + i / 24, i % 24);
+        assert_eq!(get(r, "period_start"), want);
+    }
+    assert!(files_below(&out).iter().all(|f| f
+        .to_str()
+        .unwrap()
+        .contains("traffic_quality/date=2026-05-1")));
+}
+
+#[test]
+fn without_a_key_file_a_random_key_is_used_and_said() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.log");
+    std::fs::write(&input, combined_log()).unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_logcensus"))
+        .args([
+            "run",
+            "--pipeline",
+            root()
+                .join("pipelines/partner-daily.toml")
+                .to_str()
+                .unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env_remove("LOGCENSUS_VISITOR_KEY_FILE")
+        .output()
+        .unwrap();
+    let t = ok(&o);
+    assert!(t.contains("using a random visitor key for this run; visitor counts will not merge with other runs"), "{t}");
+    // Counts are still exact within the run.
+    // 17 May: (direct), (internal) and google.com one visitor each; 18 May: (direct), bbc.co.uk.
+    assert_eq!(sum(&out, "referrers", "visitors"), 5);
+}

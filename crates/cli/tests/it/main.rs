@@ -7,6 +7,7 @@ mod privacy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use arrow_array::RecordBatch;
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
@@ -23,14 +24,24 @@ pub fn test_mmdb() -> PathBuf {
 
 /// Runs `logcensus` with arguments; a fixed visitor key unless the caller passes one.
 pub fn logcensus(args: &[&str]) -> Output {
-    let key = std::env::temp_dir().join("logcensus-it-visitor-key");
-    std::fs::write(&key, "it-test-visitor-secret-0123456789\n").unwrap();
     Command::new(env!("CARGO_BIN_EXE_logcensus"))
         .args(args)
-        .env("LOGCENSUS_VISITOR_KEY_FILE", &key)
+        .env("LOGCENSUS_VISITOR_KEY_FILE", visitor_key_file())
         .env_remove("LOGCENSUS_LOG")
         .output()
         .expect("the logcensus binary runs")
+}
+
+/// A visitor key file shared by the tests of this process, written once.
+pub fn visitor_key_file() -> &'static Path {
+    static KEY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = KEY.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("visitor-key");
+        std::fs::write(&path, "it-test-visitor-secret-0123456789\n").unwrap();
+        (dir, path)
+    });
+    path
 }
 
 /// Stdout and stderr of a run, as one string.
