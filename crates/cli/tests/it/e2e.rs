@@ -593,3 +593,40 @@ fn without_a_key_file_a_random_key_is_used_and_said() {
     // 17 May: (direct), (internal) and google.com one visitor each; 18 May: (direct), bbc.co.uk.
     assert_eq!(sum(&out, "referrers", "visitors"), 5);
 }
+
+#[test]
+fn json_sample_with_a_field_mapping_in_the_pipeline_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = root().join("fixtures/logs/sample-nginx.jsonl");
+    // The nginx preset's mapping, written out as a user would for their own layout.
+    let p = pipeline(
+        dir.path(),
+        "json",
+        &format!(
+            "[source]\nformat = \"json\"\n\n[source.json]\nremote_host = \"remote_addr\"\ntime = \"time_iso8601\"\ntime_format = \"rfc3339\"\nstatus = \"status\"\nbytes = \"body_bytes_sent\"\nreferer = \"http_referer\"\nuser_agent = \"http_user_agent\"\n\n[aggregate]\nperiod = \"day\"\n{ALL_TABLES}\ncrawlers = \"include\"\nown_domains = [\"example.com\"]\n"
+        ),
+    );
+    let out = dir.path().join("out");
+    let t = run_pipeline(&p, &input, &out);
+    let lines_in = std::fs::read(&input)
+        .unwrap()
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as i64;
+    assert_eq!(lines_in, 500);
+    let requests = sum(&out, "traffic_quality", "requests");
+    // The sample has 5 malformed lines (fixtures/README.md).
+    assert_eq!(requests, 495, "{t}");
+    assert_eq!(sum(&out, "traffic_quality", "rejected_lines"), 5);
+    assert_eq!(sum(&out, "clients", "requests"), 495);
+    assert!(sum(&out, "traffic_by_region", "visitors") > 50);
+    let refs: Vec<String> = rows(&out, "referrers")
+        .iter()
+        .map(|r| get(r, "referrer_domain").to_string())
+        .collect();
+    assert!(refs.iter().any(|r| r == "(internal)"), "{refs:?}");
+    assert!(
+        refs.iter().all(|r| !r.contains('/') && !r.contains('?')),
+        "{refs:?}"
+    );
+}
