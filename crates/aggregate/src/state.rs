@@ -111,13 +111,14 @@ struct Cell {
 impl Cell {
     fn add(&mut self, obs: &Observation<'_>) {
         self.requests += 1;
-        self.bytes += obs.bytes;
+        // Byte counts come from the log: a hostile line can claim 2^64 - 1.
+        self.bytes = self.bytes.saturating_add(obs.bytes);
         self.visitors.insert(obs.visitor);
     }
 
     fn merge(&mut self, other: Cell) {
         self.requests += other.requests;
-        self.bytes += other.bytes;
+        self.bytes = self.bytes.saturating_add(other.bytes);
         if self.visitors.len() < other.visitors.len() {
             let mine = std::mem::replace(&mut self.visitors, other.visitors);
             self.visitors.extend(mine);
@@ -147,7 +148,7 @@ impl Quality {
         for i in 0..5 {
             self.status[i] += o.status[i];
         }
-        self.bytes += o.bytes;
+        self.bytes = self.bytes.saturating_add(o.bytes);
         for i in 0..REJECTION_REASONS {
             self.rejected[i] += o.rejected[i];
         }
@@ -212,7 +213,7 @@ impl Aggregates {
             }
         }
         q.requests += 1;
-        q.bytes += obs.bytes;
+        q.bytes = q.bytes.saturating_add(obs.bytes);
         let class = match obs.status {
             Some(200..=299) => 0,
             Some(300..=399) => 1,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use logcensus_aggregate::VisitorSecret;
 use logcensus_pipeline::{RunOptions, Summary};
@@ -92,7 +92,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every error message already names its cause; the chain would repeat it.
+            eprintln!("error: {e}");
             ExitCode::from(2)
         }
     }
@@ -164,7 +165,7 @@ fn run(args: RunArgs) -> Result<()> {
         stop.store(true, Ordering::Relaxed);
         let _ = handle.join();
     }
-    let summary = result.with_context(|| format!("pipeline {}", opts.pipeline.path.display()))?;
+    let summary = result?;
     print_summary(&summary);
     if summary.parsed == 0 && summary.lines_read > 0 {
         tracing::warn!(

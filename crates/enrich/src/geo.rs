@@ -159,17 +159,25 @@ impl GeoLookup<'_> {
                 .filter(|s| !s.is_empty() && s != "-")
         };
         let level = self.db.level;
-        let country = get(&self.db.country).map(|c| c.to_ascii_uppercase());
-        let continent = get(&self.db.continent)
-            .map(|c| c.to_ascii_uppercase())
-            .or_else(|| {
-                country
-                    .as_deref()
-                    .and_then(continent_of)
-                    .map(str::to_string)
-            });
+        // Values are checked, not trusted: a country or continent is two letters, a subdivision
+        // a short code or name. Anything else (a mapping pointing at the wrong field, a damaged
+        // record) is unknown rather than written out.
+        let two_letters = |c: String| {
+            (c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
+                .then(|| c.to_ascii_uppercase())
+        };
+        let country = get(&self.db.country).and_then(two_letters);
+        let continent = get(&self.db.continent).and_then(two_letters).or_else(|| {
+            country
+                .as_deref()
+                .and_then(continent_of)
+                .map(str::to_string)
+        });
         let region = if level >= GeoLevel::Region {
-            match (&country, get(&self.db.subdivision)) {
+            match (
+                &country,
+                get(&self.db.subdivision).filter(|s| plausible_subdivision(s)),
+            ) {
                 (Some(c), Some(s)) => Some(region_code(c, &s)),
                 _ => None,
             }
@@ -202,6 +210,14 @@ impl GeoLookup<'_> {
         self.cache.insert(offset, (place.clone(), known));
         (place, known)
     }
+}
+
+/// A subdivision code (`VA`, `13`, `US-VA`) or name (`Virginia`, `São Paulo`): at most 48
+/// characters of letters, digits, spaces and `-.'`.
+fn plausible_subdivision(s: &str) -> bool {
+    s.chars().count() <= 48
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '.' | '\''))
 }
 
 /// `US` + `VA` → `US-VA`; a value already prefixed (`US-VA`) is kept; names (`Virginia`, from
@@ -248,6 +264,11 @@ mod tests {
         assert_eq!(region_code("GB", "ENG"), "GB-ENG");
         assert_eq!(region_code("BR", "São Paulo"), "BR-São Paulo");
         assert_eq!(region_code("BR", "S"), "BR-S");
+        assert!(plausible_subdivision("São Paulo"));
+        assert!(plausible_subdivision("13"));
+        assert!(!plausible_subdivision("America/New_York"));
+        assert!(!plausible_subdivision("someone@example.com"));
+        assert!(!plausible_subdivision(&"x".repeat(49)));
     }
 
     #[test]

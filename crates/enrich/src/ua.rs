@@ -84,6 +84,7 @@ impl UaClassifier {
         };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
+            self.interned.clear();
         }
         self.cache.insert(ua.into(), class.clone());
         class

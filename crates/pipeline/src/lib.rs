@@ -19,7 +19,7 @@ use logcensus_aggregate::{Aggregates, Rejection, VisitorSecret};
 use logcensus_enrich::{GeoDb, GeoError};
 use logcensus_policy::{Pipeline, TableName};
 use logcensus_sink::{RunMetadata, SinkError, WrittenFile};
-use logcensus_source::{open_counted, ByteCounter, Input, LineReader, SourceError};
+use logcensus_source::{open_counted, open_input, ByteCounter, Input, LineReader, SourceError};
 
 pub use worker::LineWorker;
 
@@ -107,16 +107,20 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     if let Some(g) = &geo {
         tracing::info!(database = %g.description, "GeoIP database opened");
     }
-    // Open every input before reading any, so an unreadable file fails the run at once.
-    let mut readers = Vec::with_capacity(opts.inputs.len());
+    // Check that every file can be opened and read before reading any, so an unreadable file
+    // fails the run at once; then open them one at a time (thousands of inputs must not hold
+    // thousands of descriptors and buffers).
     for input in &opts.inputs {
-        readers.push((input.to_string(), open_counted(input, progress)?));
+        if matches!(input, Input::File(_)) {
+            drop(open_input(input)?);
+        }
     }
 
     let threads = opts.threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<(Arc<str>, logcensus_source::Batch)>(threads * 2);
     let mut failures = Vec::new();
     let mut lines_read = 0u64;
+    let mut open_error = None;
     let partials: Vec<Aggregates> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -132,8 +136,15 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             })
             .collect();
         drop(rx);
-        for (name, reader) in readers {
-            let name: Arc<str> = Arc::from(name);
+        for input in &opts.inputs {
+            let name: Arc<str> = Arc::from(input.to_string());
+            let reader = match open_counted(input, progress) {
+                Ok(r) => r,
+                Err(e) => {
+                    open_error = Some(e);
+                    break;
+                }
+            };
             let mut lr = LineReader::new(reader, pipeline.max_line_bytes);
             // Read errors do not fail `next_batch`; they end the input (see `take_failure`).
             while let Ok(Some(batch)) = lr.next_batch() {
@@ -163,6 +174,9 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .collect()
     });
 
+    if let Some(e) = open_error {
+        return Err(e.into());
+    }
     let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
     for p in partials {
         total.merge(p);

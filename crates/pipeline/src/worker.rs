@@ -9,6 +9,10 @@ use logcensus_policy::rules::{address_bytes, classify_referrer, client_address};
 use logcensus_policy::{GeoLevel, Pipeline};
 use logcensus_source::{Batch, Entry};
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+const FIRST_SECOND: i64 = -62_135_596_800;
+const LAST_SECOND: i64 = 253_402_300_799;
+
 /// How many rejected lines are described (by file, line and reason, never content) at debug
 /// level per worker, so a wrong format is easy to diagnose without flooding the log.
 const DESCRIBED_REJECTIONS: u32 = 10;
@@ -83,6 +87,11 @@ impl<'p> LineWorker<'p> {
         let time = record
             .time
             .ok_or(Rejection::Parse(ParseError::MissingField))?;
+        // Years 0001 to 9999 only, after the line's UTC offset is applied: partitions are named
+        // `date=YYYY-MM-DD`, and one odd line must not stop a run.
+        if !(FIRST_SECOND..=LAST_SECOND).contains(&time) {
+            return Err(Rejection::Parse(ParseError::Timestamp));
+        }
         let policy = &self.pipeline.policy;
 
         let ua_bytes: &[u8] = match (&record.user_agent, policy.user_agent.read) {
@@ -193,6 +202,37 @@ bytes = true
             Column::Int(v) => v.iter().sum(),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn dates_outside_years_1_to_9999_and_huge_byte_counts_are_handled() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../pipelines/policies/site-privacy-policy.toml");
+        std::fs::write(
+            &p,
+            format!("[pipeline]\nname = \"s\"\npolicy = \"{}\"\n[aggregate]\nperiod = \"day\"\ntables = [\"traffic_quality\"]\ncrawlers = \"include\"\n", policy.display()),
+        )
+        .unwrap();
+        let pipeline = Pipeline::load(&p).unwrap();
+        let mut w = LineWorker::new(&pipeline, None, VisitorSecret::from_bytes([1; 32]));
+        // In range in its own zone, year 10000 in UTC.
+        assert_eq!(
+            w.line(
+                b"3.80.0.1 - - [31/Dec/9999:23:30:00 -0100] \"GET / HTTP/1.1\" 200 1 \"-\" \"-\""
+            ),
+            Err(Rejection::Parse(ParseError::Timestamp))
+        );
+        let huge = "3.80.0.1 - - [17/May/2026:10:00:00 +0000] \"GET / HTTP/1.1\" 200 18446744073709551615 \"-\" \"-\"";
+        w.line(huge.as_bytes()).unwrap();
+        w.line(huge.as_bytes()).unwrap();
+        let t = w.into_aggregates().finish(&[TableName::TrafficQuality]);
+        let bytes = match &t[0].columns.iter().find(|(n, _)| *n == "bytes").unwrap().1 {
+            Column::Int(v) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(bytes, [i64::MAX], "saturates instead of overflowing");
     }
 
     #[test]

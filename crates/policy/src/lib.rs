@@ -238,6 +238,20 @@ impl Pipeline {
             .and_then(|g| g.database.as_deref())
             .map(|d| config::relative_to(path, d));
         let geo_fields = file.geoip.map(|g| g.fields).unwrap_or_default();
+        for (key, path) in [
+            ("geoip.fields.continent", &geo_fields.continent),
+            ("geoip.fields.country", &geo_fields.country),
+            ("geoip.fields.subdivision", &geo_fields.subdivision),
+        ] {
+            if let Some(why) = finer_than_region(path) {
+                let at = text.find(&format!("\"{path}\"")).unwrap_or(0);
+                return Err(invalid(
+                    at..at,
+                    key,
+                    format!("\"{path}\" reads {why}, finer than any geographic level logcensus outputs; map it to a continent, country or first-level subdivision field"),
+                ));
+            }
+        }
         Ok(Pipeline {
             path: path.to_path_buf(),
             name: file.pipeline.name,
@@ -260,7 +274,10 @@ impl Pipeline {
             own_domains: agg
                 .own_domains
                 .iter()
-                .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+                .map(|d| {
+                    rules::registrable_domain(d)
+                        .unwrap_or_else(|| d.trim().trim_end_matches('.').to_ascii_lowercase())
+                })
                 .collect(),
             out: file
                 .output
@@ -275,6 +292,40 @@ impl Pipeline {
     pub fn has_table(&self, table: TableName) -> bool {
         self.tables.contains(&table)
     }
+}
+
+/// Why a GeoIP record path points below a first-level subdivision, if it does.
+fn finer_than_region(path: &str) -> Option<&'static str> {
+    const FINER: &[(&str, &str)] = &[
+        ("city", "a city"),
+        ("postal", "a postal code"),
+        ("postcode", "a postal code"),
+        ("zip", "a postal code"),
+        ("location", "a location"),
+        ("latitude", "coordinates"),
+        ("longitude", "coordinates"),
+        ("time_zone", "a time zone"),
+        ("timezone", "a time zone"),
+        ("metro_code", "a metro area"),
+        ("accuracy_radius", "a location"),
+        ("traits", "network traits"),
+        ("state2", "a second-level subdivision"),
+    ];
+    let mut segments = path.split('.').peekable();
+    while let Some(seg) = segments.next() {
+        let lower = seg.to_ascii_lowercase();
+        if let Some((_, why)) = FINER.iter().find(|(k, _)| *k == lower) {
+            return Some(why);
+        }
+        if lower == "subdivisions" {
+            if let Some(next) = segments.peek() {
+                if next.parse::<usize>().is_ok_and(|i| i > 0) {
+                    return Some("a second-level subdivision");
+                }
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -90,14 +90,15 @@ pub fn classify_referrer<'s>(
     scratch.clear();
     // Safe: every byte was checked to be ASCII above.
     scratch.extend(host.iter().map(|b| b.to_ascii_lowercase() as char));
+    // IP-address hosts, and reverse-DNS names (which spell an address), are not sites.
     if scratch.parse::<std::net::Ipv4Addr>().is_ok()
         || scratch.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || scratch.ends_with(".arpa")
     {
         return RefClass::Other;
     }
-    let registrable = match psl::domain(scratch.as_bytes()) {
-        Some(d) if d.suffix().is_known() => d.as_bytes().len(),
-        _ => return RefClass::Other,
+    let Some(registrable) = icann_registrable_len(scratch.as_bytes()) else {
+        return RefClass::Other;
     };
     let start = scratch.len() - registrable;
     let domain = &scratch[start..];
@@ -105,6 +106,43 @@ pub fn classify_referrer<'s>(
         return RefClass::Internal;
     }
     RefClass::Domain(domain)
+}
+
+/// The registrable domain of a host name under ICANN rules (`www.example.co.uk` →
+/// `example.co.uk`), lowercase; `None` for names without one.
+pub fn registrable_domain(host: &str) -> Option<String> {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let len = icann_registrable_len(host.as_bytes())?;
+    Some(host[host.len() - len..].to_string())
+}
+
+/// Length of the registrable domain of `host` under the ICANN section of the public-suffix list
+/// only. The list's PRIVATE section (`github.io`, `blogspot.com`, `dyndns.org`, ...) makes every
+/// customer's sub-domain "registrable" (`alice-smith.github.io`): a name that can point at one
+/// person. Under ICANN rules that is `github.io`, the hosting site, which is what we keep.
+fn icann_registrable_len(host: &[u8]) -> Option<usize> {
+    let mut suffix = psl::suffix(host)?;
+    while suffix.typ() == Some(psl::Type::Private) {
+        let bytes = suffix.as_bytes();
+        let dot = bytes.iter().position(|&b| b == b'.')?;
+        suffix = psl::suffix(&bytes[dot + 1..])?;
+    }
+    if suffix.typ() != Some(psl::Type::Icann) {
+        return None;
+    }
+    let suffix_len = suffix.as_bytes().len();
+    if host.len() <= suffix_len + 1 {
+        return None; // the host is a public suffix itself
+    }
+    let rest = &host[..host.len() - suffix_len - 1];
+    let label = rest
+        .iter()
+        .rposition(|&b| b == b'.')
+        .map_or(rest.len(), |d| rest.len() - d - 1);
+    if label == 0 {
+        return None;
+    }
+    Some(label + 1 + suffix_len)
 }
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
@@ -123,20 +161,26 @@ fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     memchr::memmem::find(hay, needle)
 }
 
-/// The major part of a version string: `32.0.1700.77` → `32`, `NT 10.0` → `NT 10`,
-/// `UNKNOWN`/empty → `None`. Only a version's first component may be output.
+/// The major part of a version string: `32.0.1700.77` → `32`, `10_9_1` → `10`, `NT 10.0` →
+/// `NT 10`; anything else → `None`. Only a version's first *number* may be output: User-Agent
+/// parsers copy free text from the header into version fields (woothee does for FreeBSD,
+/// ChromeOS and Japanese carriers), and that text can name a machine or a person.
 pub fn major_version(version: &str) -> Option<&str> {
     let v = version.trim();
-    if v.is_empty() || v.eq_ignore_ascii_case("unknown") {
+    let (prefix, digits) = match v.strip_prefix("NT ") {
+        Some(rest) => ("NT ", rest),
+        None => ("", v),
+    };
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    let number = &digits[..end];
+    // The number must be the whole first component: `10.9` and `10_9` yes, `10abc` or `x86` no.
+    let next = digits[end..].chars().next();
+    if number.is_empty() || number.len() > 4 || !matches!(next, None | Some('.') | Some('_')) {
         return None;
     }
-    let end = v.find(['.', '_']).unwrap_or(v.len());
-    let major = v[..end].trim();
-    if major.is_empty() || major.len() > 16 {
-        None
-    } else {
-        Some(major)
-    }
+    Some(&v[..prefix.len() + end])
 }
 
 /// Picks and parses the client address from the connecting address and `X-Forwarded-For`.

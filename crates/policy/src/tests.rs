@@ -44,7 +44,7 @@ fn load_err(text: &str) -> String {
 #[test]
 fn loads_a_valid_pipeline_and_resolves_paths() {
     let (dir, p) = write_pair(&pipeline_text(
-        "period = \"day\"\ngeo_level = \"country\"\ntables = [\"traffic_quality\", \"traffic_by_region\"]\ncrawlers = \"exclude\"\nown_domains = [\"Example.COM.\"]",
+        "period = \"day\"\ngeo_level = \"country\"\ntables = [\"traffic_quality\", \"traffic_by_region\"]\ncrawlers = \"exclude\"\nown_domains = [\"www.Example.COM.\"]",
     ));
     let pl = Pipeline::load(&p).unwrap();
     assert_eq!(pl.name, "t");
@@ -173,7 +173,17 @@ fn referrers_become_registrable_domains() {
     assert_eq!(c("HTTPS://WWW.Example.COM/page"), "(internal)");
     assert_eq!(c("https://shop.example.com:8443/x"), "(internal)");
     assert_eq!(c("https://user:pw@evil.example.org/x"), "example.org");
-    assert_eq!(c("https://someone.github.io/repo"), "someone.github.io");
+    // Private-section suffixes: the hosting site, never the customer's name.
+    assert_eq!(c("https://alice-smith.github.io/repo"), "github.io");
+    assert_eq!(
+        c("http://bob.blogspot.com/2020/01/post.html"),
+        "blogspot.com"
+    );
+    assert_eq!(c("http://myhome-carol.dyndns.org/"), "dyndns.org");
+    assert_eq!(c("https://dave-jones.netlify.app/x"), "netlify.app");
+    assert_eq!(c("https://github.io/"), "github.io");
+    assert_eq!(c("http://co.uk/"), "(other)");
+    assert_eq!(c("http://1.1.168.192.in-addr.arpa/"), "(other)");
     assert_eq!(c("http://192.0.2.44/admin"), "(other)");
     assert_eq!(c("http://[2001:db8::1]/x"), "(other)");
     assert_eq!(c("http://localhost:3000/"), "(other)");
@@ -191,6 +201,14 @@ fn versions_keep_only_the_major_part() {
     assert_eq!(major_version("10_9_1"), Some("10"));
     assert_eq!(major_version("NT 10.0"), Some("NT 10"));
     assert_eq!(major_version("UNKNOWN"), None);
+    // Free text that User-Agent parsers copy out of the header never passes.
+    assert_eq!(major_version("JohnSmithLaptop"), None);
+    assert_eq!(major_version("x86_64 14541.0.0"), None);
+    assert_eq!(major_version("MarkerKDDI"), None);
+    assert_eq!(major_version("12345.1"), None);
+    assert_eq!(major_version("10abc"), None);
+    assert_eq!(major_version("NT 6.1"), Some("NT 6"));
+    assert_eq!(major_version("17"), Some("17"));
     assert_eq!(major_version(""), None);
 }
 
@@ -224,4 +242,27 @@ fn client_address_selection() {
     assert_eq!(parse_ip(b"192.0.2.1:8080"), Some(ip("192.0.2.1")));
     assert_eq!(parse_ip(b"example.com"), None);
     assert_eq!(parse_ip(b"\xff\xfe"), None);
+}
+
+#[test]
+fn geo_mappings_finer_than_a_region_are_refused() {
+    for (path, why) in [
+        ("city.names.en", "a city"),
+        ("postal.code", "a postal code"),
+        ("location.time_zone", "a location"),
+        ("subdivisions.1.iso_code", "a second-level subdivision"),
+        ("state2", "a second-level subdivision"),
+    ] {
+        let text = format!(
+            "[pipeline]\nname = \"t\"\npolicy = \"policy.toml\"\n[geoip]\ndatabase = \"x.mmdb\"\n[geoip.fields]\nsubdivision = \"{path}\"\n[aggregate]\nperiod = \"day\"\ntables = [\"traffic_quality\"]\ncrawlers = \"exclude\"\n"
+        );
+        assert_eq!(
+            load_err(&text),
+            format!("p.toml:7:15: geoip.fields.subdivision: \"{path}\" reads {why}, finer than any geographic level logcensus outputs; map it to a continent, country or first-level subdivision field")
+        );
+    }
+    // The defaults and the flat layout's first-level fields are fine.
+    assert_eq!(finer_than_region("subdivisions.0.iso_code"), None);
+    assert_eq!(finer_than_region("state1"), None);
+    assert_eq!(finer_than_region("country_code"), None);
 }
