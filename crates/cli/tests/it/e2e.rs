@@ -24,6 +24,8 @@ const CHROME_WIN: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/
 const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
 
 /// The same six requests in each supported layout: (address, time, status, bytes, referrer, UA).
+/// Addresses are in the committed test database: US-VA, JP-13, DE-BY, US without a subdivision,
+/// and one with no record.
 fn requests() -> Vec<(
     &'static str,
     &'static str,
@@ -34,7 +36,7 @@ fn requests() -> Vec<(
 )> {
     vec![
         (
-            "203.0.113.5",
+            "3.80.0.1",
             "17/May/2026:10:00:00 +0000",
             200,
             100,
@@ -42,7 +44,7 @@ fn requests() -> Vec<(
             FIREFOX,
         ),
         (
-            "203.0.113.5",
+            "3.80.0.1",
             "17/May/2026:10:05:00 +0000",
             200,
             200,
@@ -50,7 +52,7 @@ fn requests() -> Vec<(
             FIREFOX,
         ),
         (
-            "203.0.113.6",
+            "126.1.2.3",
             "17/May/2026:23:59:59 +0000",
             404,
             0,
@@ -59,7 +61,7 @@ fn requests() -> Vec<(
         ),
         // 01:30 on the 18th in UTC, written in a +02:00 zone.
         (
-            "2001:db8::9",
+            "2a01:4f8::1",
             "18/May/2026:03:30:00 +0200",
             304,
             0,
@@ -67,7 +69,7 @@ fn requests() -> Vec<(
             CHROME_WIN,
         ),
         (
-            "198.51.100.3",
+            "63.140.0.1",
             "18/May/2026:04:00:00 +0000",
             200,
             5000,
@@ -75,7 +77,7 @@ fn requests() -> Vec<(
             GOOGLEBOT,
         ),
         (
-            "198.51.100.4",
+            "203.0.113.9",
             "18/May/2026:05:00:00 +0000",
             500,
             7,
@@ -110,6 +112,38 @@ fn check_hand_computed(out: &Path, crawlers_included: bool) {
     assert_eq!(col("bytes"), ["300", "5007"]);
     assert_eq!(col("empty_user_agent_requests"), ["0", "1"]);
     assert_eq!(col("rejected_lines"), ["0", "0"]);
+
+    assert_eq!(col("unknown_geo_requests"), ["0", "1"]);
+
+    // traffic_by_region
+    let got: Vec<String> = rows(out, "traffic_by_region")
+        .iter()
+        .map(|r| {
+            let mut v = vec![get(r, "period_start")[..10].to_string()];
+            v.extend(
+                [
+                    "continent",
+                    "country",
+                    "region",
+                    "requests",
+                    "visitors",
+                    "bytes",
+                ]
+                .map(|c| get(r, c).to_string()),
+            );
+            v.join(" ")
+        })
+        .collect();
+    let mut want = vec![
+        "2026-05-17 AS JP JP-13 1 1 0",
+        "2026-05-17 NA US US-VA 2 1 300",
+        "2026-05-18 (unknown) (unknown) (unknown) 1 1 7",
+        "2026-05-18 EU DE DE-BY 1 1 0",
+    ];
+    if crawlers_included {
+        want.push("2026-05-18 NA US (unknown) 1 1 5000");
+    }
+    assert_eq!(got, want);
 
     // referrers
     let r = rows(out, "referrers");
@@ -478,7 +512,7 @@ fn traffic_by_region_at_each_geo_level() {
 fn stdin_zstd_and_several_inputs_count_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let log = combined_log();
-    let (first, second) = log.split_at(log.find("2001:db8::9").unwrap());
+    let (first, second) = log.split_at(log.find("2a01:4f8::1").unwrap());
     let a = dir.path().join("a.log");
     std::fs::write(&a, first).unwrap();
     let b = dir.path().join("b.log.zst");
@@ -486,7 +520,7 @@ fn stdin_zstd_and_several_inputs_count_the_same() {
     let p = pipeline(
         dir.path(),
         "multi",
-        &format!("[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\n{ALL_TABLES}\ncrawlers = \"include\"\nown_domains = [\"example.com\"]\n"),
+        &format!("[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\n{ALL_TABLES}\ncrawlers = \"include\"\nown_domains = [\"example.com\"]\n"),
     );
     // Two inputs, one of them zstd.
     let out = dir.path().join("out");
