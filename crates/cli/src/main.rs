@@ -167,6 +167,21 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let summary = result?;
     print_summary(&summary);
+    let mut replaced: Vec<&str> = summary
+        .files
+        .iter()
+        .filter(|f| f.replaced_different)
+        .map(|f| f.partition.as_str())
+        .collect();
+    replaced.sort_unstable();
+    replaced.dedup();
+    if !replaced.is_empty() {
+        tracing::warn!(
+            dates = %replaced.join(", "),
+            out = %opts.out.display(),
+            "replaced tables of these dates that an earlier run had written from other input; a date's tables are built from one run's input only, so pass every file holding a date (rotated logs carry lines of the day before) to the same run"
+        );
+    }
     if summary.parsed == 0 && summary.lines_read > 0 {
         tracing::warn!(
             pipeline = %opts.pipeline.path.display(),

@@ -75,6 +75,9 @@ pub struct WrittenFile {
     pub path: PathBuf,
     /// Rows in the file.
     pub rows: usize,
+    /// True when an earlier run had written this partition with different content (not an
+    /// identical re-run): its tables for this date are now this run's alone.
+    pub replaced_different: bool,
 }
 
 /// Writes every table under `out`, one file per table and UTC date of `period_start`:
@@ -127,12 +130,13 @@ pub(crate) fn write_tables_with(
                 .map_err(|e| contract_error(table.name, e.to_string()))?;
             let dir = out.join(table.name).join(format!("date={date}"));
             let kv = key_values(meta, table.name, &date);
-            let path = write_partition(&dir, &batch, kv, max_row_group_rows)?;
+            let (path, replaced_different) = write_partition(&dir, &batch, kv, max_row_group_rows)?;
             written.push(WrittenFile {
                 table: table.name,
                 partition: date,
                 path,
                 rows: batch.num_rows(),
+                replaced_different,
             });
         }
     }
@@ -312,13 +316,14 @@ fn properties(kv: Vec<KeyValue>, max_row_group_rows: usize) -> WriterProperties 
         .build()
 }
 
-/// Writes one partition's file atomically and removes stale parts; returns the final path.
+/// Writes one partition's file atomically and removes stale parts; returns the final path and
+/// whether it replaced a file with different content.
 fn write_partition(
     dir: &Path,
     batch: &RecordBatch,
     kv: Vec<KeyValue>,
     max_row_group_rows: usize,
-) -> Result<PathBuf, SinkError> {
+) -> Result<(PathBuf, bool), SinkError> {
     std::fs::create_dir_all(dir).map_err(|source| SinkError::CreateDir {
         path: dir.to_path_buf(),
         source,
@@ -330,6 +335,11 @@ fn write_partition(
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    // Output files are deterministic, so different bytes mean different input for this date.
+    let replaced_different = match std::fs::read(&path) {
+        Ok(old) => std::fs::read(&tmp).map_or(true, |new| new != old),
+        Err(_) => false,
+    };
     if let Err(source) = std::fs::rename(&tmp, &path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(SinkError::Rename {
@@ -340,7 +350,7 @@ fn write_partition(
     }
     sync_dir(dir)?;
     remove_stale_parts(dir)?;
-    Ok(path)
+    Ok((path, replaced_different))
 }
 
 fn write_file(

@@ -664,3 +664,33 @@ fn json_sample_with_a_field_mapping_in_the_pipeline_file() {
         "{refs:?}"
     );
 }
+
+#[test]
+fn a_run_replacing_a_date_built_from_other_input_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let day17 = dir.path().join("day17.log");
+    std::fs::write(&day17, combined_log()).unwrap();
+    // A rotated file for the 18th that starts with a stray line of the 17th.
+    let day18 = dir.path().join("day18.log");
+    std::fs::write(
+        &day18,
+        format!("3.80.0.9 - - [17/May/2026:23:59:59 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"{FIREFOX}\"\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let p = root().join("pipelines/partner-daily.toml");
+    let first = run_pipeline(&p, &day17, &out);
+    assert!(!first.contains("replaced tables"), "{first}");
+    let again = run_pipeline(&p, &day17, &out);
+    assert!(
+        !again.contains("replaced tables"),
+        "an identical re-run is silent: {again}"
+    );
+    let other = run_pipeline(&p, &day18, &out);
+    assert!(
+        other.contains(
+            "replaced tables of these dates that an earlier run had written from other input"
+        ) && other.contains("2026-05-17"),
+        "{other}"
+    );
+}

@@ -81,6 +81,7 @@ fn traffic_by_region_round_trips_by_date() {
             .path()
             .join(format!("traffic_by_region/date={date}/part-00000.parquet")),
         rows,
+        replaced_different: false,
     };
     assert_eq!(files, [want("2026-05-17", 2), want("2026-05-18", 1)]);
     assert_eq!(
@@ -315,6 +316,10 @@ fn writing_twice_gives_identical_bytes_and_no_extra_parts() {
 
     let second = written(dir.path(), &all_tables());
     assert_eq!(first, second);
+    assert!(
+        second.iter().all(|f| !f.replaced_different),
+        "an identical re-run replaces nothing different"
+    );
     assert_eq!(files_below(dir.path()), listing);
     for (path, bytes) in &before {
         assert!(
@@ -526,4 +531,28 @@ fn utc_dates() {
         prev = cur;
     }
     assert_eq!(utc_date(DAY1 / 86_400 + 4 * 366), "2030-05-20");
+}
+
+#[test]
+fn replacing_a_partition_with_different_content_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    written(dir.path(), &[traffic()]);
+    let mut changed = traffic();
+    if let Column::Int(v) = &mut changed
+        .columns
+        .iter_mut()
+        .find(|(n, _)| *n == "requests")
+        .unwrap()
+        .1
+    {
+        v[0] += 1;
+    } else {
+        panic!("requests is an int column");
+    }
+    let files = written(dir.path(), &[changed]);
+    let replaced: Vec<(&str, bool)> = files
+        .iter()
+        .map(|f| (f.partition.as_str(), f.replaced_different))
+        .collect();
+    assert_eq!(replaced, [("2026-05-17", true), ("2026-05-18", false)]);
 }
