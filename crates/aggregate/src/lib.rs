@@ -20,5 +20,5 @@ mod state;
 pub mod visitor;
 
 pub use output::{Column, Str, TableOut};
-pub use state::{Aggregates, Observation, Rejection};
+pub use state::{table_from_rows, Aggregates, Observation, Rejection, Row, VisitorSet};
 pub use visitor::{DayKey, SecretError, VisitorKeys, VisitorSecret};

@@ -79,7 +79,7 @@ pub struct Observation<'a> {
 
 /// Visitor hashes are already uniformly distributed: hash them by passing them through.
 #[derive(Default, Clone, Copy)]
-struct PassThrough(u64);
+pub struct PassThrough(u64);
 
 impl Hasher for PassThrough {
     fn finish(&self) -> u64 {
@@ -95,10 +95,90 @@ impl Hasher for PassThrough {
     }
 }
 
-type VisitorSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
+/// A set of visitor hashes (already uniformly distributed, so hashed by passing them through).
+pub type VisitorSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
 
-/// A `clients` row key as written: period and the five printed dimensions.
-type ClientRow = (i64, [Option<Str>; 5]);
+/// One row of a demographic table before it is written: its period, its dimension values in
+/// schema order, its sums and the exact set of visitor hashes behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub period: i64,
+    /// `traffic_by_region`: continent, country, region; `clients`: device, os, os_version,
+    /// browser, browser_version; `referrers`: referrer_domain.
+    pub dims: Vec<Option<Str>>,
+    pub requests: u64,
+    pub bytes: u64,
+    pub visitors: VisitorSet,
+}
+
+impl Row {
+    fn from_cell(period: i64, dims: Vec<Option<Str>>, c: &Cell) -> Row {
+        Row {
+            period,
+            dims,
+            requests: c.requests,
+            bytes: c.bytes,
+            visitors: c.visitors.clone(),
+        }
+    }
+
+    /// Adds another row's sums and visitors into this one (exact: a union of visitor sets).
+    pub fn absorb(&mut self, other: Row) {
+        self.requests += other.requests;
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        if self.visitors.len() < other.visitors.len() {
+            let mine = std::mem::replace(&mut self.visitors, other.visitors);
+            self.visitors.extend(mine);
+        } else {
+            self.visitors.extend(other.visitors);
+        }
+    }
+}
+
+/// Builds a demographic table from its rows (in the order given).
+pub fn table_from_rows(table: TableName, rows: Vec<Row>) -> TableOut {
+    let period = Column::Timestamp(rows.iter().map(|r| r.period).collect());
+    let dim = |i: usize| Column::Str(rows.iter().map(|r| r.dims[i].clone()).collect());
+    let requests = ints(rows.iter().map(|r| r.requests));
+    let visitors = ints(rows.iter().map(|r| r.visitors.len() as u64));
+    match table {
+        TableName::TrafficByRegion => TableOut {
+            name: "traffic_by_region",
+            columns: vec![
+                ("period_start", period),
+                ("continent", dim(0)),
+                ("country", dim(1)),
+                ("region", dim(2)),
+                ("requests", requests),
+                ("visitors", visitors),
+                ("bytes", ints(rows.iter().map(|r| r.bytes))),
+            ],
+        },
+        TableName::Clients => TableOut {
+            name: "clients",
+            columns: vec![
+                ("period_start", period),
+                ("device", dim(0)),
+                ("os", dim(1)),
+                ("os_version", dim(2)),
+                ("browser", dim(3)),
+                ("browser_version", dim(4)),
+                ("requests", requests),
+                ("visitors", visitors),
+            ],
+        },
+        TableName::Referrers => TableOut {
+            name: "referrers",
+            columns: vec![
+                ("period_start", period),
+                ("referrer_domain", dim(0)),
+                ("requests", requests),
+                ("visitors", visitors),
+            ],
+        },
+        TableName::TrafficQuality => panic!("traffic_quality is not built from demographic rows"),
+    }
+}
 
 /// One row's running totals.
 #[derive(Debug, Default, Clone)]
@@ -323,7 +403,18 @@ impl Aggregates {
     }
 
     /// The finished tables, in the order asked. Unattributed rejections go to the last period.
-    pub fn finish(mut self, tables: &[TableName]) -> Vec<TableOut> {
+    pub fn finish(self, tables: &[TableName]) -> Vec<TableOut> {
+        self.finish_with(tables, |_, rows| rows)
+    }
+
+    /// Like [`Aggregates::finish`], passing each demographic table's rows (with their exact
+    /// visitor sets) through `release` first: the hook for disclosure control, which must see
+    /// the true totals of complete periods.
+    pub fn finish_with(
+        mut self,
+        tables: &[TableName],
+        mut release: impl FnMut(TableName, Vec<Row>) -> Vec<Row>,
+    ) -> Vec<TableOut> {
         self.end_batch();
         if let Some(q) = self.quality.values_mut().next_back() {
             for (i, n) in std::mem::take(&mut self.unattributed)
@@ -335,112 +426,68 @@ impl Aggregates {
         }
         tables
             .iter()
-            .map(|t| match t {
-                TableName::TrafficByRegion => self.traffic_table(),
-                TableName::Clients => self.clients_table(),
-                TableName::Referrers => self.referrers_table(),
+            .map(|&t| match t {
                 TableName::TrafficQuality => self.quality_table(),
+                demographic => {
+                    let rows = release(demographic, self.rows(demographic));
+                    table_from_rows(demographic, rows)
+                }
             })
             .collect()
     }
 
-    fn traffic_table(&self) -> TableOut {
-        let mut rows: Vec<(i64, &Place, &Cell)> = self
-            .traffic
-            .iter()
-            .flat_map(|(p, m)| m.iter().map(move |(k, c)| (*p, &**k, c)))
-            .collect();
-        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        TableOut {
-            name: "traffic_by_region",
-            columns: vec![
-                (
-                    "period_start",
-                    Column::Timestamp(rows.iter().map(|r| r.0).collect()),
-                ),
-                (
-                    "continent",
-                    Column::Str(rows.iter().map(|r| r.1.continent.clone()).collect()),
-                ),
-                (
-                    "country",
-                    Column::Str(rows.iter().map(|r| r.1.country.clone()).collect()),
-                ),
-                (
-                    "region",
-                    Column::Str(rows.iter().map(|r| r.1.region.clone()).collect()),
-                ),
-                ("requests", ints(rows.iter().map(|r| r.2.requests))),
-                (
-                    "visitors",
-                    ints(rows.iter().map(|r| r.2.visitors.len() as u64)),
-                ),
-                ("bytes", ints(rows.iter().map(|r| r.2.bytes))),
-            ],
-        }
-    }
-
-    fn clients_table(&self) -> TableOut {
-        // Classes differing only in flags (crawler/unknown/empty) print the same: merge them.
-        let mut merged: BTreeMap<ClientRow, (u64, VisitorSet)> = BTreeMap::new();
-        for (p, m) in &self.clients {
-            for (k, c) in m {
-                let key = [
-                    Some(k.device.clone()),
-                    Some(k.os.clone()),
-                    k.os_version.clone(),
-                    Some(k.browser.clone()),
-                    k.browser_version.clone(),
-                ];
-                let e = merged.entry((*p, key)).or_default();
-                e.0 += c.requests;
-                e.1.extend(c.visitors.iter().copied());
+    /// The rows of a demographic table, sorted by period and dimensions, each with the exact set
+    /// of visitor hashes behind it. `traffic_quality` has no such rows (empty).
+    pub fn rows(&self, table: TableName) -> Vec<Row> {
+        let mut rows: Vec<Row> = match table {
+            TableName::TrafficByRegion => self
+                .traffic
+                .iter()
+                .flat_map(|(p, m)| {
+                    m.iter().map(|(k, c)| {
+                        Row::from_cell(
+                            *p,
+                            vec![k.continent.clone(), k.country.clone(), k.region.clone()],
+                            c,
+                        )
+                    })
+                })
+                .collect(),
+            TableName::Clients => {
+                // Classes differing only in flags (crawler/unknown/empty) print the same: merge.
+                let mut merged: BTreeMap<(i64, Vec<Option<Str>>), Row> = BTreeMap::new();
+                for (p, m) in &self.clients {
+                    for (k, c) in m {
+                        let dims = vec![
+                            Some(k.device.clone()),
+                            Some(k.os.clone()),
+                            k.os_version.clone(),
+                            Some(k.browser.clone()),
+                            k.browser_version.clone(),
+                        ];
+                        let row = Row::from_cell(*p, dims.clone(), c);
+                        match merged.get_mut(&(*p, dims.clone())) {
+                            Some(r) => r.absorb(row),
+                            None => {
+                                merged.insert((*p, dims), row);
+                            }
+                        }
+                    }
+                }
+                merged.into_values().collect()
             }
-        }
-        let col = |i: usize| Column::Str(merged.keys().map(|(_, k)| k[i].clone()).collect());
-        TableOut {
-            name: "clients",
-            columns: vec![
-                (
-                    "period_start",
-                    Column::Timestamp(merged.keys().map(|k| k.0).collect()),
-                ),
-                ("device", col(0)),
-                ("os", col(1)),
-                ("os_version", col(2)),
-                ("browser", col(3)),
-                ("browser_version", col(4)),
-                ("requests", ints(merged.values().map(|v| v.0))),
-                ("visitors", ints(merged.values().map(|v| v.1.len() as u64))),
-            ],
-        }
-    }
-
-    fn referrers_table(&self) -> TableOut {
-        let mut rows: Vec<(i64, &Str, &Cell)> = self
-            .referrers
-            .iter()
-            .flat_map(|(p, m)| m.iter().map(move |(k, c)| (*p, k, c)))
-            .collect();
-        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        TableOut {
-            name: "referrers",
-            columns: vec![
-                (
-                    "period_start",
-                    Column::Timestamp(rows.iter().map(|r| r.0).collect()),
-                ),
-                (
-                    "referrer_domain",
-                    Column::Str(rows.iter().map(|r| Some(r.1.clone())).collect()),
-                ),
-                ("requests", ints(rows.iter().map(|r| r.2.requests))),
-                (
-                    "visitors",
-                    ints(rows.iter().map(|r| r.2.visitors.len() as u64)),
-                ),
-            ],
-        }
+            TableName::Referrers => self
+                .referrers
+                .iter()
+                .flat_map(|(p, m)| {
+                    m.iter()
+                        .map(|(k, c)| Row::from_cell(*p, vec![Some(k.clone())], c))
+                })
+                .collect(),
+            TableName::TrafficQuality => Vec::new(),
+        };
+        rows.sort_by(|a, b| (a.period, &a.dims).cmp(&(b.period, &b.dims)));
+        rows
     }
 
     fn quality_table(&self) -> TableOut {

@@ -187,17 +187,46 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         .iter()
         .map(|r| (r.name(), rejections[r.index()]))
         .collect();
-    let tables = total.finish(&pipeline.tables);
+    // Disclosure control sees complete periods: every partial is merged by now.
+    let tables = total.finish_with(&pipeline.tables, |table, rows| {
+        match pipeline.min_visitors.get(&table) {
+            Some(&k) => {
+                let (rows, stats) = logcensus_release::suppress_small_cells(table, rows, k);
+                tracing::info!(
+                    table = table.name(),
+                    min_visitors = k,
+                    kept = stats.kept_rows,
+                    rolled_up = stats.rolled_up_rows,
+                    withheld = stats.suppressed_rows,
+                    withheld_requests = stats.suppressed_requests,
+                    "small cells rolled up into (other) rows or withheld"
+                );
+                rows
+            }
+            None => rows,
+        }
+    });
     let rows = tables.iter().map(|t| (t.name, t.num_rows())).collect();
-    let meta = RunMetadata {
-        pipeline: pipeline.name.clone(),
-        policy_id: pipeline.policy.id.clone(),
-        policy_hash: pipeline.policy_hash.clone(),
-        period: pipeline.period.name().to_string(),
-        geo_level: pipeline.geo_level.name().to_string(),
-        extra: Vec::new(),
-    };
-    let files = logcensus_sink::write_tables(&opts.out, &tables, &meta)?;
+    let mut files = Vec::new();
+    for (table, name) in tables.iter().zip(&pipeline.tables) {
+        let mut extra = Vec::new();
+        if let Some(k) = pipeline.min_visitors.get(name) {
+            extra.push(("logcensus.release.min_visitors".to_string(), k.to_string()));
+        }
+        let meta = RunMetadata {
+            pipeline: pipeline.name.clone(),
+            policy_id: pipeline.policy.id.clone(),
+            policy_hash: pipeline.policy_hash.clone(),
+            period: pipeline.period.name().to_string(),
+            geo_level: pipeline.geo_level.name().to_string(),
+            extra,
+        };
+        files.extend(logcensus_sink::write_tables(
+            &opts.out,
+            std::slice::from_ref(table),
+            &meta,
+        )?);
+    }
     Ok(Summary {
         lines_read,
         parsed,

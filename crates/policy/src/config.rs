@@ -3,6 +3,7 @@
 //!
 //! Paths inside a file are relative to that file's directory.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -158,9 +159,24 @@ pub struct PipelineFile {
     pub geoip: Option<GeoipSection>,
     /// What is counted and how.
     pub aggregate: AggregateSection,
+    /// Disclosure control applied before tables are written.
+    #[serde(default)]
+    pub release: Option<ReleaseSection>,
     /// Where tables go.
     #[serde(default)]
     pub output: OutputSection,
+}
+
+/// `[release]`: small-cell protection for the demographic tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSection {
+    /// Minimum distinct visitors per released row (k) in `traffic_by_region`, `clients` and
+    /// `referrers`. Rows under it are rolled up into `(other)` rows or withheld.
+    pub min_visitors: Option<Spanned<u64>>,
+    /// A different k for some tables, e.g. `{ clients = 20 }`.
+    #[serde(default)]
+    pub per_table: BTreeMap<TableName, Spanned<u64>>,
 }
 
 /// `[pipeline]`

@@ -15,6 +15,7 @@ mod config;
 mod error;
 pub mod rules;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use config::{
@@ -61,6 +62,8 @@ pub struct Pipeline {
     pub own_domains: Vec<String>,
     /// Output directory, if set in the file (replaced by `--out`).
     pub out: Option<PathBuf>,
+    /// Minimum distinct visitors per released row, per demographic table that has one.
+    pub min_visitors: BTreeMap<TableName, u64>,
 }
 
 impl Pipeline {
@@ -232,6 +235,39 @@ impl Pipeline {
             }
         }
 
+        let mut min_visitors = BTreeMap::new();
+        if let Some(release) = &file.release {
+            let check = |k: &toml::Spanned<u64>, key: &'static str| {
+                if *k.get_ref() < 2 {
+                    Err(invalid(
+                        k.span(),
+                        key,
+                        "a minimum below 2 visitors protects no one; use 2 or more, or remove it"
+                            .into(),
+                    ))
+                } else {
+                    Ok(*k.get_ref())
+                }
+            };
+            if let Some(k) = &release.min_visitors {
+                let k = check(k, "release.min_visitors")?;
+                for t in &tables {
+                    if *t != TableName::TrafficQuality {
+                        min_visitors.insert(*t, k);
+                    }
+                }
+            }
+            for (t, k) in &release.per_table {
+                if *t == TableName::TrafficQuality {
+                    return Err(invalid(
+                        k.span(),
+                        "release.per_table",
+                        "traffic_quality has no visitors column; a minimum applies to traffic_by_region, clients and referrers".into(),
+                    ));
+                }
+                min_visitors.insert(*t, check(k, "release.per_table")?);
+            }
+        }
         let geoip = file
             .geoip
             .as_ref()
@@ -284,6 +320,7 @@ impl Pipeline {
                 .dir
                 .as_deref()
                 .map(|d| config::relative_to(path, d)),
+            min_visitors,
             policy,
         })
     }

@@ -266,3 +266,21 @@ fn geo_mappings_finer_than_a_region_are_refused() {
     assert_eq!(finer_than_region("state1"), None);
     assert_eq!(finer_than_region("country_code"), None);
 }
+
+#[test]
+fn release_thresholds_per_table() {
+    let (_d, p) = write_pair(&format!(
+        "{}\n[release]\nmin_visitors = 10\nper_table = {{ clients = 20 }}\n",
+        pipeline_text("period = \"day\"\ntables = [\"clients\", \"traffic_by_region\", \"traffic_quality\"]\ncrawlers = \"exclude\"")
+    ));
+    let pl = Pipeline::load(&p).unwrap();
+    assert_eq!(
+        pl.min_visitors.into_iter().collect::<Vec<_>>(),
+        [(TableName::TrafficByRegion, 10), (TableName::Clients, 20)]
+    );
+    let err = load_err(&format!(
+        "{}\n[release]\nmin_visitors = 1\n",
+        pipeline_text("period = \"day\"\ntables = [\"clients\"]\ncrawlers = \"exclude\"")
+    ));
+    assert_eq!(err, "p.toml:14:16: release.min_visitors: a minimum below 2 visitors protects no one; use 2 or more, or remove it");
+}

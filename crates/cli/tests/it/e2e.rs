@@ -414,12 +414,12 @@ fn inspect_shows_metadata_and_rows() {
     let input = dir.path().join("access.log");
     std::fs::write(&input, combined_log()).unwrap();
     let out = dir.path().join("out");
-    run_pipeline(&root().join("pipelines/partner-daily.toml"), &input, &out);
+    run_pipeline(&root().join("pipelines/internal-daily.toml"), &input, &out);
     let f = out.join("referrers/date=2026-05-17/part-00000.parquet");
     let t = ok(&logcensus(&["inspect", f.to_str().unwrap()]));
     for want in [
         "logcensus.pipeline",
-        "partner-daily",
+        "internal-daily",
         "logcensus.policy_id",
         "site-privacy-policy-2010-05-05",
         "logcensus.policy_hash",
@@ -610,7 +610,7 @@ fn without_a_key_file_a_random_key_is_used_and_said() {
             "run",
             "--pipeline",
             root()
-                .join("pipelines/partner-daily.toml")
+                .join("pipelines/internal-daily.toml")
                 .to_str()
                 .unwrap(),
             "--input",
@@ -624,8 +624,9 @@ fn without_a_key_file_a_random_key_is_used_and_said() {
     let t = ok(&o);
     assert!(t.contains("using a random visitor key for this run; visitor counts will not merge with other runs"), "{t}");
     // Counts are still exact within the run.
-    // 17 May: (direct), (internal) and google.com one visitor each; 18 May: (direct), bbc.co.uk.
-    assert_eq!(sum(&out, "referrers", "visitors"), 5);
+    // 17 May: (direct), (internal) and google.com one visitor each; 18 May: (direct) two
+    // (crawlers count internally), bbc.co.uk one.
+    assert_eq!(sum(&out, "referrers", "visitors"), 6);
 }
 
 #[test]
@@ -678,7 +679,7 @@ fn a_run_replacing_a_date_built_from_other_input_says_so() {
     )
     .unwrap();
     let out = dir.path().join("out");
-    let p = root().join("pipelines/partner-daily.toml");
+    let p = root().join("pipelines/internal-daily.toml");
     let first = run_pipeline(&p, &day17, &out);
     assert!(!first.contains("replaced tables"), "{first}");
     let again = run_pipeline(&p, &day17, &out);

@@ -4,6 +4,7 @@ mod bad_input;
 mod e2e;
 mod interop;
 mod privacy;
+mod release;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,178 @@
+//! Partner release: a realistic crowd plus rare visitors carrying personal data.
+
+use super::*;
+use std::io::Read;
+
+const K: i64 = 10;
+
+/// Rare visitors: unique browsers, a rare region, a personal referrer, markers everywhere.
+fn rare_lines() -> String {
+    let mut log = String::new();
+    for (i, (ip, ua, referrer)) in [
+        (
+            "86.144.1.1",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:3.0) Gecko/20100101 Firefox/3.0 markerua-rare",
+            "https://markerrare-site.org/markerrefpath-rare?q=markerrefq-rare",
+        ),
+        (
+            "86.144.1.2",
+            "Opera/9.80 (X11; Linux x86_64) Presto/2.12.388 Version/12.16 markerua-rare2",
+            "https://someone-markerperson.github.io/x",
+        ),
+        (
+            "2804:14c::77",
+            "Lynx/2.8.9rel.1 libwww-FM/2.14 markerua-rare3",
+            "http://markerrare-site2.com.br/",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for j in 0..3 {
+            log.push_str(&format!(
+                "{ip} - markeruser-rare [17/May/2026:1{i}:0{j}:00 +0000] \"GET /markerpath-rare?markerquery-rare HTTP/1.1\" 200 123 \"{referrer}\" \"{ua}\"\n"
+            ));
+        }
+    }
+    // A quiet day: 12 visitors spread over three US regions, each region under k, together
+    // over it: released as the (other) region of the US.
+    let chrome = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    for ip in (1..=6)
+        .map(|i| format!("3.80.0.{i}"))
+        .chain((1..=5).map(|i| format!("13.56.0.{i}")))
+        .chain(["52.32.0.1".to_string()])
+    {
+        log.push_str(&format!(
+            "{ip} - - [19/May/2026:08:00:00 +0000] \"GET / HTTP/1.1\" 200 10 \"-\" \"{chrome}\"\n"
+        ));
+    }
+    log
+}
+
+fn crowd_plus_rare(dir: &Path) -> PathBuf {
+    let mut crowd = Vec::new();
+    flate2::read::MultiGzDecoder::new(
+        std::fs::File::open(root().join("fixtures/logs/sample-combined.log.gz")).unwrap(),
+    )
+    .read_to_end(&mut crowd)
+    .unwrap();
+    crowd.extend_from_slice(rare_lines().as_bytes());
+    let input = dir.join("crowd.log");
+    std::fs::write(&input, crowd).unwrap();
+    input
+}
+
+/// `withheld_requests` logged per table.
+fn withheld(log: &str, table: &str) -> i64 {
+    log.lines()
+        .find(|l| l.contains("small cells") && l.contains(&format!("table=\"{table}\"")))
+        .and_then(|l| l.split("withheld_requests=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no release line for {table} in:\n{log}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn partner_release_holds_k_and_stays_consistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crowd_plus_rare(dir.path());
+    let geo = format!("[geoip]\ndatabase = \"{}\"\n", test_mmdb().display());
+    let agg = "[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"exclude\"\nown_domains = [\"example.com\"]\n";
+    let released_p = pipeline(
+        dir.path(),
+        "released",
+        &format!("{geo}{agg}\n[release]\nmin_visitors = {K}\n"),
+    );
+    let plain_p = pipeline(dir.path(), "plain", &format!("{geo}{agg}"));
+    let (released, plain) = (dir.path().join("released"), dir.path().join("plain"));
+    let mut log = String::new();
+    for (p, out) in [(&released_p, &released), (&plain_p, &plain)] {
+        log.push_str(&ok(&logcensus(&[
+            "--log",
+            "debug",
+            "run",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])));
+    }
+
+    for table in ["traffic_by_region", "clients", "referrers"] {
+        let rows = rows(&released, table);
+        assert!(!rows.is_empty());
+        for r in &rows {
+            let v: i64 = get(r, "visitors").parse().unwrap();
+            assert!(v >= K, "{table}: a released row has {v} visitors: {r:?}");
+        }
+        // Released rows (with their (other) rows) plus what was withheld are all the requests.
+        assert_eq!(
+            sum(&released, table, "requests") + withheld(&log, table),
+            sum(&plain, table, "requests"),
+            "{table}"
+        );
+        // And the rare rows really were there before the release.
+        let plain_small = rows_under_k(&plain, table);
+        assert!(
+            plain_small > 0,
+            "{table} has rows under k before the release"
+        );
+    }
+    assert!(
+        rows(&released, "traffic_by_region")
+            .iter()
+            .any(|r| get(r, "region") == "(other)"),
+        "small regions roll up into an (other) region of their country"
+    );
+
+    let mut seen = log.clone();
+    for table in [
+        "traffic_by_region",
+        "clients",
+        "referrers",
+        "traffic_quality",
+    ] {
+        for r in rows(&released, table) {
+            seen.push_str(&r.join(" "));
+        }
+    }
+    for f in files_below(&released) {
+        seen.push_str(&ok(&logcensus(&[
+            "inspect",
+            f.to_str().unwrap(),
+            "--rows",
+            "10000",
+        ])));
+        if !f.to_str().unwrap().contains("traffic_quality") {
+            assert!(
+                seen.contains("logcensus.release.min_visitors"),
+                "k is in the metadata"
+            );
+        }
+    }
+    for marker in [
+        "86.144.1.1",
+        "86.144.1.2",
+        "2804:14c::77",
+        "markerua-rare",
+        "markerrare-site",
+        "markerrefpath-rare",
+        "markerrefq-rare",
+        "markerperson",
+        "markeruser-rare",
+        "markerpath-rare",
+        "markerquery-rare",
+    ] {
+        assert!(!seen.contains(marker), "`{marker}` survived the release");
+    }
+}
+
+fn rows_under_k(out: &Path, table: &str) -> usize {
+    rows(out, table)
+        .iter()
+        .filter(|r| get(r, "visitors").parse::<i64>().unwrap() < K)
+        .count()
+}
