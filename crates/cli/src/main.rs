@@ -37,6 +37,18 @@ enum Command {
         #[arg(long)]
         pipeline: PathBuf,
     },
+    /// Checks a directory of released tables before it goes to a partner: layout, schema,
+    /// metadata, small cells and values that look personal. Exits 1 on any violation.
+    Audit {
+        /// The release directory (the pipeline's output directory).
+        dir: PathBuf,
+        /// The pipeline the release was made with (its policy id and hash must match).
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Minimum visitors per row to check (default: the files' own `min_visitors`).
+        #[arg(long, value_name = "K")]
+        min_visitors: Option<u64>,
+    },
     /// Shows a Parquet file's schema, metadata and first rows.
     Inspect {
         /// The Parquet file.
@@ -85,6 +97,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args),
         Command::Validate { pipeline } => validate(&pipeline),
+        Command::Audit {
+            dir,
+            pipeline,
+            min_visitors,
+        } => match audit(&dir, &pipeline, min_visitors) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Inspect { file, rows } => logcensus_sink::inspect(&file, rows)
             .map(|i| print!("{i}"))
             .map_err(Into::into),
@@ -97,6 +118,18 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints the audit report; true when the release is clean.
+fn audit(
+    dir: &std::path::Path,
+    pipeline: &std::path::Path,
+    min_visitors: Option<u64>,
+) -> Result<bool> {
+    let pipeline = Pipeline::load(pipeline)?;
+    let report = logcensus_audit::audit(dir, &pipeline, min_visitors)?;
+    println!("{report}");
+    Ok(report.is_clean())
 }
 
 fn validate(path: &std::path::Path) -> Result<()> {

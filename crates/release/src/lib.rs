@@ -28,6 +28,12 @@ use logcensus_policy::TableName;
 /// The value of a dimension that stands for rows rolled up together.
 pub const OTHER: &str = "(other)";
 
+/// One generalisation step: a row's dimensions, one level coarser.
+type Generalise = fn(&[Option<Str>]) -> Vec<Option<Str>>;
+
+/// Rows merged under one (period, generalised dimensions), with how many original rows they hold.
+type Groups = BTreeMap<(i64, Vec<Option<Str>>), (Row, usize)>;
+
 /// What a release did to one table (for logs and tests; never written to an output).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReleaseStats {
@@ -47,7 +53,7 @@ pub fn suppress_small_cells(table: TableName, rows: Vec<Row>, k: u64) -> (Vec<Ro
     let mut stats = ReleaseStats::default();
     let mut out = Vec::with_capacity(rows.len());
     // Each level generalises a row's dimensions one step; the last level's leftovers are withheld.
-    let levels: &[fn(&[Option<Str>]) -> Vec<Option<Str>>] = match table {
+    let levels: &[Generalise] = match table {
         TableName::TrafficByRegion => &[geo_parent],
         TableName::Clients => &[client_versions_other, all_other],
         TableName::Referrers => &[all_other],
@@ -63,7 +69,7 @@ pub fn suppress_small_cells(table: TableName, rows: Vec<Row>, k: u64) -> (Vec<Ro
         }
     }
     for generalise in levels {
-        let mut groups: BTreeMap<(i64, Vec<Option<Str>>), (Row, usize)> = BTreeMap::new();
+        let mut groups: Groups = BTreeMap::new();
         for (row, n) in pending.drain(..) {
             let dims = generalise(&row.dims);
             let key = (row.period, dims.clone());

@@ -176,3 +176,54 @@ fn rows_under_k(out: &Path, table: &str) -> usize {
         .filter(|r| get(r, "visitors").parse::<i64>().unwrap() < K)
         .count()
 }
+
+#[test]
+fn audit_passes_a_clean_release_and_fails_a_doctored_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let p = root().join("pipelines/partner-daily.toml");
+    ok(&logcensus(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let clean = logcensus(&[
+        "audit",
+        out.to_str().unwrap(),
+        "--pipeline",
+        p.to_str().unwrap(),
+    ]);
+    let t = ok(&clean);
+    assert!(t.contains(", 0 violations"), "{t}");
+    // A stricter k than the release used: rows under it are named by file, column and row.
+    let strict = logcensus(&[
+        "audit",
+        out.to_str().unwrap(),
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--min-visitors",
+        "1000",
+    ]);
+    assert_eq!(strict.status.code(), Some(1));
+    let t = text(&strict);
+    assert!(
+        t.contains("traffic_by_region/date=2026-05-17/part-00000.parquet: column visitors, row 0"),
+        "{t}"
+    );
+    // A file dropped into the release is caught.
+    std::fs::write(
+        out.join("clients/date=2026-05-17/notes.txt"),
+        "198.51.100.7",
+    )
+    .unwrap();
+    let stray = logcensus(&[
+        "audit",
+        out.to_str().unwrap(),
+        "--pipeline",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(stray.status.code(), Some(1));
+    assert!(text(&stray).contains("notes.txt"), "{}", text(&stray));
+}
