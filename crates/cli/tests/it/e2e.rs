@@ -2,19 +2,8 @@
 
 use super::*;
 
-fn run_pipeline(p: &Path, input: &Path, out: &Path) -> String {
-    ok(&logcensus(&[
-        "run",
-        "--pipeline",
-        p.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--geoip",
-        test_mmdb().to_str().unwrap(),
-    ]))
-}
+// Every run here goes through the shared helper; debug logging also exercises the log paths.
+use super::run_debug as run_pipeline;
 
 const ALL_TABLES: &str =
     "tables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]";

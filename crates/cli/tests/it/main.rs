@@ -45,6 +45,52 @@ pub fn visitor_key_file() -> &'static Path {
     path
 }
 
+/// Runs a pipeline over one input into `out` with the committed test database, at debug log
+/// level; returns stdout and stderr, asserting success.
+pub fn run_debug(p: &Path, input: &Path, out: &Path) -> String {
+    ok(&logcensus(&[
+        "--log",
+        "debug",
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--geoip",
+        test_mmdb().to_str().unwrap(),
+    ]))
+}
+
+/// Everything a reader of `out` can see: every table value, every path, and what `inspect`
+/// shows of every file (its metadata and rows).
+pub fn everything_visible(out: &Path) -> String {
+    let mut seen = String::new();
+    for table in [
+        "traffic_by_region",
+        "clients",
+        "referrers",
+        "traffic_quality",
+    ] {
+        for row in rows(out, table) {
+            seen.push_str(&row.join(" "));
+            seen.push('\n');
+        }
+    }
+    for f in files_below(out) {
+        seen.push_str(&f.display().to_string());
+        seen.push('\n');
+        seen.push_str(&ok(&logcensus(&[
+            "inspect",
+            f.to_str().unwrap(),
+            "--rows",
+            "100000",
+        ])));
+    }
+    seen
+}
+
 /// Stdout and stderr of a run, as one string.
 pub fn text(out: &Output) -> String {
     format!(

@@ -65,20 +65,7 @@ fn no_planted_marker_survives_in_values_metadata_paths_or_logs() {
         FORMAT.replace("\\\"", "\"")
     );
     let p = pipeline(dir.path(), "planted", &body);
-    let run = logcensus(&[
-        "--log",
-        "debug",
-        "run",
-        "--pipeline",
-        p.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--geoip",
-        test_mmdb().to_str().unwrap(),
-    ]);
-    let mut seen = ok(&run);
+    let mut seen = run_debug(&p, &input, &out);
     // The run really counted the planted lines (the test would be empty otherwise).
     assert_eq!(sum(&out, "traffic_quality", "requests"), 34);
     assert_eq!(sum(&out, "traffic_quality", "rejected_lines"), 2);
@@ -101,26 +88,8 @@ fn no_planted_marker_survives_in_values_metadata_paths_or_logs() {
         "{browsers:?}"
     );
 
-    for table in [
-        "traffic_by_region",
-        "clients",
-        "referrers",
-        "traffic_quality",
-    ] {
-        for row in rows(&out, table) {
-            seen.push_str(&row.join(" "));
-            seen.push('\n');
-        }
-    }
-    let files = files_below(&out);
-    assert!(files.len() >= 4, "{files:?}");
-    for f in &files {
-        seen.push_str(&f.display().to_string());
-        seen.push('\n');
-        // Metadata and first rows, as a reader would see them.
-        let inspect = logcensus(&["inspect", f.to_str().unwrap(), "--rows", "1000"]);
-        seen.push_str(&ok(&inspect));
-    }
+    seen.push_str(&everything_visible(&out));
+    assert!(files_below(&out).len() >= 4);
     for (field, marker) in MARKERS {
         assert!(
             !seen.contains(marker),
@@ -147,41 +116,9 @@ fn no_planted_marker_survives_from_json_lines() {
         "planted-json",
         "[source]\nformat = \"json\"\njson_preset = \"nginx\"\nclient_address = \"forwarded_for\"\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"include\"\n",
     );
-    let run = logcensus(&[
-        "--log",
-        "debug",
-        "run",
-        "--pipeline",
-        p.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--geoip",
-        test_mmdb().to_str().unwrap(),
-    ]);
-    let mut seen = ok(&run);
+    let mut seen = run_debug(&p, &input, &out);
     assert_eq!(sum(&out, "traffic_quality", "requests"), 20);
-    for table in [
-        "traffic_by_region",
-        "clients",
-        "referrers",
-        "traffic_quality",
-    ] {
-        for row in rows(&out, table) {
-            seen.push_str(&row.join(" "));
-            seen.push('\n');
-        }
-    }
-    for f in files_below(&out) {
-        seen.push_str(&f.display().to_string());
-        seen.push_str(&ok(&logcensus(&[
-            "inspect",
-            f.to_str().unwrap(),
-            "--rows",
-            "1000",
-        ])));
-    }
+    seen.push_str(&everything_visible(&out));
     for (field, marker) in MARKERS {
         assert!(
             !seen.contains(marker),
