@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# End-to-end benchmark: a whole `logcensus run` over generated combined logs of 1M (and, with
+# --full, 10M) lines, with its lines per second and peak memory, against `wc -l` (the cost of
+# just reading the file) and, when installed, GoAccess 1.7 on the same file.
+#
+#   bash benches/e2e.sh [--full] [--install-goaccess | --no-goaccess]
+#
+# GoAccess is slow (about 7 minutes for 10M lines on 2 cores): --no-goaccess skips it.
+#
+# Environment:
+#   LINES                  line counts to run, space-separated (default 1000000; --full adds
+#                          10000000)
+#   BENCH_DATA             where generated logs are kept and reused (default target/bench-data)
+#   LOGCENSUS_BENCH_MMDB   a real GeoIP database (e.g. GeoLite2-City.mmdb) for logcensus
+#                          --geoip and GoAccess --geoip-database; never commit one. Without it,
+#                          logcensus uses the pipeline's test database and GoAccess none.
+#   THREADS                logcensus --threads (default: logcensus's own, one per core)
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+usage() {
+  # The comment block at the top of this file.
+  awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+}
+
+full=0
+install_goaccess=0
+goaccess=1
+for arg in "$@"; do
+  case "$arg" in
+    --full) full=1 ;;
+    --install-goaccess) install_goaccess=1 ;;
+    --no-goaccess) goaccess=0 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "e2e.sh: unknown option $arg" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+lines_list="${LINES:-1000000}"
+if [[ $full == 1 && -z "${LINES:-}" ]]; then
+  lines_list="1000000 10000000"
+fi
+data_dir="${BENCH_DATA:-$root/target/bench-data}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+pipeline="pipelines/internal-daily.toml"
+mmdb="${LOGCENSUS_BENCH_MMDB:-}"
+
+apt_install() {
+  if [[ $(id -u) != 0 ]]; then
+    echo "e2e.sh: $1 is missing; install the Debian package \`$1\` (needs root)" >&2
+    exit 2
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1" >/dev/null
+}
+
+# GNU time, for peak RSS (`-v`); bash's `time` keyword does not report memory.
+if [[ ! -x /usr/bin/time ]]; then
+  echo "installing GNU time (Debian package time)" >&2
+  apt_install time
+fi
+if [[ $install_goaccess == 1 ]] && ! command -v goaccess >/dev/null; then
+  echo "installing GoAccess (Debian package goaccess)" >&2
+  apt_install goaccess
+fi
+if [[ -n "$mmdb" && ! -r "$mmdb" ]]; then
+  echo "e2e.sh: LOGCENSUS_BENCH_MMDB=$mmdb is not a readable file" >&2
+  exit 2
+fi
+
+echo "building logcensus and logcensus-fixtures (release)" >&2
+cargo build --release --quiet -p logcensus -p logcensus-fixtures
+logcensus="$target_dir/release/logcensus"
+fixtures="$target_dir/release/logcensus-fixtures"
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+# A fixed key for the run: without one logcensus warns that counts will not merge across runs.
+head -c 32 /dev/urandom | base64 >"$tmp/visitor.key"
+
+# Wall seconds of the last `timed NAME`, measured here in nanoseconds: GNU time prints only
+# hundredths, too coarse for `wc -l`.
+elapsed_s() {
+  cat "$tmp/$1.wall"
+}
+peak_mib() {
+  awk -F': ' '/Maximum resident set size/ { printf "%.0f", $2 / 1024 }' "$1"
+}
+cpu_s() {
+  awk -F': ' '/User time|System time/ { s += $2 } END { printf "%.2f", s }' "$1"
+}
+
+# timed NAME CMD...: runs CMD under GNU time (peak RSS, CPU time in $tmp/NAME.time) and records
+# its wall time in $tmp/NAME.wall; its stdout and stderr go to $tmp/NAME.{out,err}.
+timed() {
+  local name="$1" start end
+  shift
+  start="$(date +%s%N)"
+  if ! /usr/bin/time -v -o "$tmp/$name.time" "$@" >"$tmp/$name.out" 2>"$tmp/$name.err"; then
+    echo "e2e.sh: $name failed: $*" >&2
+    cat "$tmp/$name.err" >&2
+    exit 1
+  fi
+  end="$(date +%s%N)"
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }' >"$tmp/$name.wall"
+}
+
+rows=()
+commands=()
+row() { rows+=("$(printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |' "$@")"); }
+
+started="$(date -u +%Y-%m-%dT%H:%MZ)"
+busy="$(pgrep -c -x 'rustc|cargo' || true)"
+echo "machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" >&2
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); other cargo/rustc processes: $busy" >&2
+
+for n in $lines_list; do
+  log="$data_dir/combined-$n-seed42.log"
+  gen=("$fixtures" log --lines "$n" --seed 42 --format combined --user-agents 500
+    --visitors 200000 --addresses internet --malformed 0.001 --out "$log")
+  if [[ ! -s "$log" ]]; then
+    mkdir -p "$data_dir"
+    echo "generating $log" >&2
+    # Written under a temporary name so that an interrupted run never leaves a short log to reuse.
+    gen_tmp=("${gen[@]}")
+    gen_tmp[${#gen_tmp[@]} - 1]="$log.tmp"
+    "${gen_tmp[@]}" 2>"$tmp/gen.err" || { cat "$tmp/gen.err" >&2; exit 1; }
+    mv "$log.tmp" "$log"
+  fi
+  commands+=("${gen[*]}")
+  size_mib="$(($(stat -c %s "$log") / 1048576))"
+  # Every tool reads the file from the page cache.
+  cat "$log" >/dev/null
+
+  out="$tmp/out-$n"
+  run=("$logcensus" run --pipeline "$pipeline" --input "$log" --out "$out" --no-progress
+    --visitor-key-file "$tmp/visitor.key")
+  [[ -n "$mmdb" ]] && run+=(--geoip "$mmdb")
+  [[ -n "${THREADS:-}" ]] && run+=(--threads "$THREADS")
+  echo "running logcensus on $n lines ($size_mib MiB)" >&2
+  timed logcensus "${run[@]}"
+  commands+=("${run[*]}")
+  lc_s="$(elapsed_s logcensus)"
+  lc_rate="$(awk -v n="$n" -v s="$lc_s" 'BEGIN { printf "%.0f", n / s }')"
+  row "$n" logcensus "$lc_s" "$(cpu_s "$tmp/logcensus.time")" "$lc_rate" \
+    "$(peak_mib "$tmp/logcensus.time")" "1.00 (baseline)"
+  head -n 1 "$tmp/logcensus.out" | sed 's/^/  logcensus: /' >&2
+
+  wc_cmd=(wc -l "$log")
+  timed wc "${wc_cmd[@]}"
+  commands+=("${wc_cmd[*]}")
+  wc_s="$(elapsed_s wc)"
+  row "$n" "wc -l" "$wc_s" "$(cpu_s "$tmp/wc.time")" \
+    "$(awk -v n="$n" -v s="$wc_s" 'BEGIN { printf "%.0f", n / (s > 0 ? s : 0.001) }')" \
+    "$(peak_mib "$tmp/wc.time")" \
+    "$(awk -v a="$lc_s" -v b="$wc_s" 'BEGIN { printf "time x%.1f", a / (b > 0 ? b : 0.001) }')"
+
+  if [[ $goaccess == 1 ]] && command -v goaccess >/dev/null; then
+    # JSON output, valid in 1.7. Parsing dominates: HTML, JSON, CSV and --process-and-exit all
+    # take the same time (within 2%) on 200,000 of these lines.
+    ga=(goaccess "$log" --log-format=COMBINED --no-progress -o "$tmp/goaccess-$n.json")
+    [[ -n "$mmdb" ]] && ga+=(--geoip-database="$mmdb")
+    echo "running goaccess on $n lines" >&2
+    timed goaccess "${ga[@]}"
+    commands+=("${ga[*]}")
+    ga_s="$(elapsed_s goaccess)"
+    row "$n" goaccess "$ga_s" "$(cpu_s "$tmp/goaccess.time")" \
+      "$(awk -v n="$n" -v s="$ga_s" 'BEGIN { printf "%.0f", n / s }')" \
+      "$(peak_mib "$tmp/goaccess.time")" \
+      "$(awk -v a="$lc_s" -v b="$ga_s" 'BEGIN { printf "logcensus x%.2f", b / a }')"
+  fi
+done
+
+echo
+echo "logcensus e2e, started $started, $(nproc) cores, other cargo/rustc processes at start: $busy, geoip: ${mmdb:-test database of the pipeline}"
+echo
+printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |\n' lines tool wall_s cpu_s lines/s peak_MiB ratio
+echo "|-----------:|-----------|---------:|---------:|-------------:|----------:|------------------------|"
+printf '%s\n' "${rows[@]}"
+echo
+echo "ratio: for wc -l, logcensus wall time / wc wall time; for goaccess, logcensus lines/s / goaccess lines/s"
+echo
+echo "commands:"
+printf '  %s\n' "${commands[@]}"

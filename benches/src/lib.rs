@@ -1,0 +1,1 @@
+//! Benchmarks for logcensus (see benches/README.md).
