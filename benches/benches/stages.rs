@@ -200,6 +200,7 @@ fn data() -> &'static Data {
             period: pipeline.period.name().to_string(),
             geo_level: pipeline.geo_level.name().to_string(),
             extra: Vec::new(),
+            table_extra: Vec::new(),
         };
         Data {
             lines,

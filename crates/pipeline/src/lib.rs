@@ -207,26 +207,27 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         }
     });
     let rows = tables.iter().map(|t| (t.name, t.num_rows())).collect();
-    let mut files = Vec::new();
-    for (table, name) in tables.iter().zip(&pipeline.tables) {
-        let mut extra = Vec::new();
-        if let Some(k) = pipeline.min_visitors.get(name) {
-            extra.push(("logcensus.release.min_visitors".to_string(), k.to_string()));
-        }
-        let meta = RunMetadata {
-            pipeline: pipeline.name.clone(),
-            policy_id: pipeline.policy.id.clone(),
-            policy_hash: pipeline.policy_hash.clone(),
-            period: pipeline.period.name().to_string(),
-            geo_level: pipeline.geo_level.name().to_string(),
-            extra,
-        };
-        files.extend(logcensus_sink::write_tables(
-            &opts.out,
-            std::slice::from_ref(table),
-            &meta,
-        )?);
-    }
+    let meta = RunMetadata {
+        pipeline: pipeline.name.clone(),
+        policy_id: pipeline.policy.id.clone(),
+        policy_hash: pipeline.policy_hash.clone(),
+        period: pipeline.period.name().to_string(),
+        geo_level: pipeline.geo_level.name().to_string(),
+        extra: Vec::new(),
+        table_extra: pipeline
+            .min_visitors
+            .iter()
+            .map(|(t, k)| {
+                (
+                    t.name().to_string(),
+                    "logcensus.release.min_visitors".to_string(),
+                    k.to_string(),
+                )
+            })
+            .collect(),
+    };
+    // One call: the sink checks every table against its contract before writing any.
+    let files = logcensus_sink::write_tables(&opts.out, &tables, &meta)?;
     Ok(Summary {
         lines_read,
         parsed,

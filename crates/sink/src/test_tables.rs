@@ -24,6 +24,7 @@ pub fn meta() -> RunMetadata {
         period: "day".into(),
         geo_level: "region".into(),
         extra: vec![("logcensus.test_note".into(), "hand-built".into())],
+        table_extra: Vec::new(),
     }
 }
 

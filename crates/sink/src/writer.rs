@@ -62,6 +62,9 @@ pub struct RunMetadata {
     /// More entries, written after the standard ones, in this order. Keys may not be one of the
     /// standard keys.
     pub extra: Vec<(String, String)>,
+    /// More entries for one table's files only (e.g. that table's release parameters), written
+    /// after `extra`: `(table, key, value)`. Same key rules as `extra`.
+    pub table_extra: Vec<(String, String, String)>,
 }
 
 /// One file a run wrote.
@@ -103,10 +106,12 @@ pub(crate) fn write_tables_with(
     meta: &RunMetadata,
     max_row_group_rows: usize,
 ) -> Result<Vec<WrittenFile>, SinkError> {
-    if let Some((key, _)) = meta
+    if let Some(key) = meta
         .extra
         .iter()
-        .find(|(k, _)| RESERVED_KEYS.contains(&k.as_str()))
+        .map(|(k, _)| k)
+        .chain(meta.table_extra.iter().map(|(_, k, _)| k))
+        .find(|k| RESERVED_KEYS.contains(&k.as_str()))
     {
         return Err(SinkError::ReservedKey { key: key.clone() });
     }
@@ -297,6 +302,12 @@ fn key_values(meta: &RunMetadata, table: &str, date: &str) -> Vec<KeyValue> {
             meta.extra
                 .iter()
                 .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
+        .chain(
+            meta.table_extra
+                .iter()
+                .filter(|(t, _, _)| t == table)
+                .map(|(_, k, v)| KeyValue::new(k.clone(), v.clone())),
         )
         .collect()
 }

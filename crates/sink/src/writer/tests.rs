@@ -7,8 +7,8 @@ use parquet::basic::{Compression, LogicalType};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 
 use super::*;
-use crate::read_table;
 use crate::test_tables::*;
+use crate::{inspect, read_table};
 
 fn column<'a>(batches: &'a [RecordBatch], name: &str) -> Vec<&'a ArrayRef> {
     batches
@@ -555,4 +555,32 @@ fn replacing_a_partition_with_different_content_is_reported() {
         .map(|f| (f.partition.as_str(), f.replaced_different))
         .collect();
     assert_eq!(replaced, [("2026-05-17", true), ("2026-05-18", false)]);
+}
+
+#[test]
+fn table_extra_metadata_goes_to_its_table_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = meta();
+    m.table_extra = vec![(
+        "clients".into(),
+        "logcensus.release.min_visitors".into(),
+        "10".into(),
+    )];
+    let files = write_tables(dir.path(), &all_tables(), &m).unwrap();
+    for f in &files {
+        let kv = inspect(&f.path, 0).unwrap().metadata;
+        let k = kv
+            .iter()
+            .find(|(k, _)| k == "logcensus.release.min_visitors")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            k,
+            (f.table == "clients").then_some("10"),
+            "{}",
+            f.path.display()
+        );
+    }
+    m.table_extra = vec![("clients".into(), "logcensus.table".into(), "x".into())];
+    let err = write_tables(dir.path(), &all_tables(), &m).unwrap_err();
+    assert!(matches!(err, SinkError::ReservedKey { .. }), "{err}");
 }
