@@ -1,6 +1,6 @@
 //! Address → place, through a MaxMind DB file, at the pipeline's level.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,7 +107,7 @@ impl GeoDb {
         GeoLookup {
             db: self,
             cache: HashMap::new(),
-            interned: HashMap::new(),
+            interned: HashSet::new(),
             unknown_place,
             unknown,
         }
@@ -119,7 +119,7 @@ pub struct GeoLookup<'db> {
     db: &'db GeoDb,
     /// Data-section offset → place: many networks share one record.
     cache: HashMap<usize, (Arc<Place>, bool)>,
-    interned: HashMap<Arc<Place>, ()>,
+    interned: HashSet<Arc<Place>>,
     unknown_place: Arc<Place>,
     unknown: Str,
 }
@@ -196,11 +196,11 @@ impl GeoLookup<'_> {
             country: (level >= GeoLevel::Country).then(|| intern(country, &self.unknown)),
             region: (level >= GeoLevel::Region).then(|| intern(region, &self.unknown)),
         };
-        let place = match self.interned.get_key_value(&place) {
-            Some((k, _)) => k.clone(),
+        let place = match self.interned.get(&place) {
+            Some(k) => k.clone(),
             None => {
                 let k = Arc::new(place);
-                self.interned.insert(k.clone(), ());
+                self.interned.insert(k.clone());
                 k
             }
         };

@@ -1,6 +1,6 @@
 //! User-Agent → device category, browser and OS family and major version (woothee).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use logcensus_policy::rules::major_version;
@@ -33,7 +33,7 @@ pub struct ClientClass {
 pub struct UaClassifier {
     parser: woothee::parser::Parser,
     cache: HashMap<Box<str>, Arc<ClientClass>>,
-    interned: HashMap<Arc<ClientClass>, ()>,
+    interned: HashSet<Arc<ClientClass>>,
     empty: Arc<ClientClass>,
     versions: bool,
 }
@@ -48,7 +48,7 @@ impl UaClassifier {
         UaClassifier {
             parser: woothee::parser::Parser::new(),
             cache: HashMap::new(),
-            interned: HashMap::new(),
+            interned: HashSet::new(),
             empty: Arc::new(ClientClass {
                 device: unknown.clone(),
                 os: unknown.clone(),
@@ -74,11 +74,11 @@ impl UaClassifier {
         }
         let class = self.compute(ua);
         // Identical classes share one allocation, so aggregation keys compare cheaply.
-        let class = match self.interned.get_key_value(&class) {
-            Some((k, _)) => k.clone(),
+        let class = match self.interned.get(&class) {
+            Some(k) => k.clone(),
             None => {
                 let k = Arc::new(class);
-                self.interned.insert(k.clone(), ());
+                self.interned.insert(k.clone());
                 k
             }
         };

@@ -374,8 +374,9 @@ impl<R: Read> LineReader<R> {
     }
 }
 
-/// Convenience for tests and small inputs: every entry of a reader.
-pub fn read_all_entries<R: Read>(reader: R, max_line: usize) -> Vec<(Entry, Vec<u8>)> {
+/// Every entry of a reader, with its bytes (for tests).
+#[cfg(test)]
+fn read_all_entries<R: Read>(reader: R, max_line: usize) -> Vec<(Entry, Vec<u8>)> {
     let mut lr = LineReader::new(reader, max_line);
     let mut out = Vec::new();
     while let Ok(Some(batch)) = lr.next_batch() {
