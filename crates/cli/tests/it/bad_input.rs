@@ -18,17 +18,7 @@ fn quality_only(dir: &Path) -> PathBuf {
 fn run_on(dir: &Path, input: &Path) -> (Output, PathBuf) {
     let p = quality_only(dir);
     let out = dir.join("out");
-    let o = logcensus(&[
-        "run",
-        "--pipeline",
-        p.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--geoip",
-        test_mmdb().to_str().unwrap(),
-    ]);
+    let o = run_with(&p, input, &out, &test_mmdb(), "info");
     (o, out)
 }
 
@@ -158,17 +148,7 @@ fn missing_or_corrupt_geoip_database_is_a_clear_error() {
         ),
         (input.clone(), "is not a usable MaxMind DB (.mmdb) file"),
     ] {
-        let o = logcensus(&[
-            "run",
-            "--pipeline",
-            p.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            dir.path().join("out").to_str().unwrap(),
-            "--geoip",
-            db.to_str().unwrap(),
-        ]);
+        let o = run_with(&p, &input, &dir.path().join("out"), &db, "info");
         let t = text(&o);
         assert_eq!(o.status.code(), Some(2), "{t}");
         assert!(t.contains(expect), "{t}");

@@ -45,12 +45,12 @@ pub fn visitor_key_file() -> &'static Path {
     path
 }
 
-/// Runs a pipeline over one input into `out` with the committed test database, at debug log
-/// level; returns stdout and stderr, asserting success.
-pub fn run_debug(p: &Path, input: &Path, out: &Path) -> String {
-    ok(&logcensus(&[
+/// Runs a pipeline over one input into `out` with a GeoIP database and a log level; the
+/// outcome is the caller's to check.
+pub fn run_with(p: &Path, input: &Path, out: &Path, geoip: &Path, log: &str) -> Output {
+    logcensus(&[
         "--log",
-        "debug",
+        log,
         "run",
         "--pipeline",
         p.to_str().unwrap(),
@@ -59,8 +59,14 @@ pub fn run_debug(p: &Path, input: &Path, out: &Path) -> String {
         "--out",
         out.to_str().unwrap(),
         "--geoip",
-        test_mmdb().to_str().unwrap(),
-    ]))
+        geoip.to_str().unwrap(),
+    ])
+}
+
+/// Runs a pipeline over one input into `out` with the committed test database, at debug log
+/// level; returns stdout and stderr, asserting success.
+pub fn run_debug(p: &Path, input: &Path, out: &Path) -> String {
+    ok(&run_with(p, input, out, &test_mmdb(), "debug"))
 }
 
 /// Everything a reader of `out` can see: every table value, every path, and what `inspect`
