@@ -20,5 +20,7 @@ mod state;
 pub mod visitor;
 
 pub use output::{Column, Str, TableOut};
-pub use state::{table_from_rows, Aggregates, Observation, Rejection, Row, VisitorSet};
+pub use state::{
+    table_from_rows, Aggregates, Contribution, Observation, Rejection, ReleasedRow, Row, Visitors,
+};
 pub use visitor::{DayKey, SecretError, VisitorKeys, VisitorSecret};

@@ -1,6 +1,6 @@
 //! The mergeable aggregate state.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -95,11 +95,37 @@ impl Hasher for PassThrough {
     }
 }
 
-/// A set of visitor hashes (already uniformly distributed, so hashed by passing them through).
-pub type VisitorSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
+/// What one visitor contributed to one row: the basis of contribution bounding. Both counts
+/// saturate (a bound is always far below `u32::MAX`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Contribution {
+    pub requests: u32,
+    pub bytes: u32,
+}
+
+impl Contribution {
+    fn add(&mut self, other: Contribution) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.bytes = self.bytes.saturating_add(other.bytes);
+    }
+}
+
+/// The visitors behind a row, by visitor hash (already uniformly distributed, so hashed by
+/// passing them through), each with what it contributed.
+pub type Visitors = HashMap<u64, Contribution, BuildHasherDefault<PassThrough>>;
+
+/// Adds `from` into `into`, summing the contributions of visitors in both.
+fn merge_visitors(into: &mut Visitors, mut from: Visitors) {
+    if into.len() < from.len() {
+        std::mem::swap(into, &mut from);
+    }
+    for (v, c) in from {
+        into.entry(v).or_default().add(c);
+    }
+}
 
 /// One row of a demographic table before it is written: its period, its dimension values in
-/// schema order, its sums and the exact set of visitor hashes behind it.
+/// schema order, its sums and the exact visitors behind it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub period: i64,
@@ -108,7 +134,29 @@ pub struct Row {
     pub dims: Vec<Option<Str>>,
     pub requests: u64,
     pub bytes: u64,
-    pub visitors: VisitorSet,
+    pub visitors: Visitors,
+}
+
+/// One row as it is written: the counts a release decided on (exact, bounded or noisy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasedRow {
+    pub period: i64,
+    pub dims: Vec<Option<Str>>,
+    pub requests: u64,
+    pub visitors: u64,
+    pub bytes: u64,
+}
+
+impl From<Row> for ReleasedRow {
+    fn from(r: Row) -> ReleasedRow {
+        ReleasedRow {
+            period: r.period,
+            visitors: r.visitors.len() as u64,
+            dims: r.dims,
+            requests: r.requests,
+            bytes: r.bytes,
+        }
+    }
 }
 
 impl Row {
@@ -122,25 +170,21 @@ impl Row {
         }
     }
 
-    /// Adds another row's sums and visitors into this one (exact: a union of visitor sets).
+    /// Adds another row's sums and visitors into this one (exact: a union of the visitors,
+    /// summing what a visitor in both contributed).
     pub fn absorb(&mut self, other: Row) {
         self.requests += other.requests;
         self.bytes = self.bytes.saturating_add(other.bytes);
-        if self.visitors.len() < other.visitors.len() {
-            let mine = std::mem::replace(&mut self.visitors, other.visitors);
-            self.visitors.extend(mine);
-        } else {
-            self.visitors.extend(other.visitors);
-        }
+        merge_visitors(&mut self.visitors, other.visitors);
     }
 }
 
 /// Builds a demographic table from its rows (in the order given).
-pub fn table_from_rows(table: TableName, rows: Vec<Row>) -> TableOut {
+pub fn table_from_rows(table: TableName, rows: Vec<ReleasedRow>) -> TableOut {
     let period = Column::Timestamp(rows.iter().map(|r| r.period).collect());
     let dim = |i: usize| Column::Str(rows.iter().map(|r| r.dims[i].clone()).collect());
     let requests = ints(rows.iter().map(|r| r.requests));
-    let visitors = ints(rows.iter().map(|r| r.visitors.len() as u64));
+    let visitors = ints(rows.iter().map(|r| r.visitors));
     match table {
         TableName::TrafficByRegion => TableOut {
             name: "traffic_by_region",
@@ -185,7 +229,7 @@ pub fn table_from_rows(table: TableName, rows: Vec<Row>) -> TableOut {
 struct Cell {
     requests: u64,
     bytes: u64,
-    visitors: VisitorSet,
+    visitors: Visitors,
 }
 
 impl Cell {
@@ -193,18 +237,19 @@ impl Cell {
         self.requests += 1;
         // Byte counts come from the log: a hostile line can claim 2^64 - 1.
         self.bytes = self.bytes.saturating_add(obs.bytes);
-        self.visitors.insert(obs.visitor);
+        self.visitors
+            .entry(obs.visitor)
+            .or_default()
+            .add(Contribution {
+                requests: 1,
+                bytes: u32::try_from(obs.bytes).unwrap_or(u32::MAX),
+            });
     }
 
     fn merge(&mut self, other: Cell) {
         self.requests += other.requests;
         self.bytes = self.bytes.saturating_add(other.bytes);
-        if self.visitors.len() < other.visitors.len() {
-            let mine = std::mem::replace(&mut self.visitors, other.visitors);
-            self.visitors.extend(mine);
-        } else {
-            self.visitors.extend(other.visitors);
-        }
+        merge_visitors(&mut self.visitors, other.visitors);
     }
 }
 
@@ -404,16 +449,18 @@ impl Aggregates {
 
     /// The finished tables, in the order asked. Unattributed rejections go to the last period.
     pub fn finish(self, tables: &[TableName]) -> Vec<TableOut> {
-        self.finish_with(tables, |_, rows| rows)
+        self.finish_with(tables, |_, rows| {
+            rows.into_iter().map(ReleasedRow::from).collect()
+        })
     }
 
     /// Like [`Aggregates::finish`], passing each demographic table's rows (with their exact
-    /// visitor sets) through `release` first: the hook for disclosure control, which must see
+    /// visitors) through `release` first: the hook for disclosure control, which must see
     /// the true totals of complete periods.
     pub fn finish_with(
         mut self,
         tables: &[TableName],
-        mut release: impl FnMut(TableName, Vec<Row>) -> Vec<Row>,
+        mut release: impl FnMut(TableName, Vec<Row>) -> Vec<ReleasedRow>,
     ) -> Vec<TableOut> {
         self.end_batch();
         if let Some(q) = self.quality.values_mut().next_back() {

@@ -69,6 +69,14 @@ impl VisitorSecret {
         }
     }
 
+    /// The key that picks which rows a visitor over the contribution bound keeps (see
+    /// `logcensus-release`). Derived from the secret with its own context: it reveals nothing
+    /// of the day keys.
+    pub fn selection_key(&self) -> [u8; 16] {
+        let k = blake3::derive_key("logcensus contribution bounding v1", &self.bytes);
+        k[..16].try_into().unwrap()
+    }
+
     /// The hasher for one UTC day (`day` = Unix seconds / 86400).
     pub fn day_key(&self, day: i64) -> DayKey {
         let mut material = [0u8; 40];

@@ -11,6 +11,7 @@
 
 mod worker;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use logcensus_aggregate::{Aggregates, Rejection, VisitorSecret};
 use logcensus_enrich::{GeoDb, GeoError};
 use logcensus_policy::{Pipeline, TableName};
+use logcensus_release::{Calibration, SelectionKey, TableRelease};
 use logcensus_sink::{RunMetadata, SinkError, WrittenFile};
 use logcensus_source::{open_counted, open_input, ByteCounter, Input, LineReader, SourceError};
 
@@ -48,6 +50,41 @@ pub enum RunError {
     NoGeoDatabase { pipeline: String },
     #[error("no input: set [source] inputs in {pipeline} or pass --input PATH (`-` for stdin)")]
     NoInput { pipeline: String },
+    #[error(transparent)]
+    Release(#[from] logcensus_release::DpError),
+}
+
+/// How each demographic table of `pipeline` is released (k, bounds, calibrated DP), or an error
+/// when the DP parameters cannot be met.
+pub fn release_plan(
+    pipeline: &Pipeline,
+) -> Result<BTreeMap<TableName, TableRelease>, logcensus_release::DpError> {
+    let mut plan = BTreeMap::new();
+    for &table in &pipeline.tables {
+        if table == TableName::TrafficQuality {
+            continue;
+        }
+        let min_visitors = pipeline.min_visitors.get(&table).copied();
+        let dp = match pipeline.dp.get(&table) {
+            Some(spec) => Some(Calibration::new(
+                table.name(),
+                *spec,
+                &pipeline.bounds,
+                min_visitors,
+                table == TableName::TrafficByRegion,
+            )?),
+            None => None,
+        };
+        plan.insert(
+            table,
+            TableRelease {
+                min_visitors,
+                bounds: pipeline.bounds,
+                dp,
+            },
+        );
+    }
+    Ok(plan)
 }
 
 /// An input that ended early (its complete lines were counted).
@@ -107,6 +144,8 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     if let Some(g) = &geo {
         tracing::info!(database = %g.description, "GeoIP database opened");
     }
+    // Calibrated before any line is read: parameters that cannot be met fail the run at once.
+    let plan = release_plan(pipeline)?;
     // Check that every file can be opened and read before reading any, so an unreadable file
     // fails the run at once; then open them one at a time (thousands of inputs must not hold
     // thousands of descriptors and buffers).
@@ -188,24 +227,26 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         .map(|r| (r.name(), rejections[r.index()]))
         .collect();
     // Disclosure control sees complete periods: every partial is merged by now.
+    let key = SelectionKey::new(opts.secret.selection_key());
+    let mut release_error = None;
     let tables = total.finish_with(&pipeline.tables, |table, rows| {
-        match pipeline.min_visitors.get(&table) {
-            Some(&k) => {
-                let (rows, stats) = logcensus_release::suppress_small_cells(table, rows, k);
-                tracing::info!(
-                    table = table.name(),
-                    min_visitors = k,
-                    kept = stats.kept_rows,
-                    rolled_up = stats.rolled_up_rows,
-                    withheld = stats.suppressed_rows,
-                    withheld_requests = stats.suppressed_requests,
-                    "small cells rolled up into (other) rows or withheld"
-                );
+        let Some(how) = plan.get(&table) else {
+            return rows.into_iter().map(Into::into).collect();
+        };
+        match logcensus_release::release_table(table, rows, how, key) {
+            Ok((rows, stats)) => {
+                log_release(table, how, &stats);
                 rows
             }
-            None => rows,
+            Err(e) => {
+                release_error.get_or_insert(e);
+                Vec::new()
+            }
         }
     });
+    if let Some(e) = release_error {
+        return Err(e.into());
+    }
     let rows = tables.iter().map(|t| (t.name, t.num_rows())).collect();
     let meta = RunMetadata {
         pipeline: pipeline.name.clone(),
@@ -214,15 +255,12 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         period: pipeline.period.name().to_string(),
         geo_level: pipeline.geo_level.name().to_string(),
         extra: Vec::new(),
-        table_extra: pipeline
-            .min_visitors
+        table_extra: plan
             .iter()
-            .map(|(t, k)| {
-                (
-                    t.name().to_string(),
-                    "logcensus.release.min_visitors".to_string(),
-                    k.to_string(),
-                )
+            .flat_map(|(t, how)| {
+                how.metadata()
+                    .into_iter()
+                    .map(|(k, v)| (t.name().to_string(), k, v))
             })
             .collect(),
     };
@@ -237,4 +275,41 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         input_failures: failures,
         elapsed: started.elapsed(),
     })
+}
+
+/// One log line per released table: what the release step did (counts only).
+fn log_release(table: TableName, how: &TableRelease, stats: &logcensus_release::TableStats) {
+    let b = &stats.bounds;
+    if how.bounds.any() {
+        tracing::info!(
+            table = table.name(),
+            dropped_visitor_rows = b.dropped_pairs,
+            dropped_requests = b.dropped_requests,
+            emptied_rows = b.emptied_rows,
+            "contributions bounded"
+        );
+    }
+    if let Some(dp) = &how.dp {
+        tracing::info!(
+            table = table.name(),
+            mechanism = dp.spec.mechanism.name(),
+            epsilon = dp.spec.epsilon,
+            delta = dp.spec.delta,
+            under_minimum = stats.dp.under_minimum,
+            not_selected = stats.dp.not_selected,
+            released = stats.dp.released,
+            "differentially private release"
+        );
+    } else if let Some(k) = how.min_visitors {
+        let s = &stats.small_cells;
+        tracing::info!(
+            table = table.name(),
+            min_visitors = k,
+            kept = s.kept_rows,
+            rolled_up = s.rolled_up_rows,
+            withheld = s.suppressed_rows,
+            withheld_requests = s.suppressed_requests,
+            "small cells rolled up into (other) rows or withheld"
+        );
+    }
 }

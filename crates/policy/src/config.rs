@@ -177,6 +177,61 @@ pub struct ReleaseSection {
     /// A different k for some tables, e.g. `{ clients = 20 }`.
     #[serde(default)]
     pub per_table: BTreeMap<TableName, Spanned<u64>>,
+    /// Contribution bounding: a visitor counts in at most this many rows per table and period.
+    pub max_rows_per_visitor: Option<Spanned<u64>>,
+    /// Contribution bounding: at most this many of a visitor's requests count in one row.
+    pub max_requests_per_row: Option<Spanned<u64>>,
+    /// Contribution bounding: at most this many of a visitor's bytes count in one row
+    /// (`traffic_by_region.bytes`).
+    pub max_bytes_per_row: Option<Spanned<u64>>,
+    /// Differential privacy for some or all demographic tables.
+    pub dp: Option<DpSection>,
+}
+
+/// `[release.dp]`: noise calibrated to the contribution bounds, and DP partition selection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpSection {
+    /// `laplace` (pure epsilon per count, delta spent on partition selection) or `gaussian`.
+    pub mechanism: Spanned<Mechanism>,
+    /// Privacy loss per table and period.
+    pub epsilon: Spanned<f64>,
+    /// Probability the epsilon guarantee may fail, per table and period.
+    pub delta: Spanned<f64>,
+    /// Tables released with DP (default: every demographic table the pipeline writes).
+    pub tables: Option<Spanned<Vec<TableName>>>,
+    /// Different parameters for some tables.
+    #[serde(default)]
+    pub per_table: BTreeMap<TableName, DpOverride>,
+}
+
+/// `[release.dp.per_table.<table>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpOverride {
+    pub mechanism: Option<Spanned<Mechanism>>,
+    pub epsilon: Option<Spanned<f64>>,
+    pub delta: Option<Spanned<f64>>,
+}
+
+/// A differential privacy noise mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mechanism {
+    /// Discrete Laplace noise; Laplace-threshold partition selection.
+    Laplace,
+    /// Discrete Gaussian noise; Gaussian-threshold partition selection.
+    Gaussian,
+}
+
+impl Mechanism {
+    /// The name used in pipeline files and metadata.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Laplace => "laplace",
+            Mechanism::Gaussian => "gaussian",
+        }
+    }
 }
 
 /// `[pipeline]`

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 pub use config::{
     AggregateSection, ClientAddressSource, CrawlerHandling, FormatName, GeoFields, GeoLevel,
-    JsonPreset, Period, PipelineFile, PolicyFile, SourceSection, TableName,
+    JsonPreset, Mechanism, Period, PipelineFile, PolicyFile, SourceSection, TableName,
 };
 pub use error::ConfigError;
 use logcensus_parse::{FormatSpec, JsonFieldMap, LineParser};
@@ -64,6 +64,36 @@ pub struct Pipeline {
     pub out: Option<PathBuf>,
     /// Minimum distinct visitors per released row, per demographic table that has one.
     pub min_visitors: BTreeMap<TableName, u64>,
+    /// Contribution bounds for the demographic tables.
+    pub bounds: Bounds,
+    /// Differential privacy parameters, per demographic table released with DP.
+    pub dp: BTreeMap<TableName, DpSpec>,
+}
+
+/// How much one visitor may contribute to a demographic table (per period). `None`: unbounded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Bounds {
+    /// A visitor counts in at most this many rows of a table per period.
+    pub max_rows_per_visitor: Option<u32>,
+    /// At most this many of a visitor's requests count in one row.
+    pub max_requests_per_row: Option<u32>,
+    /// At most this many of a visitor's bytes count in one row.
+    pub max_bytes_per_row: Option<u32>,
+}
+
+impl Bounds {
+    /// True when some bound is set.
+    pub fn any(&self) -> bool {
+        *self != Bounds::default()
+    }
+}
+
+/// Differential privacy parameters of one table (per period).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSpec {
+    pub mechanism: Mechanism,
+    pub epsilon: f64,
+    pub delta: f64,
 }
 
 impl Pipeline {
@@ -268,6 +298,10 @@ impl Pipeline {
                 min_visitors.insert(*t, check(k, "release.per_table")?);
             }
         }
+        let (bounds, dp) = match &file.release {
+            Some(release) => release_privacy(release, &tables, &invalid)?,
+            None => (Bounds::default(), BTreeMap::new()),
+        };
         let geoip = file
             .geoip
             .as_ref()
@@ -321,6 +355,8 @@ impl Pipeline {
                 .as_deref()
                 .map(|d| config::relative_to(path, d)),
             min_visitors,
+            bounds,
+            dp,
             policy,
         })
     }
@@ -367,3 +403,150 @@ fn finer_than_region(path: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests;
+
+/// `[release]` contribution bounds and `[release.dp]`, checked.
+fn release_privacy(
+    release: &config::ReleaseSection,
+    tables: &[TableName],
+    invalid: &dyn Fn(std::ops::Range<usize>, &'static str, String) -> ConfigError,
+) -> Result<(Bounds, BTreeMap<TableName, DpSpec>), ConfigError> {
+    let bound = |v: &Option<toml::Spanned<u64>>, key: &'static str| {
+        match v {
+        None => Ok(None),
+        Some(v) => match u32::try_from(*v.get_ref()) {
+            Ok(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(invalid(
+                v.span(),
+                key,
+                format!("must be between 1 and {} (a visitor's contribution to a table is capped at it)", u32::MAX),
+            )),
+        },
+    }
+    };
+    let bounds = Bounds {
+        max_rows_per_visitor: bound(
+            &release.max_rows_per_visitor,
+            "release.max_rows_per_visitor",
+        )?,
+        max_requests_per_row: bound(
+            &release.max_requests_per_row,
+            "release.max_requests_per_row",
+        )?,
+        max_bytes_per_row: bound(&release.max_bytes_per_row, "release.max_bytes_per_row")?,
+    };
+    let mut dp = BTreeMap::new();
+    let Some(section) = &release.dp else {
+        return Ok((bounds, dp));
+    };
+    let demographic: Vec<TableName> = tables
+        .iter()
+        .copied()
+        .filter(|t| *t != TableName::TrafficQuality)
+        .collect();
+    let chosen = match &section.tables {
+        None => demographic.clone(),
+        Some(list) => {
+            for t in list.get_ref() {
+                if *t == TableName::TrafficQuality {
+                    return Err(invalid(list.span(), "release.dp.tables", "traffic_quality cannot be released with differential privacy: rejected lines belong to no visitor, so no bound limits what one person adds to it; leave it out of partner releases or out of this list".into()));
+                }
+                if !demographic.contains(t) {
+                    return Err(invalid(
+                        list.span(),
+                        "release.dp.tables",
+                        format!(
+                            "{} is not among the tables this pipeline writes ([aggregate] tables)",
+                            t.name()
+                        ),
+                    ));
+                }
+            }
+            list.get_ref().clone()
+        }
+    };
+    let epsilon = |v: &toml::Spanned<f64>, key: &'static str| {
+        let e = *v.get_ref();
+        if e.is_finite() && e > 0.0 && e <= 20.0 {
+            Ok(e)
+        } else {
+            Err(invalid(v.span(), key, "epsilon must be a number above 0 and at most 20 (smaller is more private; 0.1 to 2 per table and period is usual)".into()))
+        }
+    };
+    let delta = |v: &toml::Spanned<f64>, key: &'static str| {
+        let d = *v.get_ref();
+        if d.is_finite() && d > 0.0 && d <= 1e-3 {
+            Ok(d)
+        } else {
+            Err(invalid(v.span(), key, "delta must be above 0 (partition selection needs it) and at most 0.001; use well under 1 / (visitors per period), e.g. 1e-7".into()))
+        }
+    };
+    let base = DpSpec {
+        mechanism: *section.mechanism.get_ref(),
+        epsilon: epsilon(&section.epsilon, "release.dp.epsilon")?,
+        delta: delta(&section.delta, "release.dp.delta")?,
+    };
+    for (t, o) in &section.per_table {
+        if !chosen.contains(t) {
+            let at = o
+                .epsilon
+                .as_ref()
+                .map(|v| v.span())
+                .or(o.delta.as_ref().map(|v| v.span()))
+                .or(o.mechanism.as_ref().map(|v| v.span()))
+                .unwrap_or(section.epsilon.span());
+            return Err(invalid(
+                at,
+                "release.dp.per_table",
+                format!(
+                    "{} is not released with differential privacy (release.dp.tables)",
+                    t.name()
+                ),
+            ));
+        }
+    }
+    for t in chosen {
+        let mut spec = base;
+        if let Some(o) = section.per_table.get(&t) {
+            if let Some(m) = &o.mechanism {
+                spec.mechanism = *m.get_ref();
+            }
+            if let Some(e) = &o.epsilon {
+                spec.epsilon = epsilon(e, "release.dp.per_table")?;
+            }
+            if let Some(d) = &o.delta {
+                spec.delta = delta(d, "release.dp.per_table")?;
+            }
+        }
+        dp.insert(t, spec);
+    }
+    let needs = |b: Option<u32>, key: &'static str, why: &str| {
+        match b {
+        Some(_) => Ok(()),
+        None => Err(invalid(
+            section.mechanism.span(),
+            "release.dp",
+            format!("differential privacy calibrates its noise to the contribution bounds: set `{key}` in [release] ({why})"),
+        )),
+    }
+    };
+    if !dp.is_empty() {
+        needs(
+            bounds.max_rows_per_visitor,
+            "max_rows_per_visitor",
+            "how many rows of a table one visitor may count in per period",
+        )?;
+        needs(
+            bounds.max_requests_per_row,
+            "max_requests_per_row",
+            "how many of one visitor's requests count in a row",
+        )?;
+    }
+    if dp.contains_key(&TableName::TrafficByRegion) {
+        needs(
+            bounds.max_bytes_per_row,
+            "max_bytes_per_row",
+            "how many of one visitor's bytes count in a traffic_by_region row",
+        )?;
+    }
+    Ok((bounds, dp))
+}

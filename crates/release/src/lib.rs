@@ -1,5 +1,6 @@
-//! Disclosure control between aggregation and the sink: small cells are suppressed or rolled up,
-//! so no released row stands for fewer than `k` visitors.
+//! Disclosure control between aggregation and the sink: contribution bounding, small-cell
+//! suppression (no released row stands for fewer than `k` visitors) and optional differential
+//! privacy ([`dp`]). [`release_table`] runs them in that order on one table.
 //!
 //! It runs on complete periods, after every partial aggregate has been merged, and decides on
 //! exact distinct visitor counts (the union of the visitor-hash sets behind the rows), never on
@@ -19,11 +20,88 @@
 //! assert_eq!(stats, ReleaseStats::default());
 //! ```
 
+mod bound;
+pub mod dp;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use logcensus_aggregate::{Row, Str};
-use logcensus_policy::TableName;
+use logcensus_aggregate::{ReleasedRow, Row, Str};
+use logcensus_policy::{Bounds, TableName};
+
+pub use bound::{bound_contributions, BoundStats, SelectionKey};
+pub use dp::{Calibration, DpError, DpStats};
+
+/// How one table is released.
+#[derive(Debug, Default)]
+pub struct TableRelease {
+    /// Minimum exact visitors per released row (k). Without DP, smaller rows roll up into
+    /// `(other)` rows or are withheld; with DP, it is a pre-threshold before partition selection.
+    pub min_visitors: Option<u64>,
+    pub bounds: Bounds,
+    pub dp: Option<Calibration>,
+}
+
+impl TableRelease {
+    /// The `logcensus.release.*` metadata of the table's files.
+    pub fn metadata(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut put = |k: &str, v: String| out.push((format!("logcensus.release.{k}"), v));
+        if let Some(k) = self.min_visitors {
+            put("min_visitors", k.to_string());
+        }
+        if let Some(n) = self.bounds.max_rows_per_visitor {
+            put("max_rows_per_visitor", n.to_string());
+        }
+        if let Some(n) = self.bounds.max_requests_per_row {
+            put("max_requests_per_row", n.to_string());
+        }
+        if let Some(n) = self.bounds.max_bytes_per_row {
+            put("max_bytes_per_row", n.to_string());
+        }
+        if let Some(dp) = &self.dp {
+            out.extend(dp.metadata());
+        }
+        out
+    }
+}
+
+/// Everything a release did to one table (for logs and tests; never written to an output).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableStats {
+    pub bounds: BoundStats,
+    /// Small-cell suppression (without DP).
+    pub small_cells: ReleaseStats,
+    /// DP selection (with DP).
+    pub dp: DpStats,
+}
+
+/// Releases one demographic table's rows (sorted by period and dimensions): contribution bounds,
+/// then DP (with k as pre-threshold) or the k-minimum with roll-up.
+pub fn release_table(
+    table: TableName,
+    rows: Vec<Row>,
+    how: &TableRelease,
+    key: SelectionKey,
+) -> Result<(Vec<ReleasedRow>, TableStats), DpError> {
+    let mut stats = TableStats::default();
+    let (rows, b) = bound_contributions(rows, &how.bounds, key);
+    stats.bounds = b;
+    if let Some(dp) = &how.dp {
+        let (rows, d) = dp.release(&rows)?;
+        stats.dp = d;
+        return Ok((rows, stats));
+    }
+    let rows = match how.min_visitors {
+        Some(k) => {
+            let (rows, s) = suppress_small_cells(table, rows, k);
+            stats.small_cells = s;
+            rows
+        }
+        None => rows,
+    };
+    Ok((rows.into_iter().map(ReleasedRow::from).collect(), stats))
+}
 
 /// The value of a dimension that stands for rows rolled up together.
 pub const OTHER: &str = "(other)";

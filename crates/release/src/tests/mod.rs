@@ -1,13 +1,13 @@
 use super::*;
-use logcensus_aggregate::VisitorSet;
+use logcensus_aggregate::{Contribution, Visitors};
 
 fn s(v: &str) -> Option<Str> {
     Some(Arc::from(v))
 }
 
 fn row(period: i64, dims: &[Option<&str>], visitors: std::ops::Range<u64>, requests: u64) -> Row {
-    let mut set = VisitorSet::default();
-    set.extend(visitors);
+    let mut set = Visitors::default();
+    set.extend(visitors.map(|v| (v, Contribution::default())));
     Row {
         period,
         dims: dims.iter().map(|d| d.map(Arc::from)).collect(),
@@ -154,4 +154,26 @@ fn rows_at_or_over_k_are_untouched() {
     let (out, stats) = suppress_small_cells(TableName::Referrers, rows.clone(), 10);
     assert_eq!(out, rows);
     assert_eq!(stats.kept_rows, 1);
+}
+
+mod bounds;
+mod dp;
+
+/// A row whose visitors each made `requests` requests of `bytes` bytes.
+fn row_with(
+    period: i64,
+    dim: &str,
+    visitors: impl Iterator<Item = u64>,
+    requests: u32,
+    bytes: u32,
+) -> Row {
+    let mut set = Visitors::default();
+    set.extend(visitors.map(|v| (v, Contribution { requests, bytes })));
+    Row {
+        period,
+        dims: vec![s(dim)],
+        requests: set.len() as u64 * u64::from(requests),
+        bytes: set.len() as u64 * u64::from(bytes),
+        visitors: set,
+    }
 }
