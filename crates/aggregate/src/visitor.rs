@@ -4,11 +4,13 @@
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
 
-/// The secret visitor keys are derived from. Its `Debug` prints nothing of it.
-#[derive(Clone)]
+/// The secret visitor keys are derived from. Its `Debug` prints nothing of it, and its bytes are
+/// overwritten when it is dropped.
+#[derive(Clone, zeroize::ZeroizeOnDrop)]
 pub struct VisitorSecret {
     bytes: [u8; 32],
     /// False when the secret was made up for this run (counts will not merge across runs).
+    #[zeroize(skip)]
     pub persistent: bool,
 }
 
@@ -34,10 +36,12 @@ impl VisitorSecret {
     /// Reads a secret from a file (surrounding whitespace ignored; at least 16 bytes).
     pub fn from_file(path: &std::path::Path) -> Result<VisitorSecret, SecretError> {
         let shown = path.display().to_string();
-        let raw = std::fs::read(path).map_err(|source| SecretError::Read {
-            path: shown.clone(),
-            source,
-        })?;
+        // The file's bytes are overwritten when they go out of scope.
+        let raw =
+            zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| SecretError::Read {
+                path: shown.clone(),
+                source,
+            })?);
         let trimmed = raw.trim_ascii();
         if trimmed.len() < 16 {
             return Err(SecretError::TooShort {
@@ -45,10 +49,11 @@ impl VisitorSecret {
                 len: trimmed.len(),
             });
         }
-        Ok(VisitorSecret {
+        let secret = VisitorSecret {
             bytes: blake3::derive_key("logcensus visitor secret v1", trimmed),
             persistent: true,
-        })
+        };
+        Ok(secret)
     }
 
     /// A random secret for this run only.
@@ -79,10 +84,13 @@ impl VisitorSecret {
 
     /// The hasher for one UTC day (`day` = Unix seconds / 86400).
     pub fn day_key(&self, day: i64) -> DayKey {
-        let mut material = [0u8; 40];
+        let mut material = zeroize::Zeroizing::new([0u8; 40]);
         material[..32].copy_from_slice(&self.bytes);
         material[32..].copy_from_slice(&day.to_le_bytes());
-        let k = blake3::derive_key("logcensus visitor day key v1", &material);
+        let k = zeroize::Zeroizing::new(blake3::derive_key(
+            "logcensus visitor day key v1",
+            &*material,
+        ));
         DayKey {
             day,
             k0: u64::from_le_bytes(k[..8].try_into().unwrap()),
@@ -91,9 +99,11 @@ impl VisitorSecret {
     }
 }
 
-/// The key of one day. Dropped when the day is done.
-#[derive(Clone, Copy)]
+/// The key of one day. Derived when a line of the day comes, dropped (and overwritten) when
+/// the worker moves to another day or ends; it is never written anywhere.
+#[derive(Clone, zeroize::ZeroizeOnDrop)]
 pub struct DayKey {
+    #[zeroize(skip)]
     day: i64,
     k0: u64,
     k1: u64,
@@ -132,15 +142,14 @@ impl VisitorKeys {
     /// The visitor hash of (address, User-Agent) at `unix_seconds`.
     pub fn visitor(&mut self, unix_seconds: i64, address: &[u8; 16], user_agent: &[u8]) -> u64 {
         let day = unix_seconds.div_euclid(86_400);
-        let key = match self.current {
-            Some(k) if k.day == day => k,
-            _ => {
-                let k = self.secret.day_key(day);
-                self.current = Some(k);
-                k
-            }
-        };
-        key.visitor(address, user_agent)
+        if self.current.as_ref().is_none_or(|k| k.day != day) {
+            // The previous day's key is dropped here, which overwrites it.
+            self.current = Some(self.secret.day_key(day));
+        }
+        match &self.current {
+            Some(key) => key.visitor(address, user_agent),
+            None => unreachable!("set just above"),
+        }
     }
 }
 

@@ -39,7 +39,7 @@ const REQUIRED_KEYS: [&str; 8] = [
     "logcensus.partition",
 ];
 /// Keys a release step adds.
-const RELEASE_PREFIX: &str = "logcensus.release.";
+pub(crate) const RELEASE_PREFIX: &str = "logcensus.release.";
 const MIN_VISITORS_KEY: &str = "logcensus.release.min_visitors";
 /// The Arrow schema the Arrow writer embeds; decoded and checked, never trusted for types.
 const ARROW_SCHEMA_KEY: &str = "ARROW:schema";
@@ -53,6 +53,8 @@ pub(crate) struct Expect<'a> {
     pub geo_level: &'a str,
     /// The threshold given to the audit, which takes precedence over the files' metadata.
     pub min_visitors: Option<u64>,
+    /// The pipeline, for the release parameters each file must record.
+    pub release: &'a logcensus_policy::Pipeline,
 }
 
 /// The small-cell threshold a file was checked against.
@@ -524,6 +526,7 @@ fn check_metadata(
     if kv.iter().any(|e| e.key == ARROW_SCHEMA_KEY) {
         check_arrow_schema(meta, kv, f);
     }
+    crate::release::check(kv, &place.contract.table, expect.release, f);
 
     let mut recorded = None;
     for value in values(MIN_VISITORS_KEY) {
@@ -585,7 +588,7 @@ fn check_arrow_schema(meta: &FileMetaData, kv: &Vec<KeyValue>, f: &mut Findings)
 }
 
 /// A value from a file, safe to print in a message: at most 64 characters, escaped.
-fn quote(value: &str) -> String {
+pub(crate) fn quote(value: &str) -> String {
     let mut shown: String = value.chars().take(values::MAX_CHARS).collect();
     if shown.len() < value.len() {
         shown.push('…');

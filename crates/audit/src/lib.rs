@@ -30,6 +30,7 @@ mod date;
 mod file;
 mod layout;
 mod pages;
+mod release;
 mod values;
 
 use std::fmt;
@@ -190,6 +191,7 @@ pub fn audit(
         period: pipeline.period,
         geo_level: pipeline.geo_level.name(),
         min_visitors,
+        release: pipeline,
     };
 
     let mut report = Report {

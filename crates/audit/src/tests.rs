@@ -392,7 +392,11 @@ fn the_threshold_recorded_by_the_release_step_applies_when_none_is_given() {
     let report = run(&setup, None);
     assert_eq!(
         lines(&setup, &report),
-        ["referrers/date=2026-05-17/part-00000.parquet | small_cell | visitors | 3 | visitors = 25, below the threshold k = 30 (logcensus.release.min_visitors)"]
+        [
+            // The recorded threshold is checked, and so is that the pipeline asks for it.
+            "referrers/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.min_visitors` is recorded, but pipeline `partner-daily` sets no such release parameter for referrers",
+            "referrers/date=2026-05-17/part-00000.parquet | small_cell | visitors | 3 | visitors = 25, below the threshold k = 30 (logcensus.release.min_visitors)",
+        ]
     );
     assert_eq!(
         report.notes,
@@ -402,7 +406,7 @@ fn the_threshold_recorded_by_the_release_step_applies_when_none_is_given() {
         ]
     );
     // A given threshold takes precedence over the file's.
-    assert!(run(&setup, Some(25)).is_clean());
+    assert_eq!(run(&setup, Some(25)).violations.len(), 1);
 }
 
 #[test]
@@ -414,7 +418,10 @@ fn an_unreadable_recorded_threshold_is_a_violation() {
     let report = run(&setup, None);
     assert_eq!(
         lines(&setup, &report),
-        ["clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.min_visitors` is `ten`, not a whole number of visitors"]
+        [
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.min_visitors` is recorded, but pipeline `partner-daily` sets no such release parameter for clients",
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.min_visitors` is `ten`, not a whole number of visitors",
+        ]
     );
 }
 
@@ -608,7 +615,10 @@ fn release_metadata_values_are_checked_like_table_values() {
     let report = run(&setup, Some(10));
     assert_eq!(
         lines(&setup, &report),
-        ["clients/date=2026-05-17/part-00000.parquet | email | - | - | the value of metadata `logcensus.release.operator` looks like an e-mail address"]
+        [
+            "clients/date=2026-05-17/part-00000.parquet | email | - | - | the value of metadata `logcensus.release.operator` looks like an e-mail address",
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.operator` is recorded, but pipeline `partner-daily` sets no such release parameter for clients",
+        ]
     );
 }
 
@@ -1002,5 +1012,99 @@ fn links_fail_even_to_good_files() {
     assert_eq!(
         lines(&setup, &report),
         ["clients/date=2026-05-17/part-00001.parquet | layout | - | - | a symbolic link; a release holds only regular files (a link can point anywhere)"]
+    );
+}
+
+/// Like [`setup`], for a pipeline with contribution bounds and differential privacy.
+fn dp_setup() -> Setup {
+    let setup = setup();
+    let text = format!(
+        "{PIPELINE}\n[release]\nmin_visitors = 10\nmax_rows_per_visitor = 3\nmax_requests_per_row = 50\nmax_bytes_per_row = 1000\n\
+         [release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"traffic_by_region\", \"clients\", \"referrers\"]\n\
+         [release.dp.per_table.referrers]\nepsilon = 0.5\n"
+    );
+    let path = setup.pipeline.path.clone();
+    fs::write(&path, text).unwrap();
+    Setup {
+        pipeline: Pipeline::load(&path).unwrap(),
+        ..setup
+    }
+}
+
+/// The release metadata a DP release of `table` under [`dp_setup`] records.
+fn dp_table(setup: &Setup, table: &'static str) -> Table {
+    let mut t = Table::clean(setup, table, "2026-05-17");
+    let epsilon = if table == "referrers" { "0.5" } else { "1" };
+    let mut meta = vec![
+        ("min_visitors", "10"),
+        ("max_rows_per_visitor", "3"),
+        ("max_requests_per_row", "50"),
+        ("mechanism", "laplace"),
+        ("epsilon", epsilon),
+        ("delta", "0.0000001"),
+        ("selection_threshold", "157"),
+        ("noise_scale_visitors", "9.000000"),
+        ("noise_scale_requests", "450.000000"),
+    ];
+    if table == "traffic_by_region" {
+        meta.extend([
+            ("max_bytes_per_row", "1000"),
+            ("noisy_columns", "visitors,requests,bytes"),
+            ("noise_scale_bytes", "9000.000000"),
+        ]);
+    } else {
+        meta.push(("noisy_columns", "visitors,requests"));
+    }
+    for (k, v) in meta {
+        t = t.with_meta(&format!("logcensus.release.{k}"), v);
+    }
+    t
+}
+
+#[test]
+fn dp_release_parameters_recorded_as_the_pipeline_says_pass() {
+    let setup = dp_setup();
+    for table in ["traffic_by_region", "clients", "referrers"] {
+        dp_table(&setup, table).write(&setup.root);
+    }
+    Table::clean(&setup, "traffic_quality", "2026-05-17").write(&setup.root);
+    let report = run(&setup, Some(1));
+    assert_eq!(lines(&setup, &report), Vec::<String>::new());
+}
+
+#[test]
+fn dp_release_parameters_that_differ_from_the_pipeline_fail() {
+    let setup = dp_setup();
+    // Referrers released with the default epsilon instead of the table's 0.5.
+    dp_table(&setup, "referrers")
+        .with_meta("logcensus.release.epsilon", "1")
+        .write(&setup.root);
+    // Released without noise on bytes, and with a mechanism the pipeline does not name.
+    dp_table(&setup, "traffic_by_region")
+        .without_meta("logcensus.release.noise_scale_bytes")
+        .with_meta("logcensus.release.mechanism", "gaussian")
+        .write(&setup.root);
+    // Released without the minimum, with a bytes bound on a table that has no bytes.
+    dp_table(&setup, "clients")
+        .without_meta("logcensus.release.min_visitors")
+        .with_meta("logcensus.release.max_bytes_per_row", "1000")
+        .with_meta("logcensus.release.noise_scale_visitors", "0")
+        .write(&setup.root);
+    // The ops table carries no release parameters.
+    Table::clean(&setup, "traffic_quality", "2026-05-17")
+        .with_meta("logcensus.release.epsilon", "1")
+        .write(&setup.root);
+    let report = run(&setup, Some(1));
+    assert_eq!(
+        lines(&setup, &report),
+        [
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.max_bytes_per_row` is recorded, but pipeline `partner-daily` sets no such release parameter for clients",
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | missing key-value metadata `logcensus.release.min_visitors`: pipeline `partner-daily` releases clients with `10`",
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.noise_scale_visitors` is `0`, but pipeline `partner-daily` says a positive noise scale",
+            "referrers/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.epsilon` is `1`, but pipeline `partner-daily` says `0.5`",
+            "traffic_by_region/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.mechanism` is `gaussian`, but pipeline `partner-daily` says `laplace`",
+            "traffic_by_region/date=2026-05-17/part-00000.parquet | metadata | - | - | missing key-value metadata `logcensus.release.noise_scale_bytes`: pipeline `partner-daily` releases traffic_by_region with a positive noise scale",
+            "traffic_quality/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.epsilon` is recorded, but pipeline `partner-daily` sets no such release parameter for traffic_quality",
+        ]
     );
 }

@@ -75,11 +75,15 @@ pub fn release_plan(
             )?),
             None => None,
         };
+        let mut bounds = pipeline.bounds;
+        if table != TableName::TrafficByRegion {
+            bounds.max_bytes_per_row = None; // only traffic_by_region counts bytes
+        }
         plan.insert(
             table,
             TableRelease {
                 min_visitors,
-                bounds: pipeline.bounds,
+                bounds,
                 dp,
             },
         );

@@ -427,29 +427,35 @@ impl Calibration {
 
     /// The file metadata describing this release (`logcensus.release.*`).
     pub fn metadata(&self) -> Vec<(String, String)> {
-        let mut noisy = vec!["visitors", "requests"];
-        let mut scales = format!(
-            "visitors={},requests={}",
-            self.visitors_scale, self.requests_scale
-        );
+        let mut noisy = vec![
+            ("visitors", self.visitors_scale),
+            ("requests", self.requests_scale),
+        ];
         if let Some(s) = self.bytes_scale {
-            noisy.push("bytes");
-            scales.push_str(&format!(",bytes={s}"));
+            noisy.push(("bytes", s));
         }
-        [
-            ("mechanism", self.spec.mechanism.name().to_string()),
-            ("epsilon", self.spec.epsilon.to_string()),
-            ("delta", self.spec.delta.to_string()),
-            ("noisy_columns", noisy.join(",")),
-            ("noise_scale", scales),
+        let mut out = vec![
             (
-                "selection_threshold",
+                "mechanism".to_string(),
+                self.spec.mechanism.name().to_string(),
+            ),
+            ("epsilon".into(), self.spec.epsilon.to_string()),
+            ("delta".into(), self.spec.delta.to_string()),
+            (
+                "noisy_columns".into(),
+                noisy.iter().map(|(c, _)| *c).collect::<Vec<_>>().join(","),
+            ),
+            (
+                "selection_threshold".into(),
                 (self.threshold + self.min_visitors as i64 - 1).to_string(),
             ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (format!("logcensus.release.{k}"), v))
-        .collect()
+        ];
+        for (column, scale) in noisy {
+            out.push((format!("noise_scale_{column}"), format!("{scale:.6}")));
+        }
+        out.into_iter()
+            .map(|(k, v)| (format!("logcensus.release.{k}"), v))
+            .collect()
     }
 }
 

@@ -178,7 +178,9 @@ fn calibration_splits_epsilon_and_spends_no_more_than_asked() {
             "logcensus.release.max_rows_per_visitor",
             "logcensus.release.mechanism",
             "logcensus.release.min_visitors",
-            "logcensus.release.noise_scale",
+            "logcensus.release.noise_scale_bytes",
+            "logcensus.release.noise_scale_requests",
+            "logcensus.release.noise_scale_visitors",
             "logcensus.release.noisy_columns",
             "logcensus.release.selection_threshold",
         ]
