@@ -284,3 +284,82 @@ fn release_thresholds_per_table() {
     ));
     assert_eq!(err, "p.toml:14:16: release.min_visitors: a minimum below 2 visitors protects no one; use 2 or more, or remove it");
 }
+
+#[test]
+fn release_bounds_and_differential_privacy() {
+    let base = pipeline_text(
+        "period = \"day\"\ntables = [\"clients\", \"traffic_by_region\", \"traffic_quality\"]\ncrawlers = \"exclude\"",
+    );
+    let (_d, p) = write_pair(&format!(
+        "{base}\n[release]\nmin_visitors = 10\nmax_rows_per_visitor = 3\nmax_requests_per_row = 50\nmax_bytes_per_row = 100000\n\
+         [release.dp]\nmechanism = \"gaussian\"\nepsilon = 1.5\ndelta = 1e-8\n\
+         [release.dp.per_table.traffic_by_region]\nmechanism = \"laplace\"\nepsilon = 0.5\n"
+    ));
+    let pl = Pipeline::load(&p).unwrap();
+    assert_eq!(
+        pl.bounds,
+        Bounds {
+            max_rows_per_visitor: Some(3),
+            max_requests_per_row: Some(50),
+            max_bytes_per_row: Some(100_000),
+        }
+    );
+    // Every demographic table the pipeline writes, never traffic_quality.
+    assert_eq!(
+        pl.dp.into_iter().collect::<Vec<_>>(),
+        [
+            (
+                TableName::TrafficByRegion,
+                DpSpec { mechanism: Mechanism::Laplace, epsilon: 0.5, delta: 1e-8 }
+            ),
+            (
+                TableName::Clients,
+                DpSpec { mechanism: Mechanism::Gaussian, epsilon: 1.5, delta: 1e-8 }
+            ),
+        ]
+    );
+
+    let err = |release: &str| load_err(&format!("{base}\n[release]\n{release}"));
+    let bounds = "max_rows_per_visitor = 3\nmax_requests_per_row = 50\nmax_bytes_per_row = 9\n";
+    assert_eq!(
+        err("max_rows_per_visitor = 0\n"),
+        format!("p.toml:14:24: release.max_rows_per_visitor: must be between 1 and {} (a visitor's contribution to a table is capped at it)", u32::MAX)
+    );
+    assert_eq!(
+        err("max_requests_per_row = 50\n[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\n"),
+        "p.toml:16:13: release.dp: differential privacy calibrates its noise to the contribution bounds: set `max_rows_per_visitor` in [release] (how many rows of a table one visitor may count in per period)"
+    );
+    assert_eq!(
+        err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 0\ndelta = 1e-7\n")),
+        "p.toml:19:11: release.dp.epsilon: epsilon must be a number above 0 and at most 20 (smaller is more private; 0.1 to 2 per table and period is usual)"
+    );
+    assert_eq!(
+        err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 0.5\n")),
+        "p.toml:20:9: release.dp.delta: delta must be above 0 (partition selection needs it) and at most 0.001; use well under 1 / (visitors per period), e.g. 1e-7"
+    );
+    assert_eq!(
+        err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"traffic_quality\"]\n")),
+        "p.toml:21:10: release.dp.tables: traffic_quality cannot be released with differential privacy: rejected lines belong to no visitor, so no bound limits what one person adds to it; leave it out of partner releases or out of this list"
+    );
+    assert_eq!(
+        err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"referrers\"]\n")),
+        "p.toml:21:10: release.dp.tables: referrers is not among the tables this pipeline writes ([aggregate] tables)"
+    );
+    assert_eq!(
+        err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"clients\"]\n[release.dp.per_table.traffic_by_region]\nepsilon = 0.5\n")),
+        "p.toml:23:11: release.dp.per_table: traffic_by_region is not released with differential privacy (release.dp.tables)"
+    );
+    assert!(err(&format!("{bounds}[release.dp]\nmechanism = \"exponential\"\nepsilon = 1.0\ndelta = 1e-7\n"))
+        .contains("unknown variant `exponential`, expected `laplace` or `gaussian`"));
+}
+
+#[test]
+fn dp_on_traffic_by_region_needs_a_bytes_bound() {
+    let base = pipeline_text(
+        "period = \"day\"\ngeo_level = \"country\"\ntables = [\"traffic_by_region\"]\ncrawlers = \"exclude\"",
+    );
+    let err = load_err(&format!(
+        "{base}\n[release]\nmax_rows_per_visitor = 1\nmax_requests_per_row = 5\n[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\n"
+    ));
+    assert_eq!(err, "p.toml:18:13: release.dp: differential privacy calibrates its noise to the contribution bounds: set `max_bytes_per_row` in [release] (how many of one visitor's bytes count in a traffic_by_region row)");
+}
