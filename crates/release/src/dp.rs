@@ -49,42 +49,37 @@ pub enum DpError {
 
 type Counts = HashMap<usize, i64>;
 
+type CountsDomain = MapDomain<AtomDomain<usize>, AtomDomain<i64>>;
+type VectorOfCounts = VectorDomain<AtomDomain<i64>>;
+/// Laplace-threshold partition selection with noisy counts.
+type LaplaceSelect = Measurement<
+    CountsDomain,
+    L01InfDistance<AbsoluteDistance<f64>>,
+    Approximate<MaxDivergence>,
+    Counts,
+>;
+/// Gaussian-threshold partition selection with noisy counts.
+type GaussianSelect = Measurement<
+    CountsDomain,
+    L02InfDistance<AbsoluteDistance<f64>>,
+    Approximate<ZeroConcentratedDivergence>,
+    Counts,
+>;
+type LaplaceNoise = Measurement<VectorOfCounts, L1Distance<f64>, MaxDivergence, Vec<i64>>;
+type GaussianNoise =
+    Measurement<VectorOfCounts, L2Distance<f64>, ZeroConcentratedDivergence, Vec<i64>>;
+
 /// The noisy measurements of one table, built once and applied to every period.
 enum Mechanisms {
     Laplace {
-        select: Measurement<
-            MapDomain<AtomDomain<usize>, AtomDomain<i64>>,
-            L01InfDistance<AbsoluteDistance<f64>>,
-            Approximate<MaxDivergence>,
-            Counts,
-        >,
-        requests:
-            Measurement<VectorDomain<AtomDomain<i64>>, L1Distance<f64>, MaxDivergence, Vec<i64>>,
-        bytes: Option<
-            Measurement<VectorDomain<AtomDomain<i64>>, L1Distance<f64>, MaxDivergence, Vec<i64>>,
-        >,
+        select: LaplaceSelect,
+        requests: LaplaceNoise,
+        bytes: Option<LaplaceNoise>,
     },
     Gaussian {
-        select: Measurement<
-            MapDomain<AtomDomain<usize>, AtomDomain<i64>>,
-            L02InfDistance<AbsoluteDistance<f64>>,
-            Approximate<ZeroConcentratedDivergence>,
-            Counts,
-        >,
-        requests: Measurement<
-            VectorDomain<AtomDomain<i64>>,
-            L2Distance<f64>,
-            ZeroConcentratedDivergence,
-            Vec<i64>,
-        >,
-        bytes: Option<
-            Measurement<
-                VectorDomain<AtomDomain<i64>>,
-                L2Distance<f64>,
-                ZeroConcentratedDivergence,
-                Vec<i64>,
-            >,
-        >,
+        select: GaussianSelect,
+        requests: GaussianNoise,
+        bytes: Option<GaussianNoise>,
     },
 }
 

@@ -227,3 +227,125 @@ fn audit_passes_a_clean_release_and_fails_a_doctored_one() {
     assert_eq!(stray.status.code(), Some(1));
     assert!(text(&stray).contains("notes.txt"), "{}", text(&stray));
 }
+
+#[test]
+fn dp_release_of_the_crowd_drops_rare_rows_and_passes_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = crowd_plus_rare(dir.path());
+    let p = root().join("pipelines/partner-dp.toml");
+    let run_once = |out: &Path| -> String {
+        ok(&logcensus(&[
+            "--log",
+            "debug",
+            "run",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    let mut seen = run_once(&first);
+    assert!(seen.contains("differentially private release"), "{seen}");
+    run_once(&second);
+
+    for table in ["traffic_by_region", "clients", "referrers"] {
+        let released = rows(&first, table);
+        assert!(
+            !released.is_empty(),
+            "{table}: the crowd's large rows are released"
+        );
+        for r in &released {
+            for column in ["visitors", "requests"] {
+                let n: i64 = get(r, column).parse().unwrap();
+                assert!(n >= K, "{table}.{column} = {n} in {r:?}");
+            }
+            let v: i64 = get(r, "visitors").parse().unwrap();
+            let q: i64 = get(r, "requests").parse().unwrap();
+            assert!(q >= v, "{table}: requests {q} < visitors {v}");
+            seen.push_str(&r.join(" "));
+        }
+        // Noise is drawn afresh on every run (from OpenSSL's CSPRNG): two runs differ.
+        let second_rows = rows(&second, table);
+        let again: Vec<&str> = second_rows.iter().map(|r| get(r, "requests")).collect();
+        let now: Vec<&str> = released.iter().map(|r| get(r, "requests")).collect();
+        assert_ne!(now, again, "{table}: same noisy counts twice");
+    }
+    // Rows of a few visitors never pass partition selection: no Firefox 3, no Opera, no Lynx,
+    // no Brazilian region (2804:14c::77), no UK regions (86.144.x) and no (other) roll-ups.
+    let clients = rows(&first, "clients");
+    assert!(!clients
+        .iter()
+        .any(|r| get(r, "browser") == "Firefox" && get(r, "browser_version") == "3"));
+    assert!(!clients
+        .iter()
+        .any(|r| ["Opera", "Lynx"].contains(&get(r, "browser"))));
+    let regions = rows(&first, "traffic_by_region");
+    assert!(!regions
+        .iter()
+        .any(|r| ["BR", "GB"].contains(&get(r, "country"))));
+    for table in ["traffic_by_region", "clients", "referrers"] {
+        assert!(!rows(&first, table)
+            .iter()
+            .any(|r| r.iter().any(|v| v.ends_with("=(other)"))));
+    }
+
+    for f in files_below(&first) {
+        let shown = ok(&logcensus(&[
+            "inspect",
+            f.to_str().unwrap(),
+            "--rows",
+            "10000",
+        ]));
+        for key in [
+            "mechanism = laplace",
+            "epsilon = ",
+            "delta = 0.0000001",
+            "max_rows_per_visitor = 3",
+            "noise_scale_requests = ",
+        ] {
+            assert!(
+                shown.contains(&format!("logcensus.release.{key}")),
+                "{key} in {shown}"
+            );
+        }
+        seen.push_str(&shown);
+    }
+    for marker in [
+        "86.144.1.1",
+        "86.144.1.2",
+        "2804:14c::77",
+        "markerua-rare",
+        "markerrare-site",
+        "markerrefpath-rare",
+        "markerrefq-rare",
+        "markerperson",
+        "markeruser-rare",
+        "markerpath-rare",
+        "markerquery-rare",
+    ] {
+        assert!(!seen.contains(marker), "`{marker}` survived the DP release");
+    }
+
+    let audit = ok(&logcensus(&[
+        "audit",
+        first.to_str().unwrap(),
+        "--pipeline",
+        p.to_str().unwrap(),
+    ]));
+    assert!(audit.contains(", 0 violations"), "{audit}");
+    // The same files audited against the thresholds-only pipeline: its parameters differ.
+    let other = logcensus(&[
+        "audit",
+        first.to_str().unwrap(),
+        "--pipeline",
+        root()
+            .join("pipelines/partner-daily.toml")
+            .to_str()
+            .unwrap(),
+    ]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(text(&other).contains("`logcensus.release.mechanism` is recorded, but pipeline `partner-daily` sets no such release parameter"));
+}
