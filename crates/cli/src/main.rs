@@ -143,6 +143,18 @@ fn validate(path: &std::path::Path) -> Result<()> {
         p.tables.len(),
         p.period.name()
     );
+    // The release each table gets, as its files will record it (DP calibrated here).
+    for (table, how) in logcensus_pipeline::release_plan(&p)? {
+        let meta = how.metadata();
+        if meta.is_empty() {
+            continue;
+        }
+        let shown: Vec<String> = meta
+            .iter()
+            .map(|(k, v)| format!("{}={v}", k.trim_start_matches("logcensus.release.")))
+            .collect();
+        println!("  {}: {}", table.name(), shown.join(" "));
+    }
     Ok(())
 }
 

@@ -369,7 +369,12 @@ fn rerunning_into_the_same_directory_gives_the_same_tables() {
 
 #[test]
 fn validate_accepts_shipped_pipelines_and_names_errors() {
-    for name in ["partner-daily", "internal-daily", "ops-hourly"] {
+    for name in [
+        "partner-daily",
+        "internal-daily",
+        "ops-hourly",
+        "partner-dp",
+    ] {
         let p = root().join(format!("pipelines/{name}.toml"));
         let t = ok(&logcensus(&["validate", "--pipeline", p.to_str().unwrap()]));
         assert!(
@@ -379,6 +384,15 @@ fn validate_accepts_shipped_pipelines_and_names_errors() {
             "{t}"
         );
     }
+    // The release plan, DP calibrated: threshold and noise scales before any data is read.
+    let p = root().join("pipelines/partner-dp.toml");
+    let t = ok(&logcensus(&["validate", "--pipeline", p.to_str().unwrap()]));
+    assert!(
+        t.contains("  referrers: min_visitors=10 max_rows_per_visitor=3 max_requests_per_row=50 mechanism=laplace epsilon=0.5 delta=0.0000001 noisy_columns=visitors,requests selection_threshold="),
+        "{t}"
+    );
+    // Bytes: l1 sensitivity N * B = 3 MB at epsilon 1/3: scale 9 MB.
+    assert!(t.contains("noise_scale_bytes=9000009.000000"), "{t}");
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(
         dir.path(),
