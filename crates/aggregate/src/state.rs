@@ -264,6 +264,8 @@ struct Quality {
     empty_ua: u64,
     unknown_ua: u64,
     unknown_geo: u64,
+    /// Streaming: records that came after their period closed.
+    late: u64,
 }
 
 impl Quality {
@@ -280,6 +282,7 @@ impl Quality {
         self.empty_ua += o.empty_ua;
         self.unknown_ua += o.unknown_ua;
         self.unknown_geo += o.unknown_geo;
+        self.late += o.late;
     }
 }
 
@@ -392,6 +395,15 @@ impl Aggregates {
             }
             None => self.pending[i] += 1,
         }
+    }
+
+    /// Counts a record that came after its period closed (streaming), in the period during
+    /// which it came (`arrived`, Unix seconds).
+    pub fn late(&mut self, arrived: i64) {
+        self.quality
+            .entry(self.period.start(arrived))
+            .or_default()
+            .late += 1;
     }
 
     /// Ends a batch: the next one may come from elsewhere in the input.
@@ -588,6 +600,7 @@ impl Aggregates {
             columns.push((name, int(&|x| x.rejected[i])));
         }
         columns.extend([
+            ("late_records", int(&|x| x.late)),
             ("empty_user_agent_requests", int(&|x| x.empty_ua)),
             ("unknown_user_agent_requests", int(&|x| x.unknown_ua)),
             ("unknown_geo_requests", int(&|x| x.unknown_geo)),
@@ -605,6 +618,10 @@ impl Aggregates {
 fn ints(it: impl Iterator<Item = u64>) -> Column {
     Column::Int(it.map(|n| i64::try_from(n).unwrap_or(i64::MAX)).collect())
 }
+
+mod split;
+mod wire;
+pub use wire::DecodeError;
 
 #[cfg(test)]
 mod tests;

@@ -176,6 +176,7 @@ impl Table {
                     "rejected_bad_json",
                     "rejected_missing_field",
                     "rejected_truncated_input",
+                    "late_records",
                     "empty_user_agent_requests",
                     "unknown_user_agent_requests",
                     "unknown_geo_requests",

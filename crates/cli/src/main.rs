@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Runs a pipeline over files or stdin and writes its tables.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Checks a pipeline file and its policy without reading any log.
     Validate {
         /// The pipeline file.
@@ -48,6 +48,22 @@ enum Command {
         /// Minimum visitors per row to check (default: the files' own `min_visitors`).
         #[arg(long, value_name = "K")]
         min_visitors: Option<u64>,
+    },
+    /// Releases the closed dates a streaming group has checkpointed under `<out>/_state/` into
+    /// the same tables a batch run writes. Idempotent: a published date is never published again.
+    Publish {
+        /// The pipeline file.
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// Output directory; replaces [output] dir.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Publish every date, closed or not (the end of a backfill).
+        #[arg(long)]
+        all: bool,
+        /// The visitor key file the workers use.
+        #[arg(long, value_name = "FILE", env = "LOGCENSUS_VISITOR_KEY_FILE")]
+        visitor_key_file: Option<PathBuf>,
     },
     /// Shows a Parquet file's schema, metadata and first rows.
     Inspect {
@@ -82,6 +98,27 @@ struct RunArgs {
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Kafka brokers (`host:port[,...]`): stream from Kafka; replaces [source.kafka] brokers.
+    #[arg(long, value_name = "HOST:PORT")]
+    brokers: Option<String>,
+    /// Kafka topic; replaces [source.kafka] topic.
+    #[arg(long)]
+    topic: Option<String>,
+    /// Consumer group; replaces [source.kafka] group.
+    #[arg(long)]
+    group: Option<String>,
+    /// This worker's name in the group's state (default: host name and process id).
+    #[arg(long, value_name = "NAME")]
+    worker_id: Option<String>,
+    /// Streaming: checkpoint, commit and exit 0 after no record came for this long (e.g. `10s`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    exit_when_idle: Option<Duration>,
+    /// Streaming: serve Prometheus metrics on this address (`GET /metrics`).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Streaming: also publish closed dates after each checkpoint.
+    #[arg(long)]
+    publish: bool,
 }
 
 fn main() -> ExitCode {
@@ -95,7 +132,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Validate { pipeline } => validate(&pipeline),
         Command::Audit {
             dir,
@@ -106,6 +143,12 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
+        Command::Publish {
+            pipeline,
+            out,
+            all,
+            visitor_key_file,
+        } => publish(&pipeline, out, all, visitor_key_file.as_deref()),
         Command::Inspect { file, rows } => logcensus_sink::inspect(&file, rows)
             .map(|i| print!("{i}"))
             .map_err(Into::into),
@@ -158,8 +201,126 @@ fn validate(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+fn publish(
+    pipeline: &std::path::Path,
+    out: Option<PathBuf>,
+    all: bool,
+    key: Option<&std::path::Path>,
+) -> Result<()> {
+    let pipeline = Pipeline::load(pipeline)?;
+    let out = out
+        .or_else(|| pipeline.out.clone())
+        .unwrap_or_else(|| PathBuf::from("out"));
+    let Some(key) = key else {
+        anyhow::bail!("publish needs the workers' visitor key: pass --visitor-key-file FILE (or set LOGCENSUS_VISITOR_KEY_FILE)");
+    };
+    let summary = logcensus_pipeline::publish(&logcensus_pipeline::PublishOptions {
+        pipeline,
+        out,
+        secret: VisitorSecret::from_file(key)?,
+        all,
+        metrics: None,
+    })?;
+    let day = |d: &i64| logcensus_pipeline::date_name(*d);
+    if summary.dates.is_empty() {
+        println!("nothing to publish");
+    } else {
+        println!(
+            "published {}: {} files",
+            summary.dates.iter().map(day).collect::<Vec<_>>().join(", "),
+            summary.files.len()
+        );
+    }
+    if !summary.open_dates.is_empty() {
+        println!(
+            "still open: {}",
+            summary
+                .open_dates
+                .iter()
+                .map(day)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Streams from Kafka until stopped (SIGTERM, SIGINT) or idle.
+fn stream(args: &RunArgs, pipeline: Pipeline) -> Result<()> {
+    let Some(mut kafka) = pipeline.kafka.clone().or_else(|| {
+        args.brokers
+            .as_ref()
+            .map(|b| logcensus_policy::KafkaSource {
+                brokers: b.clone(),
+                topic: String::new(),
+                group: String::new(),
+                allowed_lateness: Duration::from_secs(3600),
+                checkpoint_interval: Duration::from_secs(30),
+            })
+    }) else {
+        anyhow::bail!("no input: set [source] inputs or [source.kafka] in {}, or pass --input PATH or --brokers HOST:PORT --topic T --group G", pipeline.path.display());
+    };
+    if let Some(b) = &args.brokers {
+        kafka.brokers = b.clone();
+    }
+    if let Some(t) = &args.topic {
+        kafka.topic = t.clone();
+    }
+    if let Some(g) = &args.group {
+        kafka.group = g.clone();
+    }
+    if kafka.topic.is_empty() || kafka.group.is_empty() {
+        anyhow::bail!("streaming needs a topic and a group: pass --topic T --group G or set them in [source.kafka]");
+    }
+    let Some(key) = &args.visitor_key_file else {
+        return Err(logcensus_pipeline::RunError::StreamNeedsKey.into());
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone())?;
+    }
+    let metrics = Arc::new(logcensus_pipeline::Metrics::default());
+    if let Some(addr) = args.metrics_addr {
+        let bound = metrics.serve(addr)?;
+        tracing::info!(%bound, "metrics served on http://{bound}/metrics");
+    }
+    let worker_id = args.worker_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "worker".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let opts = logcensus_pipeline::StreamOptions {
+        geoip: args.geoip.clone().or_else(|| pipeline.geoip.clone()),
+        out: args
+            .out
+            .clone()
+            .or_else(|| pipeline.out.clone())
+            .unwrap_or_else(|| PathBuf::from("out")),
+        pipeline,
+        kafka,
+        secret: VisitorSecret::from_file(key)?,
+        worker_id,
+        exit_when_idle: args.exit_when_idle,
+        stop,
+        metrics,
+        publish: args.publish,
+    };
+    let s = logcensus_pipeline::run_stream(&opts)?;
+    println!(
+        "streamed {} records: {} requests counted, {} rejected, {} late, {} already counted before a restart; {} checkpoints",
+        s.records, s.parsed, s.rejected, s.late, s.already_counted, s.checkpoints
+    );
+    Ok(())
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let pipeline = Pipeline::load(&args.pipeline)?;
+    let streaming = args.inputs.is_empty()
+        && (args.brokers.is_some() || (pipeline.inputs.is_empty() && pipeline.kafka.is_some()));
+    if streaming {
+        return stream(&args, pipeline);
+    }
     let patterns = if args.inputs.is_empty() {
         pipeline.inputs.clone()
     } else {

@@ -9,6 +9,9 @@
 //! only the fields the policy names, turns the address into a place and a visitor hash, and lets
 //! nothing else through.
 
+mod metrics;
+mod publish;
+mod stream;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -23,7 +26,10 @@ use logcensus_release::{Calibration, SelectionKey, TableRelease};
 use logcensus_sink::{RunMetadata, SinkError, WrittenFile};
 use logcensus_source::{open_counted, open_input, ByteCounter, Input, LineReader, SourceError};
 
-pub use worker::LineWorker;
+pub use metrics::Metrics;
+pub use publish::{date_name, publish, PublishOptions, PublishSummary};
+pub use stream::{run_stream, StreamOptions, StreamSummary};
+pub use worker::{LineWorker, Outcome, Stages};
 
 /// Everything a run needs, after command-line overrides.
 #[derive(Debug, Clone)]
@@ -52,6 +58,16 @@ pub enum RunError {
     NoInput { pipeline: String },
     #[error(transparent)]
     Release(#[from] logcensus_release::DpError),
+    #[error(transparent)]
+    Kafka(#[from] logcensus_kafka::KafkaError),
+    #[error(transparent)]
+    State(#[from] logcensus_state::StateError),
+    #[error("checkpoint failed: {0}; the worker stopped without committing, so the records since its last checkpoint will be read again")]
+    Checkpoint(String),
+    #[error("streaming needs a persistent visitor key shared by every worker of the group: pass --visitor-key-file FILE (or set LOGCENSUS_VISITOR_KEY_FILE); with a random key, workers would count one visitor as several")]
+    StreamNeedsKey,
+    #[error("another publish holds {path}; wait for it (one publisher at a time)")]
+    PublishBusy { path: String },
 }
 
 /// How each demographic table of `pipeline` is released (k, bounds, calibrated DP), or an error
@@ -231,7 +247,31 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         .map(|r| (r.name(), rejections[r.index()]))
         .collect();
     // Disclosure control sees complete periods: every partial is merged by now.
-    let key = SelectionKey::new(opts.secret.selection_key());
+    let (rows, files) = release_and_write(pipeline, &plan, total, &opts.out, &opts.secret)?;
+    Ok(Summary {
+        lines_read,
+        parsed,
+        rejected,
+        rows,
+        files,
+        input_failures: failures,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Rows written per table.
+pub type RowCounts = Vec<(&'static str, usize)>;
+
+/// Releases complete periods (`total` holds every partial of them, merged) through the release
+/// plan and writes the tables: the end of a batch run and of a publish.
+pub(crate) fn release_and_write(
+    pipeline: &Pipeline,
+    plan: &BTreeMap<TableName, TableRelease>,
+    total: Aggregates,
+    out: &std::path::Path,
+    secret: &VisitorSecret,
+) -> Result<(RowCounts, Vec<WrittenFile>), RunError> {
+    let key = SelectionKey::new(secret.selection_key());
     let mut release_error = None;
     let tables = total.finish_with(&pipeline.tables, |table, rows| {
         let Some(how) = plan.get(&table) else {
@@ -269,16 +309,8 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .collect(),
     };
     // One call: the sink checks every table against its contract before writing any.
-    let files = logcensus_sink::write_tables(&opts.out, &tables, &meta)?;
-    Ok(Summary {
-        lines_read,
-        parsed,
-        rejected,
-        rows,
-        files,
-        input_failures: failures,
-        elapsed: started.elapsed(),
-    })
+    let files = logcensus_sink::write_tables(out, &tables, &meta)?;
+    Ok((rows, files))
 }
 
 /// One log line per released table: what the release step did (counts only).

@@ -19,6 +19,13 @@ const DESCRIBED_REJECTIONS: u32 = 10;
 
 /// One worker's stages and partial aggregates.
 pub struct LineWorker<'p> {
+    stages: Stages<'p>,
+    agg: Aggregates,
+    described: u32,
+}
+
+/// The per-line stages (parser, caches, visitor keys), apart from where their counts go.
+pub struct Stages<'p> {
     pipeline: &'p Pipeline,
     parser: LineParser,
     ua: UaClassifier,
@@ -26,27 +33,22 @@ pub struct LineWorker<'p> {
     no_geo: Arc<Place>,
     visitors: VisitorKeys,
     scratch: String,
-    agg: Aggregates,
-    described: u32,
+}
+
+/// What became of a line that parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted, at this time (Unix seconds, UTC).
+    Counted(i64),
+    /// Not counted: `admit` refused its time (its period is closed).
+    Refused(i64),
 }
 
 impl<'p> LineWorker<'p> {
     /// A worker for a loaded pipeline. The format was checked when the pipeline was loaded.
     pub fn new(pipeline: &'p Pipeline, geo: Option<&'p GeoDb>, secret: VisitorSecret) -> Self {
-        let unknown: Arc<str> = Arc::from(logcensus_enrich::UNKNOWN);
         LineWorker {
-            pipeline,
-            parser: LineParser::new(&pipeline.format)
-                .expect("the format was compiled when the pipeline was loaded"),
-            ua: UaClassifier::new(pipeline.policy.user_agent.major_versions),
-            geo: geo.map(GeoDb::lookup),
-            no_geo: Arc::new(Place {
-                continent: Some(unknown.clone()),
-                country: (pipeline.geo_level >= GeoLevel::Country).then(|| unknown.clone()),
-                region: (pipeline.geo_level >= GeoLevel::Region).then(|| unknown.clone()),
-            }),
-            visitors: VisitorKeys::new(secret),
-            scratch: String::new(),
+            stages: Stages::new(pipeline, geo, secret),
             agg: Aggregates::new(pipeline.period, pipeline.crawlers),
             described: 0,
         }
@@ -77,8 +79,46 @@ impl<'p> LineWorker<'p> {
         self.agg.end_batch();
     }
 
-    /// Processes one line. Only the fields the policy allows are read from the record.
+    /// Processes one line.
     pub fn line(&mut self, line: &[u8]) -> Result<(), Rejection> {
+        self.stages.line(line, &mut self.agg, |_| true).map(|_| ())
+    }
+
+    /// The worker's partial aggregates.
+    pub fn into_aggregates(self) -> Aggregates {
+        self.agg
+    }
+}
+
+impl<'p> Stages<'p> {
+    /// The stages of a loaded pipeline. The format was checked when the pipeline was loaded.
+    pub fn new(pipeline: &'p Pipeline, geo: Option<&'p GeoDb>, secret: VisitorSecret) -> Self {
+        let unknown: Arc<str> = Arc::from(logcensus_enrich::UNKNOWN);
+        Stages {
+            pipeline,
+            parser: LineParser::new(&pipeline.format)
+                .expect("the format was compiled when the pipeline was loaded"),
+            ua: UaClassifier::new(pipeline.policy.user_agent.major_versions),
+            geo: geo.map(GeoDb::lookup),
+            no_geo: Arc::new(Place {
+                continent: Some(unknown.clone()),
+                country: (pipeline.geo_level >= GeoLevel::Country).then(|| unknown.clone()),
+                region: (pipeline.geo_level >= GeoLevel::Region).then(|| unknown.clone()),
+            }),
+            visitors: VisitorKeys::new(secret),
+            scratch: String::new(),
+        }
+    }
+
+    /// Processes one line into `agg`. Only the fields the policy allows are read from the
+    /// record. `admit` sees the line's time first: when it says no, nothing else is read (the
+    /// address is never hashed) and the line is not counted.
+    pub fn line(
+        &mut self,
+        line: &[u8],
+        agg: &mut Aggregates,
+        admit: impl FnOnce(i64) -> bool,
+    ) -> Result<Outcome, Rejection> {
         let text = std::str::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)?;
         let record = self
             .parser
@@ -91,6 +131,9 @@ impl<'p> LineWorker<'p> {
         // `date=YYYY-MM-DD`, and one odd line must not stop a run.
         if !(FIRST_SECOND..=LAST_SECOND).contains(&time) {
             return Err(Rejection::Parse(ParseError::Timestamp));
+        }
+        if !admit(time) {
+            return Ok(Outcome::Refused(time));
         }
         let policy = &self.pipeline.policy;
 
@@ -126,7 +169,7 @@ impl<'p> LineWorker<'p> {
             None
         };
         let referrer = classify_referrer(referer, &self.pipeline.own_domains, &mut self.scratch);
-        self.agg.observe(&Observation {
+        agg.observe(&Observation {
             time,
             visitor,
             place: &place,
@@ -144,12 +187,7 @@ impl<'p> LineWorker<'p> {
                 0
             },
         });
-        Ok(())
-    }
-
-    /// The worker's partial aggregates.
-    pub fn into_aggregates(self) -> Aggregates {
-        self.agg
+        Ok(Outcome::Counted(time))
     }
 }
 

@@ -309,6 +309,35 @@ pub struct SourceSection {
     /// Which address identifies the client.
     #[serde(default)]
     pub client_address: ClientAddressSource,
+    /// Streaming from Kafka (used when no `--input` is given).
+    #[serde(default)]
+    pub kafka: Option<KafkaSection>,
+}
+
+/// `[source.kafka]`: a topic read by a consumer group; `--brokers`, `--topic` and `--group`
+/// replace these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSection {
+    /// `host:port[,host:port...]`
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// How long after a period ends its records are still counted (e.g. `"10m"`); later ones
+    /// are counted as `late_records` only.
+    #[serde(default = "default_lateness")]
+    pub allowed_lateness: Spanned<String>,
+    /// How often a worker checkpoints (e.g. `"30s"`).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Spanned<String>,
+}
+
+fn default_lateness() -> Spanned<String> {
+    Spanned::new(0..0, "1h".to_string())
+}
+
+fn default_checkpoint_interval() -> Spanned<String> {
+    Spanned::new(0..0, "30s".to_string())
 }
 
 impl Default for SourceSection {
@@ -321,6 +350,7 @@ impl Default for SourceSection {
             json: None,
             max_line_bytes: default_max_line_bytes(),
             client_address: ClientAddressSource::RemoteHost,
+            kafka: None,
         }
     }
 }

@@ -68,6 +68,19 @@ pub struct Pipeline {
     pub bounds: Bounds,
     /// Differential privacy parameters, per demographic table released with DP.
     pub dp: BTreeMap<TableName, DpSpec>,
+    /// The Kafka source, when the pipeline streams.
+    pub kafka: Option<KafkaSource>,
+}
+
+/// `[source.kafka]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSource {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    /// Seconds after a period's end during which its records still count.
+    pub allowed_lateness: std::time::Duration,
+    pub checkpoint_interval: std::time::Duration,
 }
 
 /// How much one visitor may contribute to a demographic table (per period). `None`: unbounded.
@@ -302,6 +315,35 @@ impl Pipeline {
             Some(release) => release_privacy(release, &tables, &invalid)?,
             None => (Bounds::default(), BTreeMap::new()),
         };
+        let kafka = match &source.kafka {
+            None => None,
+            Some(k) => {
+                let duration = |v: &toml::Spanned<String>, key: &'static str| {
+                    humantime::parse_duration(v.get_ref()).map_err(|e| {
+                        invalid(v.span(), key, format!("`{}` is not a duration ({e}); write e.g. \"30s\", \"10m\" or \"1h\"", v.get_ref()))
+                    })
+                };
+                let checkpoint_interval =
+                    duration(&k.checkpoint_interval, "source.kafka.checkpoint_interval")?;
+                if checkpoint_interval.is_zero() {
+                    return Err(invalid(
+                        k.checkpoint_interval.span(),
+                        "source.kafka.checkpoint_interval",
+                        "must be above zero".into(),
+                    ));
+                }
+                Some(KafkaSource {
+                    brokers: k.brokers.clone(),
+                    topic: k.topic.clone(),
+                    group: k.group.clone(),
+                    allowed_lateness: duration(
+                        &k.allowed_lateness,
+                        "source.kafka.allowed_lateness",
+                    )?,
+                    checkpoint_interval,
+                })
+            }
+        };
         let geoip = file
             .geoip
             .as_ref()
@@ -357,6 +399,7 @@ impl Pipeline {
             min_visitors,
             bounds,
             dp,
+            kafka,
             policy,
         })
     }

@@ -310,11 +310,19 @@ fn release_bounds_and_differential_privacy() {
         [
             (
                 TableName::TrafficByRegion,
-                DpSpec { mechanism: Mechanism::Laplace, epsilon: 0.5, delta: 1e-8 }
+                DpSpec {
+                    mechanism: Mechanism::Laplace,
+                    epsilon: 0.5,
+                    delta: 1e-8
+                }
             ),
             (
                 TableName::Clients,
-                DpSpec { mechanism: Mechanism::Gaussian, epsilon: 1.5, delta: 1e-8 }
+                DpSpec {
+                    mechanism: Mechanism::Gaussian,
+                    epsilon: 1.5,
+                    delta: 1e-8
+                }
             ),
         ]
     );
@@ -349,8 +357,10 @@ fn release_bounds_and_differential_privacy() {
         err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"clients\"]\n[release.dp.per_table.traffic_by_region]\nepsilon = 0.5\n")),
         "p.toml:23:11: release.dp.per_table: traffic_by_region is not released with differential privacy (release.dp.tables)"
     );
-    assert!(err(&format!("{bounds}[release.dp]\nmechanism = \"exponential\"\nepsilon = 1.0\ndelta = 1e-7\n"))
-        .contains("unknown variant `exponential`, expected `laplace` or `gaussian`"));
+    assert!(err(&format!(
+        "{bounds}[release.dp]\nmechanism = \"exponential\"\nepsilon = 1.0\ndelta = 1e-7\n"
+    ))
+    .contains("unknown variant `exponential`, expected `laplace` or `gaussian`"));
 }
 
 #[test]

@@ -295,6 +295,7 @@ mod tests {
                 "rejected_bad_json",
                 "rejected_missing_field",
                 "rejected_truncated_input",
+                "late_records",
                 "empty_user_agent_requests",
                 "unknown_user_agent_requests",
                 "unknown_geo_requests",

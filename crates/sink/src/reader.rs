@@ -337,7 +337,7 @@ mod tests {
         let b = read_table(dir.path(), "traffic_quality").unwrap();
         assert_eq!(b.len(), 2);
         assert_eq!(b.iter().map(RecordBatch::num_rows).sum::<usize>(), 2);
-        assert_eq!(b[0].num_columns(), 26);
+        assert_eq!(b[0].num_columns(), 27);
         // Files the writer would never produce are not read.
         let tq = dir.path().join("traffic_quality");
         std::fs::write(

@@ -87,7 +87,7 @@ pub fn referrers() -> TableOut {
 }
 
 /// The traffic_quality column names, in contract order.
-pub const QUALITY_INTS: [&str; 22] = [
+pub const QUALITY_INTS: [&str; 23] = [
     "requests",
     "crawler_requests",
     "status_2xx",
@@ -107,6 +107,7 @@ pub const QUALITY_INTS: [&str; 22] = [
     "rejected_bad_json",
     "rejected_missing_field",
     "rejected_truncated_input",
+    "late_records",
     "empty_user_agent_requests",
     "unknown_user_agent_requests",
     "unknown_geo_requests",

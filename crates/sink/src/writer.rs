@@ -249,7 +249,7 @@ fn partitions(table: &TableOut) -> BTreeMap<String, Vec<usize>> {
 }
 
 /// `YYYY-MM-DD` of a day count since 1970-01-01 (proleptic Gregorian calendar).
-pub(crate) fn utc_date(days: i64) -> String {
+pub fn utc_date(days: i64) -> String {
     // Shift to a calendar whose years start on 1 March, so the leap day ends a year; then split
     // into 400-year eras of 146,097 days.
     let z = days + 719_468;

@@ -5,6 +5,7 @@ mod e2e;
 mod interop;
 mod privacy;
 mod release;
+mod stream;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

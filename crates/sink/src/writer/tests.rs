@@ -186,7 +186,7 @@ fn traffic_quality_round_trips_counts_and_shares() {
         micros(&b, "period_start"),
         [DAY1 * 1_000_000, DAY2 * 1_000_000]
     );
-    assert_eq!(b[0].num_columns(), 26);
+    assert_eq!(b[0].num_columns(), 27);
     for (i, name) in QUALITY_INTS.iter().enumerate() {
         let first = if i == 0 { 8 } else { i as i64 * 10 + 1 };
         assert_eq!(ints(&b, name), [first, 0], "{name}");
@@ -412,7 +412,7 @@ fn a_wrong_column_name_is_a_contract_error() {
 #[test]
 fn a_wrong_column_type_is_a_contract_error() {
     let mut t = quality();
-    t.columns[24].1 = Column::Int(vec![0, 0]);
+    t.columns[25].1 = Column::Int(vec![0, 0]);
     let e = contract_err(t);
     assert!(e.starts_with("table traffic_quality does not match"), "{e}");
     assert!(

@@ -1,0 +1,347 @@
+//! Streaming against a real Kafka-API broker (tansu, on a loopback port): worker processes in
+//! one consumer group, killed and restarted, joining and leaving; after `publish --all` the
+//! tables equal those of `logcensus run --input` over the same lines.
+
+use super::*;
+use logcensus_fixtures::logs::{generate, LogOptions};
+use logcensus_kafka::testing::{unique_name, TestBroker};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+const TABLES: [&str; 4] = [
+    "traffic_by_region",
+    "clients",
+    "referrers",
+    "traffic_quality",
+];
+
+/// A broker, a 3-partition topic, a log, and the pipeline file that streams it.
+struct Job {
+    dir: tempfile::TempDir,
+    broker: TestBroker,
+    topic: String,
+    #[allow(dead_code)] // kept for failure messages
+    group: String,
+    pipeline: PathBuf,
+    out: PathBuf,
+    input: PathBuf,
+    lines: Vec<Vec<u8>>,
+}
+
+/// Seconds of the day of a combined log line's `[dd/Mon/yyyy:HH:MM:SS +0000]`, if it has one.
+fn second_of_day(line: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(line).ok()?;
+    let t = &text[text.find('[')? + 1..];
+    let clock = t.split(':').skip(1).take(3).collect::<Vec<_>>();
+    if clock.len() < 3 {
+        return None;
+    }
+    let h: u32 = clock[0].parse().ok()?;
+    let m: u32 = clock[1].parse().ok()?;
+    let s: u32 = clock[2].get(..2)?.parse().ok()?;
+    Some(h * 3600 + m * 60 + s)
+}
+
+fn setup(lines: u64) -> Option<Job> {
+    let broker = TestBroker::start()?;
+    let topic = unique_name("lc-stream");
+    let group = unique_name("lc-group");
+    logcensus_kafka::create_topic(&broker.brokers(), &topic, 3).unwrap();
+    let log = generate(&LogOptions {
+        lines,
+        seed: 4242,
+        span: 3 * 86_400,
+        visitors: 400,
+        malformed: 0.02,
+        ..LogOptions::default()
+    })
+    .unwrap();
+    // A rejected line has no time of its own: it counts in the period of the line before it,
+    // which for Kafka is the line before it in its partition. Near midnight the two can fall on
+    // different days, so the test keeps rejected lines away from midnight.
+    let mut kept = Vec::new();
+    let mut last_good: Option<u32> = None;
+    for line in log.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let good = second_of_day(line).is_some() && line.ends_with(b"\"");
+        if good {
+            last_good = second_of_day(line);
+            kept.push(line.to_vec());
+        } else if last_good.is_some_and(|s| (3_600..86_400 - 3_600).contains(&s)) {
+            kept.push(line.to_vec());
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.log");
+    let mut text = kept.join(&b'\n');
+    text.push(b'\n');
+    std::fs::write(&input, text).unwrap();
+    let out = dir.path().join("out");
+    let pipeline = pipeline(
+        dir.path(),
+        "stream-test",
+        &format!(
+            "[source]\nformat = \"combined\"\n\n[source.kafka]\nbrokers = \"{}\"\ntopic = \"{topic}\"\ngroup = \"{group}\"\nallowed_lateness = \"1h\"\ncheckpoint_interval = \"1s\"\n\n\
+             [geoip]\ndatabase = \"{}\"\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"include\"\nown_domains = [\"example.com\"]\n",
+            broker.brokers(),
+            test_mmdb().display()
+        ),
+    );
+    Some(Job {
+        dir,
+        broker,
+        topic,
+        group,
+        pipeline,
+        out,
+        input,
+        lines: kept,
+    })
+}
+
+impl Job {
+    /// Produces lines `range` keyed by client address (the first field).
+    fn produce(&self, range: std::ops::Range<usize>) {
+        let n = logcensus_kafka::produce_lines(
+            &self.broker.brokers(),
+            &self.topic,
+            self.lines[range.clone()].iter().map(|l| l.as_slice()),
+            |_, line| line.split(|&b| b == b' ').next().map(|k| k.to_vec()),
+        )
+        .unwrap();
+        assert_eq!(n, range.len());
+    }
+
+    /// Starts a worker process.
+    fn worker(&self, id: &str, envs: &[(&str, &str)]) -> Child {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_logcensus"));
+        c.args([
+            "run",
+            "--pipeline",
+            self.pipeline.to_str().unwrap(),
+            "--out",
+            self.out.to_str().unwrap(),
+            "--worker-id",
+            id,
+            "--exit-when-idle",
+            "6s",
+        ])
+        .env("LOGCENSUS_VISITOR_KEY_FILE", visitor_key_file())
+        .env_remove("LOGCENSUS_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.spawn().unwrap()
+    }
+
+    /// Partial files under `_state/` so far.
+    fn partials(&self) -> usize {
+        std::fs::read_dir(self.out.join("_state/partials"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    fn wait_for_partials(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.partials() < n {
+            assert!(Instant::now() < deadline, "no checkpoint within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `publish --all`, then the tables compared with a batch run over the same lines.
+    fn assert_equals_batch(&self) {
+        let published = ok(&logcensus(&[
+            "publish",
+            "--pipeline",
+            self.pipeline.to_str().unwrap(),
+            "--out",
+            self.out.to_str().unwrap(),
+            "--all",
+        ]));
+        assert!(published.contains("published 2026-"), "{published}");
+        let batch = self.dir.path().join("batch");
+        ok(&logcensus(&[
+            "run",
+            "--pipeline",
+            self.pipeline.to_str().unwrap(),
+            "--input",
+            self.input.to_str().unwrap(),
+            "--out",
+            batch.to_str().unwrap(),
+        ]));
+        for table in TABLES {
+            let (s, b) = (rows(&self.out, table), rows(&batch, table));
+            assert!(!b.is_empty());
+            assert_eq!(s, b, "{table}: stream and batch differ");
+        }
+        assert_eq!(
+            sum(&self.out, "traffic_quality", "requests")
+                + sum(&self.out, "traffic_quality", "rejected_lines"),
+            self.lines.len() as i64,
+            "every line counted once"
+        );
+        // Publishing again changes nothing.
+        let again = ok(&logcensus(&[
+            "publish",
+            "--pipeline",
+            self.pipeline.to_str().unwrap(),
+            "--out",
+            self.out.to_str().unwrap(),
+            "--all",
+        ]));
+        assert!(again.contains("nothing to publish"), "{again}");
+    }
+}
+
+fn finish(child: Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let t = text(&out);
+    assert!(out.status.success(), "worker failed:\n{t}");
+    t
+}
+
+#[test]
+fn a_worker_killed_mid_stream_and_restarted_counts_every_record_once() {
+    let Some(job) = setup(6_000) else { return };
+    let n = job.lines.len();
+    job.produce(0..n / 2);
+    let mut w1 = job.worker("w1", &[]);
+    let w2 = job.worker("w2", &[]);
+    job.wait_for_partials(1);
+    // More records arrive while w1 is killed without warning.
+    w1.kill().unwrap(); // SIGKILL
+    w1.wait().unwrap();
+    job.produce(n / 2..n);
+    let w1 = job.worker("w1", &[]);
+    finish(w1);
+    finish(w2);
+    job.assert_equals_batch();
+}
+
+#[test]
+fn a_crash_between_checkpoint_and_commit_counts_nothing_twice() {
+    let Some(job) = setup(3_000) else { return };
+    job.produce(0..job.lines.len());
+    // The fail point aborts right after the first partial is durable, before its offsets are
+    // committed: the restarted worker reads those records again and must skip them.
+    let crashed = job
+        .worker("w1", &[("LOGCENSUS_FAILPOINT", "after-partial")])
+        .wait_with_output()
+        .unwrap();
+    assert!(!crashed.status.success());
+    assert!(
+        text(&crashed).contains("fail point after-partial"),
+        "{}",
+        text(&crashed)
+    );
+    assert_eq!(job.partials(), 1);
+    let restarted = finish(job.worker("w1", &[]));
+    assert!(
+        restarted.contains("already counted before a restart"),
+        "{restarted}"
+    );
+    let skipped: u64 = restarted
+        .split(" already counted")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        skipped > 0,
+        "the restarted worker skipped the records of the uncommitted partial: {restarted}"
+    );
+    job.assert_equals_batch();
+}
+
+#[test]
+fn a_worker_joining_and_another_leaving_hand_over_cleanly() {
+    let Some(job) = setup(6_000) else { return };
+    let n = job.lines.len();
+    job.produce(0..n / 3);
+    let w1 = job.worker("w1", &[]);
+    job.wait_for_partials(1);
+    let w2 = job.worker("w2", &[]); // joins: a rebalance moves partitions to it
+    job.produce(n / 3..2 * n / 3);
+    std::thread::sleep(Duration::from_secs(3));
+    // w1 leaves on SIGTERM: it checkpoints, commits and exits 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &w1.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let left = finish(w1);
+    assert!(left.contains("stop requested"), "{left}");
+    job.produce(2 * n / 3..n);
+    finish(w2);
+    job.assert_equals_batch();
+}
+
+#[test]
+fn metrics_are_served_and_count_records() {
+    let Some(job) = setup(1_000) else { return };
+    job.produce(0..job.lines.len());
+    let port = logcensus_kafka::testing::free_port().unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_logcensus"));
+    let child = c
+        .args([
+            "run",
+            "--pipeline",
+            job.pipeline.to_str().unwrap(),
+            "--out",
+            job.out.to_str().unwrap(),
+            "--exit-when-idle",
+            "6s",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("LOGCENSUS_VISITOR_KEY_FILE", visitor_key_file())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    job.wait_for_partials(1);
+    // Consumer lag is measured after each checkpoint: wait for the first measurement.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut body = http_get(port, "/metrics");
+    while !body.contains("logcensus_consumer_lag{") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        body = http_get(port, "/metrics");
+    }
+    let records: u64 = body
+        .lines()
+        .find(|l| l.starts_with("logcensus_records_total "))
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no records counter in:\n{body}"));
+    assert!(records > 0 && records <= job.lines.len() as u64, "{body}");
+    for name in [
+        "logcensus_parsed_total",
+        "logcensus_late_records_total",
+        "logcensus_checkpoint_duration_seconds_count",
+        "logcensus_consumer_lag{partition=\"0\"}",
+        "logcensus_consumer_lag{partition=\"2\"}",
+    ] {
+        assert!(body.contains(name), "{name} missing from:\n{body}");
+    }
+    assert!(
+        !body.contains("203.0.113") && !body.contains("Mozilla"),
+        "no log values in metrics"
+    );
+    finish(child);
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
+}

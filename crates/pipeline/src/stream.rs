@@ -1,0 +1,391 @@
+//! Streaming: a consumer-group member reads lines from Kafka, sends them down the same per-line
+//! path as a batch run into event-time windows (the pipeline's period), and checkpoints.
+//!
+//! **Exactly once.** A checkpoint writes the aggregate *delta* since the previous one as a
+//! partial under `<out>/_state/`, atomically, with the offset range of every partition it
+//! covers, and only then commits those offsets. On every assignment the worker reads, per
+//! partition, the highest offset any partial covers, and skips records below it: a partial
+//! written but never committed (a crash in between) is recognised by its offsets and not counted
+//! twice, and a record consumed but not yet checkpointed is read again after a crash. Before
+//! partitions move to another member (rebalance, shutdown) the worker checkpoints inside the
+//! group protocol's revoke callback, so their new owner starts exactly after it.
+//!
+//! **Windows and lateness.** Each partition has a watermark: the latest event time seen in it.
+//! A record whose period ended `allowed_lateness` or more before its partition's watermark is
+//! late: counted (`late_records`, metrics), never aggregated, and its address never hashed. A
+//! period is closed for the group once every partition's watermark is past its end plus the
+//! lateness; [`crate::publish`] releases closed dates. The rule depends only on each
+//! partition's own order of records, so the decision is the same whichever worker reads it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use logcensus_aggregate::{Aggregates, VisitorSecret};
+use logcensus_enrich::GeoDb;
+use logcensus_kafka::{KafkaSource as Consumer, KafkaSourceConfig, RebalanceEvent};
+use logcensus_policy::{KafkaSource, Pipeline, TableName};
+use logcensus_state::{OffsetRange, PartialMeta, StateDir, StateError};
+
+use crate::metrics::Metrics;
+use crate::worker::{Outcome, Stages};
+use crate::RunError;
+
+/// How much longer `--exit-when-idle` waits before the first assignment.
+const JOIN_GRACE: Duration = Duration::from_secs(30);
+
+/// Lines taken per poll.
+const BATCH_LINES: usize = 20_000;
+
+/// Everything a streaming worker needs, after command-line overrides.
+#[derive(Debug, Clone)]
+pub struct StreamOptions {
+    pub pipeline: Pipeline,
+    pub kafka: KafkaSource,
+    pub out: PathBuf,
+    pub geoip: Option<PathBuf>,
+    /// Must be the same for every worker of the group (a key file): visitor hashes of one
+    /// visitor must agree across workers and restarts.
+    pub secret: VisitorSecret,
+    /// This worker's name in partial file names; unique within the group.
+    pub worker_id: String,
+    /// Exit (after a checkpoint) when no record came for this long.
+    pub exit_when_idle: Option<Duration>,
+    /// Set (e.g. by SIGTERM) to checkpoint, commit and return.
+    pub stop: Arc<AtomicBool>,
+    pub metrics: Arc<Metrics>,
+    /// Publish closed dates after each checkpoint.
+    pub publish: bool,
+}
+
+/// What a streaming worker did.
+#[derive(Debug, Clone, Default)]
+pub struct StreamSummary {
+    pub records: u64,
+    pub parsed: u64,
+    pub rejected: u64,
+    pub late: u64,
+    /// Records skipped because a partial already covered them.
+    pub already_counted: u64,
+    pub checkpoints: u64,
+}
+
+/// The state the revoke callback shares with the polling loop.
+struct Window {
+    agg: Aggregates,
+    pipeline_period: logcensus_policy::Period,
+    crawlers: logcensus_policy::CrawlerHandling,
+    state: StateDir,
+    worker: String,
+    seq: u64,
+    /// Per partition, the offsets the current delta covers.
+    ranges: BTreeMap<i32, OffsetRange>,
+    /// Per partition, the next offset a durable partial covers (what may be committed).
+    durable: BTreeMap<i32, i64>,
+    /// Per partition, records below this offset are in a partial already.
+    skip_below: BTreeMap<i32, i64>,
+    /// Per partition, the latest event time seen (Unix seconds).
+    watermarks: BTreeMap<i32, i64>,
+    /// Per partition, the period of the last counted record (where rejections go).
+    last_period: BTreeMap<i32, i64>,
+    late: u64,
+    /// A checkpoint failed: nothing more may be written (the delta is abandoned, its records
+    /// are read again by whoever owns their partitions next).
+    failed: Option<StateError>,
+    checkpoints: u64,
+    metrics: Arc<Metrics>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Window {
+    /// Writes the delta as a partial (if there is one) and returns the offsets that may be
+    /// committed: every partition's durable next offset.
+    fn checkpoint(&mut self) -> Result<Vec<(i32, i64)>, String> {
+        if let Some(e) = &self.failed {
+            return Err(e.to_string());
+        }
+        if !self.ranges.is_empty() || self.late > 0 {
+            let started = Instant::now();
+            let meta = PartialMeta {
+                worker: self.worker.clone(),
+                seq: self.seq,
+                created_unix: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64),
+                offsets: self.ranges.clone(),
+                watermarks: self.watermarks.clone(),
+                late_records: self.late,
+            };
+            if let Err(e) = self.state.write_partial(&meta, &self.agg) {
+                let message = e.to_string();
+                self.failed = Some(e);
+                return Err(message);
+            }
+            fail_point("after-partial");
+            self.seq += 1;
+            for (p, r) in std::mem::take(&mut self.ranges) {
+                self.durable.insert(p, r.to);
+                self.skip_below.insert(p, r.to);
+            }
+            self.agg = Aggregates::new(self.pipeline_period, self.crawlers);
+            self.late = 0;
+            self.checkpoints += 1;
+            self.metrics
+                .checkpoint_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(self.durable.iter().map(|(p, o)| (*p, *o)).collect())
+    }
+
+    /// After an assignment: where each partition's records start counting, and its watermark.
+    fn assigned(&mut self, partitions: &[i32]) -> Result<(), StateError> {
+        let coverage = self.state.coverage()?;
+        let (covered, watermarks) = (coverage.offsets, coverage.watermarks);
+        for p in partitions {
+            if let Some(&o) = covered.get(p) {
+                let o = o.max(self.durable.get(p).copied().unwrap_or(0));
+                self.skip_below.insert(*p, o);
+                self.durable.insert(*p, o);
+            }
+            if let Some(&w) = watermarks.get(p) {
+                let mine = self.watermarks.entry(*p).or_insert(w);
+                *mine = (*mine).max(w);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Test hook: `LOGCENSUS_FAILPOINT=<name>` aborts the process at that point (a crash at the
+/// worst moment, e.g. `after-partial`: a partial is durable but its offsets are not committed).
+fn fail_point(name: &str) {
+    if std::env::var("LOGCENSUS_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("fail point {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// Runs one streaming worker until it is stopped, idle for `exit_when_idle`, or fails.
+pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
+    let pipeline = &opts.pipeline;
+    if !opts.secret.persistent {
+        return Err(RunError::StreamNeedsKey);
+    }
+    let geo = match &opts.geoip {
+        Some(path) => Some(GeoDb::open(path, &pipeline.geo_fields, pipeline.geo_level)?),
+        None if pipeline.has_table(TableName::TrafficByRegion) => {
+            return Err(RunError::NoGeoDatabase {
+                pipeline: pipeline.path.display().to_string(),
+            })
+        }
+        None => None,
+    };
+    // Release parameters are checked now, not at the first publish.
+    crate::release_plan(pipeline)?;
+    let state = StateDir::open(&opts.out)?;
+    let seq = state.next_seq(&opts.worker_id)?;
+    let window = Arc::new(Mutex::new(Window {
+        agg: Aggregates::new(pipeline.period, pipeline.crawlers),
+        pipeline_period: pipeline.period,
+        crawlers: pipeline.crawlers,
+        state,
+        worker: opts.worker_id.clone(),
+        seq,
+        ranges: BTreeMap::new(),
+        durable: BTreeMap::new(),
+        skip_below: BTreeMap::new(),
+        watermarks: BTreeMap::new(),
+        last_period: BTreeMap::new(),
+        late: 0,
+        failed: None,
+        checkpoints: 0,
+        metrics: opts.metrics.clone(),
+    }));
+    let k = &opts.kafka;
+    let mut consumer = Consumer::connect(&KafkaSourceConfig::new(&k.brokers, &k.topic, &k.group))?;
+    {
+        let window = window.clone();
+        consumer.set_revoke_hook(Box::new(move |partitions| {
+            let mut w = lock(&window);
+            match w.checkpoint() {
+                Ok(offsets) => {
+                    // No longer ours: their next owner reads where they start from the state.
+                    for p in partitions {
+                        w.skip_below.remove(p);
+                        w.durable.remove(p);
+                        w.last_period.remove(p);
+                    }
+                    offsets
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpoint before a rebalance failed; this worker stops and the partitions' new owner reads the records again");
+                    Vec::new()
+                }
+            }
+        }));
+    }
+    tracing::info!(worker = %opts.worker_id, topic = %k.topic, group = %k.group, brokers = %k.brokers, "streaming worker started");
+
+    let mut stages = Stages::new(pipeline, geo.as_ref(), opts.secret.clone());
+    let mut summary = StreamSummary::default();
+    let period = pipeline.period;
+    let lateness = k.allowed_lateness.as_secs() as i64;
+    let mut last_checkpoint = Instant::now();
+    let mut last_record = Instant::now();
+    // Until the group first assigns partitions, waiting is not idleness: joining can take a
+    // dead member's session timeout plus a rebalance.
+    let mut assigned_once = false;
+    let metrics = &opts.metrics;
+    let mut result = Ok(());
+    loop {
+        if opts.stop.load(Ordering::Relaxed) {
+            tracing::info!("stop requested: checkpointing and leaving the group");
+            break;
+        }
+        let batch = match consumer.poll_batch(BATCH_LINES, Duration::from_millis(200)) {
+            Ok(b) => b,
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        };
+        let mut w = lock(&window);
+        if let Some(e) = w.failed.take() {
+            // Abandon the delta: exiting without writing it keeps every record counted once.
+            return Err(e.into());
+        }
+        for event in consumer.take_rebalance_events() {
+            // A rebalance is activity: the idle clock starts again.
+            last_record = Instant::now();
+            match event {
+                RebalanceEvent::Assigned(parts) => {
+                    assigned_once = true;
+                    w.assigned(&parts)?
+                }
+                RebalanceEvent::Revoked(_) => {}
+                RebalanceEvent::RevokeCommitFailed { partitions, reason } => {
+                    tracing::warn!(?partitions, %reason, "offsets not committed before a revoke; the partials' offsets keep the counts exact");
+                }
+            }
+        }
+        if !batch.next_offsets().is_empty() {
+            last_record = Instant::now();
+        }
+        // Where each partition's part of this batch starts (for the partial's offset range).
+        let mut first: BTreeMap<i32, i64> = BTreeMap::new();
+        for line in batch.lines() {
+            let p = line.partition;
+            if w.skip_below.get(&p).is_some_and(|&o| line.offset < o) {
+                summary.already_counted += 1;
+                continue;
+            }
+            first.entry(p).or_insert(line.offset);
+            summary.records += 1;
+            metrics.records.inc();
+            let watermark = w.watermarks.get(&p).copied();
+            let Window { agg, .. } = &mut *w;
+            let outcome = stages.line(line.bytes, agg, |t| {
+                watermark.is_none_or(|wm| period.start(t) + period.seconds() + lateness > wm)
+            });
+            match outcome {
+                Ok(Outcome::Counted(t)) => {
+                    summary.parsed += 1;
+                    metrics.parsed.inc();
+                    let wm = w.watermarks.entry(p).or_insert(t);
+                    *wm = (*wm).max(t);
+                    w.last_period.insert(p, period.start(t));
+                }
+                Ok(Outcome::Refused(_)) => {
+                    summary.late += 1;
+                    metrics.late.inc();
+                    w.late += 1;
+                    // Counted in the period its partition had reached when it came.
+                    if let Some(wm) = watermark {
+                        w.agg.late(wm);
+                    }
+                }
+                Err(r) => {
+                    summary.rejected += 1;
+                    metrics.rejected(r.name());
+                    let hint = w.last_period.get(&p).copied();
+                    w.agg.reject(r, hint);
+                }
+            }
+        }
+        for &(p, next) in batch.next_offsets() {
+            // The range continues from what is durable (or covered on assignment); a partition
+            // new to the state starts at its first record here.
+            let start = w
+                .durable
+                .get(&p)
+                .or(w.skip_below.get(&p))
+                .or(first.get(&p))
+                .copied()
+                .unwrap_or(next);
+            if next <= start {
+                continue; // everything here was in a partial already
+            }
+            let r = w.ranges.entry(p).or_insert(OffsetRange {
+                from: start,
+                to: start,
+            });
+            r.to = r.to.max(next);
+        }
+        w.agg.end_batch();
+        drop(w);
+
+        let idle = opts.exit_when_idle.is_some_and(|d| {
+            let grace = if assigned_once {
+                Duration::ZERO
+            } else {
+                JOIN_GRACE
+            };
+            last_record.elapsed() >= d + grace
+        });
+        if last_checkpoint.elapsed() >= k.checkpoint_interval || idle {
+            checkpoint_and_commit(&window, &consumer)?;
+            last_checkpoint = Instant::now();
+            if let Ok(lag) = consumer.lag(Duration::from_secs(2)) {
+                for (p, n) in lag {
+                    metrics.set_lag(p, n);
+                }
+            }
+            if opts.publish {
+                crate::publish::publish(&crate::publish::PublishOptions {
+                    pipeline: pipeline.clone(),
+                    out: opts.out.clone(),
+                    secret: opts.secret.clone(),
+                    all: false,
+                    metrics: Some(metrics.clone()),
+                })?;
+            }
+        }
+        if idle {
+            tracing::info!(idle_for = ?opts.exit_when_idle, "no records: leaving the group");
+            break;
+        }
+    }
+    // Leaving: checkpoint and commit now; dropping the consumer revokes (the hook then finds
+    // nothing new).
+    checkpoint_and_commit(&window, &consumer)?;
+    drop(consumer);
+    summary.checkpoints = lock(&window).checkpoints;
+    result.map(|()| summary)
+}
+
+fn checkpoint_and_commit(window: &Mutex<Window>, consumer: &Consumer) -> Result<(), RunError> {
+    let offsets = lock(window).checkpoint().map_err(RunError::Checkpoint)?;
+    fail_point("before-commit");
+    if !offsets.is_empty() {
+        if let Err(e) = consumer.commit(&offsets) {
+            // The partials' offsets keep the counts exact; the commit only saves re-reading.
+            tracing::warn!(error = %e, "offset commit failed; records since the last commit will be read again and skipped");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Covered offsets and watermarks, across partials and compaction.
+
+use std::fs;
+
+use logcensus_state::{Coverage, StateDir};
+
+use crate::support::*;
+
+/// Three partials by two workers over partitions 0..=2, each with one hour of `lines()`:
+/// w1-0 hour 0, w1-1 hour 1, w2-0 hours 0 and 2.
+fn three_partials(state: &StateDir) {
+    let l = lines();
+    let mut a = meta(
+        "w1",
+        0,
+        &[(0, 0, 10), (1, 0, 5)],
+        &[(0, T0 + 30), (1, T0 + 20)],
+    );
+    a.late_records = 2;
+    state.write_partial(&a, &agg_of(&l[..4])).unwrap();
+    let b = meta("w1", 1, &[(0, 10, 25)], &[(0, T0 + HOUR + 3)]);
+    state.write_partial(&b, &agg_of(&l[4..8])).unwrap();
+    let mut c = meta(
+        "w2",
+        0,
+        &[(2, 100, 150), (1, 5, 9)],
+        &[(2, T0 + 2 * HOUR + 3), (1, T0 + 10)],
+    );
+    c.late_records = 1;
+    let mut hours_0_and_2 = l[8..].to_vec();
+    hours_0_and_2.push(l[0]);
+    state.write_partial(&c, &agg_of(&hours_0_and_2)).unwrap();
+}
+
+#[test]
+fn nothing_is_covered_in_a_new_state_dir() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    assert_eq!(state.coverage().unwrap(), Coverage::default());
+    assert_eq!(state.next_seq("w1").unwrap(), 0);
+}
+
+#[test]
+fn covered_offsets_and_watermarks_are_maxima_over_partials() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    three_partials(&state);
+    assert_eq!(
+        state.covered_offsets().unwrap(),
+        map(&[(0, 25), (1, 9), (2, 150)])
+    );
+    assert_eq!(
+        state.watermarks().unwrap(),
+        map(&[(0, T0 + HOUR + 3), (1, T0 + 20), (2, T0 + 2 * HOUR + 3)])
+    );
+    let cov = state.coverage().unwrap();
+    assert_eq!(cov.late_records, 3);
+    assert_eq!(cov.partials, 3);
+    assert_eq!(
+        cov.periods.into_iter().collect::<Vec<_>>(),
+        [T0, T0 + HOUR, T0 + 2 * HOUR]
+    );
+    assert_eq!(state.next_seq("w1").unwrap(), 2);
+    assert_eq!(state.next_seq("w2").unwrap(), 1);
+    assert_eq!(state.next_seq("w3").unwrap(), 0);
+}
+
+#[test]
+fn compaction_keeps_coverage_and_unpublished_partials() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    three_partials(&state);
+    let before = state.coverage().unwrap();
+
+    // Nothing published: nothing goes.
+    assert_eq!(state.compact(|_| false).unwrap(), 0);
+    assert_eq!(state.list_partials().unwrap().len(), 3);
+
+    // Hour 0 published: only w1-0 holds nothing else (w2-0 also holds hour 2).
+    assert_eq!(state.compact(|p| p == T0).unwrap(), 1);
+    let left: Vec<String> = state
+        .list_partials()
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| format!("{}-{}", m.worker, m.seq))
+        .collect();
+    assert_eq!(left, ["w1-1", "w2-0"]);
+    assert_eq!(
+        names(state.partials_dir()),
+        ["w1-000000000001.partial", "w2-000000000000.partial"]
+    );
+    let after = state.coverage().unwrap();
+    assert_eq!(after.offsets, before.offsets);
+    assert_eq!(after.watermarks, before.watermarks);
+    assert_eq!(after.late_records, 3);
+    assert_eq!(after.partials, 2);
+
+    // Everything published: the partials go, what they covered stays.
+    assert_eq!(state.compact(|_| true).unwrap(), 2);
+    assert!(names(state.partials_dir()).is_empty());
+    let last = state.coverage().unwrap();
+    assert_eq!(last.offsets, map(&[(0, 25), (1, 9), (2, 150)]));
+    assert_eq!(last.watermarks, before.watermarks);
+    assert_eq!(last.late_records, 3);
+    assert_eq!(last.partials, 0);
+    assert!(last.periods.is_empty());
+    // Sequence numbers are not reused after their partials are gone.
+    assert_eq!(state.next_seq("w1").unwrap(), 2);
+    assert_eq!(state.next_seq("w2").unwrap(), 1);
+    // A partial that continues where the compacted ones stopped merges without complaint.
+    state
+        .write_partial(&meta("w1", 2, &[(0, 25, 30)], &[]), &agg_of(&lines()[..1]))
+        .unwrap();
+    assert_eq!(state.covered_offsets().unwrap()[&0], 30);
+    assert_eq!(state.merge_partials(|_| true).unwrap().0.requests(), 1);
+}
+
+#[test]
+fn a_partial_without_periods_is_compacted_at_once() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    // Every record of the range was late.
+    let mut m = meta("w1", 0, &[(0, 0, 40)], &[(0, T0 + 9 * HOUR)]);
+    m.late_records = 40;
+    state.write_partial(&m, &new_agg()).unwrap();
+    assert_eq!(state.compact(|_| false).unwrap(), 1);
+    let cov = state.coverage().unwrap();
+    assert_eq!(cov.offsets, map(&[(0, 40)]));
+    assert_eq!(cov.late_records, 40);
+    assert_eq!(cov.watermarks, map(&[(0, T0 + 9 * HOUR)]));
+}
+
+/// A compaction killed after writing `compacted.json` and before deleting its partials: the
+/// partials are still there, but nothing is counted twice.
+#[test]
+fn a_compaction_killed_before_deleting_counts_nothing_twice() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    three_partials(&state);
+    let aside = tempfile::tempdir().unwrap();
+    let w1_0 = state.partials_dir().join("w1-000000000000.partial");
+    fs::copy(&w1_0, aside.path().join("w1-0")).unwrap();
+    assert_eq!(state.compact(|p| p == T0).unwrap(), 1);
+    // Undo the deletion, as if the process had died just before it.
+    fs::copy(aside.path().join("w1-0"), &w1_0).unwrap();
+
+    let listed: Vec<u64> = state
+        .list_partials()
+        .unwrap()
+        .into_iter()
+        .map(|(_, m)| m.seq)
+        .collect();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    let cov = state.coverage().unwrap();
+    assert_eq!(cov.late_records, 3);
+    assert_eq!(cov.partials, 2);
+    assert_eq!(cov.offsets, map(&[(0, 25), (1, 9), (2, 150)]));
+    // Its ranges are in the compacted record and in the leftover file: not an overlap, and
+    // its hour-0 records are not merged again.
+    let (merged, late) = state.merge_partials(|_| true).unwrap();
+    assert_eq!(late, 3);
+    let l = lines();
+    let expected = {
+        let mut a = agg_of(&l[4..8]);
+        let mut hours_0_and_2 = l[8..].to_vec();
+        hours_0_and_2.push(l[0]);
+        a.merge(agg_of(&hours_0_and_2));
+        a
+    };
+    assert_eq!(tables(merged), tables(expected));
+    // The next compaction finishes the job.
+    assert!(w1_0.exists());
+    assert_eq!(state.compact(|_| false).unwrap(), 0);
+    assert!(!w1_0.exists());
+}
+
+#[test]
+fn a_new_partial_reusing_a_compacted_name_is_not_mistaken_for_it() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    state
+        .write_partial(&meta("w1", 0, &[(0, 0, 4)], &[]), &agg_of(&lines()[..4]))
+        .unwrap();
+    // Copy it aside, compact, put it back: it is now a leftover the record names.
+    let path = state.partials_dir().join("w1-000000000000.partial");
+    let kept = fs::read(&path).unwrap();
+    assert_eq!(state.compact(|_| true).unwrap(), 1);
+    fs::write(&path, &kept).unwrap();
+    assert!(state.list_partials().unwrap().is_empty());
+    // A worker that ignores next_seq writes the same name with other content after the
+    // leftover is gone: it is a real partial.
+    fs::remove_file(&path).unwrap();
+    state
+        .write_partial(&meta("w1", 0, &[(0, 4, 8)], &[]), &agg_of(&lines()[4..8]))
+        .unwrap();
+    assert_eq!(state.list_partials().unwrap().len(), 1);
+    assert_eq!(state.compact(|_| false).unwrap(), 0);
+    assert!(path.exists());
+    assert_eq!(state.merge_partials(|_| true).unwrap().0.requests(), 3);
+}
