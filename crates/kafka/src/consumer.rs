@@ -383,6 +383,8 @@ pub struct KafkaSource {
     held: Option<Held>,
     /// An error met after the previous batch already had lines; returned by the next call.
     held_error: Option<KafkaError>,
+    /// The topic's partitions at connect time.
+    partitions: Vec<i32>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -456,7 +458,13 @@ impl KafkaSource {
             cfg: cfg.clone(),
             held: None,
             held_error: None,
+            partitions,
         })
+    }
+
+    /// The topic's partitions, as the brokers reported them when the source connected.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
     }
 
     /// The configuration this source was connected with.

@@ -208,6 +208,10 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     }));
     let k = &opts.kafka;
     let mut consumer = Consumer::connect(&KafkaSourceConfig::new(&k.brokers, &k.topic, &k.group))?;
+    // The publisher needs every partition's watermark before it closes a date.
+    lock(&window)
+        .state
+        .record_topic_partitions(consumer.partitions().len() as u32)?;
     {
         let window = window.clone();
         consumer.set_revoke_hook(Box::new(move |partitions| {
@@ -249,6 +253,16 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         }
         let batch = match consumer.poll_batch(BATCH_LINES, Duration::from_millis(200)) {
             Ok(b) => b,
+            Err(logcensus_kafka::KafkaError::Consume {
+                fatal: false,
+                detail,
+                ..
+            }) => {
+                // Transient (a broker restarting, a partition leader moving): keep polling.
+                tracing::warn!(%detail, "transient consumer error; polling again");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
             Err(e) => {
                 result = Err(e.into());
                 break;

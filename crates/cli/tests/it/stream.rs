@@ -345,3 +345,78 @@ fn http_get(port: u16, path: &str) -> String {
     s.read_to_string(&mut body).unwrap();
     body
 }
+
+#[test]
+fn late_records_are_counted_not_aggregated_and_closed_days_publish_first() {
+    let Some(job) = setup(3_000) else { return };
+    // One partition, so the order of records is the order produced.
+    let topic = unique_name("lc-late");
+    logcensus_kafka::create_topic(&job.broker.brokers(), &topic, 1).unwrap();
+    let text = std::fs::read_to_string(&job.pipeline)
+        .unwrap()
+        .replace(&job.topic, &topic);
+    std::fs::write(&job.pipeline, text).unwrap();
+    // Five parsed lines of the first day are held back and sent after the third day's: by then
+    // their day ended more than the allowed hour before the partition's newest record.
+    let good: Vec<usize> = (0..job.lines.len())
+        .filter(|&i| job.lines[i].ends_with(b"\"") && second_of_day(&job.lines[i]).is_some())
+        .take(5)
+        .collect();
+    let mut order: Vec<&[u8]> = (0..job.lines.len())
+        .filter(|i| !good.contains(i))
+        .map(|i| job.lines[i].as_slice())
+        .collect();
+    order.extend(good.iter().map(|&i| job.lines[i].as_slice()));
+    logcensus_kafka::produce_lines(&job.broker.brokers(), &topic, order, |_, _| None::<Vec<u8>>)
+        .unwrap();
+    let streamed = finish(job.worker("w1", &[]));
+    assert!(streamed.contains(" 5 late,"), "{streamed}");
+
+    // Without --all, only the days every partition's watermark has passed (by the lateness).
+    let first = ok(&logcensus(&[
+        "publish",
+        "--pipeline",
+        job.pipeline.to_str().unwrap(),
+        "--out",
+        job.out.to_str().unwrap(),
+    ]));
+    assert!(
+        first.contains("published 2026-05-17, 2026-05-18"),
+        "{first}"
+    );
+    assert!(first.contains("still open: 2026-05-19"), "{first}");
+    let days = |out: &Path| -> Vec<String> {
+        let mut d: Vec<String> = rows(out, "traffic_quality")
+            .iter()
+            .map(|r| get(r, "period_start")[..10].to_string())
+            .collect();
+        d.dedup();
+        d
+    };
+    assert_eq!(days(&job.out), ["2026-05-17", "2026-05-18"]);
+    let all = ok(&logcensus(&[
+        "publish",
+        "--pipeline",
+        job.pipeline.to_str().unwrap(),
+        "--out",
+        job.out.to_str().unwrap(),
+        "--all",
+    ]));
+    assert!(all.contains("published 2026-05-19"), "{all}");
+    // The late records are in late_records (of the day they came), not in any count.
+    assert_eq!(sum(&job.out, "traffic_quality", "late_records"), 5);
+    assert_eq!(
+        sum(&job.out, "traffic_quality", "requests")
+            + sum(&job.out, "traffic_quality", "rejected_lines")
+            + 5,
+        job.lines.len() as i64
+    );
+    let late_day = rows(&job.out, "traffic_quality")
+        .into_iter()
+        .find(|r| get(r, "late_records") != "0")
+        .unwrap();
+    assert!(
+        get(&late_day, "period_start").starts_with("2026-05-19"),
+        "{late_day:?}"
+    );
+}
