@@ -76,6 +76,17 @@ fn descend(
         let path = entry.path();
         let name = entry.file_name();
         let name_text = name.to_string_lossy();
+        if components.is_empty() && name_text == "_state" {
+            // Readers skip it, but it would travel with a copied directory.
+            walk.problems.push(Violation {
+                file: path,
+                column: None,
+                row: None,
+                kind: ViolationKind::Layout,
+                message: "private streaming state (checkpoints holding keyed visitor hashes) inside the release directory: hand over only the table directories, e.g. `rsync -a --exclude _state`".into(),
+            });
+            continue;
+        }
         if name_text.starts_with('.') || name_text.starts_with('_') {
             walk.hidden.push(path);
             continue;

@@ -1109,3 +1109,30 @@ fn dp_release_parameters_that_differ_from_the_pipeline_fail() {
         ]
     );
 }
+
+#[test]
+fn streaming_state_in_the_release_directory_fails() {
+    let setup = setup();
+    write_clean_release(&setup);
+    fs::create_dir_all(setup.root.join("_state/partials")).unwrap();
+    fs::write(
+        setup.root.join("_state/partials/w1-000000000000.partial"),
+        b"x",
+    )
+    .unwrap();
+    // Other hidden names are only noted: readers skip them and they hold nothing of ours.
+    fs::write(setup.root.join("_SUCCESS"), b"").unwrap();
+    let report = run(&setup, Some(10));
+    assert_eq!(
+        lines(&setup, &report),
+        ["_state | layout | - | - | private streaming state (checkpoints holding keyed visitor hashes) inside the release directory: hand over only the table directories, e.g. `rsync -a --exclude _state`"]
+    );
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("ignored 1 hidden entries") && n.contains("_SUCCESS")),
+        "{:?}",
+        report.notes
+    );
+}

@@ -186,6 +186,29 @@ impl Job {
             self.lines.len() as i64,
             "every line counted once"
         );
+        // The output holds private state: the audit refuses it as a release; the tables alone
+        // pass.
+        let audit = |dir: &Path| {
+            logcensus(&[
+                "audit",
+                dir.to_str().unwrap(),
+                "--pipeline",
+                self.pipeline.to_str().unwrap(),
+            ])
+        };
+        let with_state = audit(&self.out);
+        assert_eq!(with_state.status.code(), Some(1));
+        assert!(
+            text(&with_state).contains("private streaming state"),
+            "{}",
+            text(&with_state)
+        );
+        let export = self.dir.path().join("export");
+        for table in TABLES {
+            copy_dir(&self.out.join(table), &export.join(table));
+        }
+        let clean = audit(&export);
+        assert!(text(&clean).contains(", 0 violations"), "{}", text(&clean));
         // Publishing again changes nothing.
         let again = ok(&logcensus(&[
             "publish",
@@ -419,4 +442,16 @@ fn late_records_are_counted_not_aggregated_and_closed_days_publish_first() {
         get(&late_day, "period_start").starts_with("2026-05-19"),
         "{late_day:?}"
     );
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
 }
