@@ -91,6 +91,9 @@ struct Window {
     /// Per partition, the period of the last counted record (where rejections go).
     last_period: BTreeMap<i32, i64>,
     late: u64,
+    /// Dates already published (e.g. by `publish --all` during a backfill): records of them
+    /// are late, whatever the watermark says.
+    published: std::collections::BTreeSet<i64>,
     /// A checkpoint failed: nothing more may be written (the delta is abandoned, its records
     /// are read again by whoever owns their partitions next).
     failed: Option<StateError>,
@@ -144,6 +147,7 @@ impl Window {
 
     /// After an assignment: where each partition's records start counting, and its watermark.
     fn assigned(&mut self, partitions: &[i32]) -> Result<(), StateError> {
+        self.published = self.state.published()?;
         let coverage = self.state.coverage()?;
         let (covered, watermarks) = (coverage.offsets, coverage.watermarks);
         for p in partitions {
@@ -202,6 +206,7 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         watermarks: BTreeMap::new(),
         last_period: BTreeMap::new(),
         late: 0,
+        published: Default::default(),
         failed: None,
         checkpoints: 0,
         metrics: opts.metrics.clone(),
@@ -302,9 +307,10 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
             summary.records += 1;
             metrics.records.inc();
             let watermark = w.watermarks.get(&p).copied();
-            let Window { agg, .. } = &mut *w;
+            let Window { agg, published, .. } = &mut *w;
             let outcome = stages.line(line.bytes, agg, |t| {
-                watermark.is_none_or(|wm| period.start(t) + period.seconds() + lateness > wm)
+                !published.contains(&t.div_euclid(86_400).wrapping_mul(86_400))
+                    && watermark.is_none_or(|wm| period.start(t) + period.seconds() + lateness > wm)
             });
             match outcome {
                 Ok(Outcome::Counted(t)) => {
@@ -314,14 +320,12 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
                     *wm = (*wm).max(t);
                     w.last_period.insert(p, period.start(t));
                 }
-                Ok(Outcome::Refused(_)) => {
+                Ok(Outcome::Refused(t)) => {
                     summary.late += 1;
                     metrics.late.inc();
                     w.late += 1;
                     // Counted in the period its partition had reached when it came.
-                    if let Some(wm) = watermark {
-                        w.agg.late(wm);
-                    }
+                    w.agg.late(watermark.unwrap_or(t).max(t));
                 }
                 Err(r) => {
                     summary.rejected += 1;
@@ -364,6 +368,10 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         if last_checkpoint.elapsed() >= k.checkpoint_interval || idle {
             checkpoint_and_commit(&window, &consumer)?;
             last_checkpoint = Instant::now();
+            {
+                let mut w = lock(&window);
+                w.published = w.state.published()?;
+            }
             if let Ok(lag) = consumer.lag(Duration::from_secs(2)) {
                 for (p, n) in lag {
                     metrics.set_lag(p, n);
