@@ -203,6 +203,10 @@ pub struct DpSection {
     /// Different parameters for some tables.
     #[serde(default)]
     pub per_table: BTreeMap<TableName, DpOverride>,
+    /// Allow tables without DP (exact counts) in the same release; off by default, since a
+    /// pipeline with `[release.dp]` is read as "this release is differentially private".
+    #[serde(default)]
+    pub allow_exact_tables: bool,
 }
 
 /// `[release.dp.per_table.<table>]`

@@ -507,6 +507,20 @@ fn release_privacy(
             list.get_ref().clone()
         }
     };
+    if !section.allow_exact_tables {
+        if let Some(exact) = tables.iter().find(|t| !chosen.contains(t)) {
+            let why = if *exact == TableName::TrafficQuality {
+                "traffic_quality holds exact counts and cannot be made differentially private (rejected lines belong to no visitor)"
+            } else {
+                "it is not in release.dp.tables, so its counts would be exact"
+            };
+            return Err(invalid(
+                section.mechanism.span(),
+                "release.dp",
+                format!("this pipeline writes {} without differential privacy: {why}. A release with [release.dp] must be private throughout: remove the table from [aggregate] tables (write it from another pipeline), or set `allow_exact_tables = true` in [release.dp] if exact counts of it may go out with the private ones", exact.name()),
+            ));
+        }
+    }
     let epsilon = |v: &toml::Spanned<f64>, key: &'static str| {
         let e = *v.get_ref();
         if e.is_finite() && e > 0.0 && e <= 20.0 {

@@ -288,7 +288,7 @@ fn release_thresholds_per_table() {
 #[test]
 fn release_bounds_and_differential_privacy() {
     let base = pipeline_text(
-        "period = \"day\"\ntables = [\"clients\", \"traffic_by_region\", \"traffic_quality\"]\ncrawlers = \"exclude\"",
+        "period = \"day\"\ntables = [\"clients\", \"traffic_by_region\"]\ncrawlers = \"exclude\"",
     );
     let (_d, p) = write_pair(&format!(
         "{base}\n[release]\nmin_visitors = 10\nmax_rows_per_visitor = 3\nmax_requests_per_row = 50\nmax_bytes_per_row = 100000\n\
@@ -354,13 +354,35 @@ fn release_bounds_and_differential_privacy() {
         "p.toml:21:10: release.dp.tables: referrers is not among the tables this pipeline writes ([aggregate] tables)"
     );
     assert_eq!(
-        err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"clients\"]\n[release.dp.per_table.traffic_by_region]\nepsilon = 0.5\n")),
+        err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"clients\"]\nallow_exact_tables = true\n[release.dp.per_table.traffic_by_region]\nepsilon = 0.5\n")),
         "p.toml:23:11: release.dp.per_table: traffic_by_region is not released with differential privacy (release.dp.tables)"
     );
     assert!(err(&format!(
         "{bounds}[release.dp]\nmechanism = \"exponential\"\nepsilon = 1.0\ndelta = 1e-7\n"
     ))
     .contains("unknown variant `exponential`, expected `laplace` or `gaussian`"));
+}
+
+#[test]
+fn a_dp_release_is_private_throughout_unless_exact_tables_are_allowed() {
+    let pipeline = |tables: &str, dp: &str| {
+        format!(
+            "{}\n[release]\nmax_rows_per_visitor = 1\nmax_requests_per_row = 5\n[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\n{dp}",
+            pipeline_text(&format!("period = \"day\"\ntables = {tables}\ncrawlers = \"exclude\""))
+        )
+    };
+    assert_eq!(
+        load_err(&pipeline("[\"clients\", \"traffic_quality\"]", "")),
+        "p.toml:17:13: release.dp: this pipeline writes traffic_quality without differential privacy: traffic_quality holds exact counts and cannot be made differentially private (rejected lines belong to no visitor). A release with [release.dp] must be private throughout: remove the table from [aggregate] tables (write it from another pipeline), or set `allow_exact_tables = true` in [release.dp] if exact counts of it may go out with the private ones"
+    );
+    assert!(load_err(&pipeline("[\"clients\", \"traffic_by_region\"]", "tables = [\"clients\"]\n"))
+        .contains("this pipeline writes traffic_by_region without differential privacy: it is not in release.dp.tables"));
+    let (_d, p) = write_pair(&pipeline(
+        "[\"clients\", \"traffic_quality\"]",
+        "allow_exact_tables = true\n",
+    ));
+    let pl = Pipeline::load(&p).unwrap();
+    assert_eq!(pl.dp.keys().collect::<Vec<_>>(), [&TableName::Clients]);
 }
 
 #[test]

@@ -182,7 +182,7 @@ impl Calibration {
                     .map(|(e, _)| e <= eps)
                 })
                 .map_err(|e| fail(&e))?;
-                let threshold = fit_threshold(spec.delta, |t| {
+                let selection_delta = |t: i64| {
                     make_laplace_threshold::<_, _, Approximate<MaxDivergence>>(
                         map_domain.clone(),
                         L01InfDistance::default(),
@@ -192,8 +192,12 @@ impl Calibration {
                     )
                     .and_then(|m| m.map(&d_sel))
                     .map(|(_, d)| d)
-                })
-                .map_err(|e| fail(&e))?;
+                };
+                // OpenDP 0.16 releases a count at or above the threshold but accounts for counts
+                // above it (opendp/opendp#2922): calibrate one lower, release one higher.
+                let accounted = fit_threshold(spec.delta, selection_delta).map_err(|e| fail(&e))?;
+                let d_sel_spent = selection_delta(accounted).map_err(|e| fail(&e))?;
+                let threshold = accounted + 1;
                 let select = make_laplace_threshold(
                     map_domain,
                     L01InfDistance::default(),
@@ -220,7 +224,7 @@ impl Calibration {
                 };
                 let (requests_scale, requests) = laplace(n * c)?;
                 let bytes = b.map(|b| laplace(n * b)).transpose()?;
-                let (e_sel, d_sel_spent) = select.map(&d_sel).map_err(|e| fail(&e))?;
+                let (e_sel, _) = select.map(&d_sel).map_err(|e| fail(&e))?;
                 let mut epsilon_spent = e_sel + requests.map(&(n * c)).map_err(|e| fail(&e))?;
                 if let (Some((_, m)), Some(b)) = (&bytes, b) {
                     epsilon_spent += m.map(&(n * b)).map_err(|e| fail(&e))?;
@@ -260,7 +264,7 @@ impl Calibration {
                     .map(|(r, _)| r <= rho)
                 })
                 .map_err(|e| fail(&e))?;
-                let threshold = fit_threshold(spec.delta / 2.0, |t| {
+                let selection_delta = |t: i64| {
                     make_gaussian_threshold::<_, _, Approximate<ZeroConcentratedDivergence>>(
                         map_domain.clone(),
                         L02InfDistance::default(),
@@ -270,8 +274,12 @@ impl Calibration {
                     )
                     .and_then(|m| m.map(&d_sel))
                     .map(|(_, d)| d)
-                })
-                .map_err(|e| fail(&e))?;
+                };
+                // As for Laplace: calibrate one lower, release one higher (opendp/opendp#2922).
+                let accounted =
+                    fit_threshold(spec.delta / 2.0, selection_delta).map_err(|e| fail(&e))?;
+                let d_sel_spent = selection_delta(accounted).map_err(|e| fail(&e))?;
+                let threshold = accounted + 1;
                 let select = make_gaussian_threshold(
                     map_domain,
                     L02InfDistance::default(),
@@ -299,7 +307,7 @@ impl Calibration {
                 // One visitor changes up to N rows by up to C each: l2 = sqrt(N) * C.
                 let (requests_scale, requests) = gaussian(n.sqrt() * c)?;
                 let bytes = b.map(|b| gaussian(n.sqrt() * b)).transpose()?;
-                let (r_sel, d_sel_spent) = select.map(&d_sel).map_err(|e| fail(&e))?;
+                let (r_sel, _) = select.map(&d_sel).map_err(|e| fail(&e))?;
                 let mut rho_spent = r_sel + requests.map(&(n.sqrt() * c)).map_err(|e| fail(&e))?;
                 if let (Some((_, m)), Some(b)) = (&bytes, b) {
                     rho_spent += m.map(&(n.sqrt() * b)).map_err(|e| fail(&e))?;

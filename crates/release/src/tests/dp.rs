@@ -286,3 +286,40 @@ fn released_counts_are_never_negative() {
         "{clamped} of 1,000 noisy byte counts of 0 clamped"
     );
 }
+
+#[test]
+fn the_selection_delta_holds_for_the_exact_discrete_laplace_tail() {
+    // One visitor alone creates a row of count 1 (N = 1): it is released when 1 + Z reaches
+    // the threshold T, with probability P[Z >= T - 1]; for the discrete Laplace distribution of
+    // scale b, P[Z >= m] = e^(-m/b) / (1 + e^(-1/b)) for m >= 1. That must stay within delta.
+    for (epsilon, delta) in [(1.0, 1e-7), (0.5, 1e-6), (2.0, 1e-9)] {
+        let cal = Calibration::new(
+            "referrers",
+            spec(Mechanism::Laplace, epsilon, delta),
+            &bounds(1, 1, None),
+            None,
+            false,
+        )
+        .unwrap();
+        let b = cal.visitors_scale;
+        let q = (-1.0 / b).exp();
+        let tail = |m: i64| q.powi(m as i32) / (1.0 + q);
+        let released_alone = tail(cal.threshold - 1);
+        assert!(
+            released_alone <= delta,
+            "epsilon {epsilon}: P = {released_alone} > delta {delta} at threshold {}",
+            cal.threshold
+        );
+        assert!(
+            cal.delta_spent <= delta && cal.delta_spent >= released_alone * 0.999,
+            "{} vs {released_alone}",
+            cal.delta_spent
+        );
+        // And the threshold is not needlessly high: one lower would break delta.
+        assert!(
+            tail(cal.threshold - 2) > delta * 0.999,
+            "epsilon {epsilon}: threshold {} could be lower",
+            cal.threshold
+        );
+    }
+}
