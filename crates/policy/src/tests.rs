@@ -355,7 +355,7 @@ fn release_bounds_and_differential_privacy() {
     );
     assert_eq!(
         err(&format!("{bounds}[release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"clients\"]\nallow_exact_tables = true\n[release.dp.per_table.traffic_by_region]\nepsilon = 0.5\n")),
-        "p.toml:23:11: release.dp.per_table: traffic_by_region is not released with differential privacy (release.dp.tables)"
+        "p.toml:24:11: release.dp.per_table: traffic_by_region is not released with differential privacy (release.dp.tables)"
     );
     assert!(err(&format!(
         "{bounds}[release.dp]\nmechanism = \"exponential\"\nepsilon = 1.0\ndelta = 1e-7\n"
