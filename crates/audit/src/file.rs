@@ -41,6 +41,7 @@ const REQUIRED_KEYS: [&str; 8] = [
 /// Keys a release step adds.
 pub(crate) const RELEASE_PREFIX: &str = "logcensus.release.";
 const MIN_VISITORS_KEY: &str = "logcensus.release.min_visitors";
+const SELECTION_THRESHOLD_KEY: &str = "logcensus.release.selection_threshold";
 /// The Arrow schema the Arrow writer embeds; decoded and checked, never trusted for types.
 const ARROW_SCHEMA_KEY: &str = "ARROW:schema";
 
@@ -221,11 +222,21 @@ fn check_file(path: &Path, place: &Place, expect: &Expect, f: &mut Findings) -> 
         (true, None, Some(k)) => Threshold::FromMetadata(k),
         (true, None, None) => Threshold::None,
     };
-    let k = match threshold {
+    let mut k = match threshold {
         Threshold::Given(k) => Some((k, "the min_visitors given")),
         Threshold::FromMetadata(k) => Some((k, MIN_VISITORS_KEY)),
         _ => None,
     };
+    // A differentially private release shows no row under its selection threshold (its
+    // released visitor counts are at least that): a row below it was not selected by the
+    // mechanism the metadata names.
+    if has_visitors {
+        if let Some(t) = crate::release::selection_threshold(file_meta.key_value_metadata()) {
+            if k.is_none_or(|(k, _)| t > k) {
+                k = Some((t, SELECTION_THRESHOLD_KEY));
+            }
+        }
+    }
 
     let mut scan = RowScan {
         place,

@@ -1021,7 +1021,7 @@ fn dp_setup() -> Setup {
     let setup = setup();
     let text = format!(
         "{PIPELINE}\n[release]\nmin_visitors = 10\nmax_rows_per_visitor = 3\nmax_requests_per_row = 50\nmax_bytes_per_row = 1000\n\
-         [release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"traffic_by_region\", \"clients\", \"referrers\"]\n\
+         [release.dp]\nmechanism = \"laplace\"\nepsilon = 1.0\ndelta = 1e-7\ntables = [\"traffic_by_region\", \"clients\", \"referrers\"]\nallow_exact_tables = true\n\
          [release.dp.per_table.referrers]\nepsilon = 0.5\n"
     );
     let path = setup.pipeline.path.clone();
@@ -1032,10 +1032,21 @@ fn dp_setup() -> Setup {
     }
 }
 
-/// The release metadata a DP release of `table` under [`dp_setup`] records.
+/// The release metadata a DP release of `table` under [`dp_setup`] records, with rows as large
+/// as partition selection lets through.
 fn dp_table(setup: &Setup, table: &'static str) -> Table {
     let mut t = Table::clean(setup, table, "2026-05-17");
+    let rows = t.columns[0].1.len();
+    t = t
+        .with(ints("visitors", &vec![1_000; rows]))
+        .with(ints("requests", &vec![2_000; rows]));
     let epsilon = if table == "referrers" { "0.5" } else { "1" };
+    // Scales: N * sensitivity * columns / epsilon, with N = 3, C = 50, B = 1000.
+    let (visitors_scale, requests_scale) = match table {
+        "traffic_by_region" => ("9.000000", "450.000000"),
+        "clients" => ("6.000000", "300.000000"),
+        _ => ("12.000000", "600.000000"),
+    };
     let mut meta = vec![
         ("min_visitors", "10"),
         ("max_rows_per_visitor", "3"),
@@ -1043,9 +1054,9 @@ fn dp_table(setup: &Setup, table: &'static str) -> Table {
         ("mechanism", "laplace"),
         ("epsilon", epsilon),
         ("delta", "0.0000001"),
-        ("selection_threshold", "157"),
-        ("noise_scale_visitors", "9.000000"),
-        ("noise_scale_requests", "450.000000"),
+        ("selection_threshold", "400"),
+        ("noise_scale_visitors", visitors_scale),
+        ("noise_scale_requests", requests_scale),
     ];
     if table == "traffic_by_region" {
         meta.extend([
@@ -1089,7 +1100,8 @@ fn dp_release_parameters_that_differ_from_the_pipeline_fail() {
     dp_table(&setup, "clients")
         .without_meta("logcensus.release.min_visitors")
         .with_meta("logcensus.release.max_bytes_per_row", "1000")
-        .with_meta("logcensus.release.noise_scale_visitors", "0")
+        .with_meta("logcensus.release.noise_scale_visitors", "0.000001")
+        .with_meta("logcensus.release.selection_threshold", "12")
         .write(&setup.root);
     // The ops table carries no release parameters.
     Table::clean(&setup, "traffic_quality", "2026-05-17")
@@ -1101,10 +1113,11 @@ fn dp_release_parameters_that_differ_from_the_pipeline_fail() {
         [
             "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.max_bytes_per_row` is recorded, but pipeline `partner-daily` sets no such release parameter for clients",
             "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | missing key-value metadata `logcensus.release.min_visitors`: pipeline `partner-daily` releases clients with `10`",
-            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.noise_scale_visitors` is `0`, but pipeline `partner-daily` says a positive noise scale",
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.noise_scale_visitors` is `0.000001`, but pipeline `partner-daily` says a noise scale of 6.000000 (epsilon, bounds and columns give it)",
+            "clients/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.selection_threshold` is `12`: with the visitor noise the pipeline requires, a row one visitor alone creates is released with probability up to 1.164e0, over the pipeline's delta 1e-7 (pipeline `partner-daily`)",
             "referrers/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.epsilon` is `1`, but pipeline `partner-daily` says `0.5`",
             "traffic_by_region/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.mechanism` is `gaussian`, but pipeline `partner-daily` says `laplace`",
-            "traffic_by_region/date=2026-05-17/part-00000.parquet | metadata | - | - | missing key-value metadata `logcensus.release.noise_scale_bytes`: pipeline `partner-daily` releases traffic_by_region with a positive noise scale",
+            "traffic_by_region/date=2026-05-17/part-00000.parquet | metadata | - | - | missing key-value metadata `logcensus.release.noise_scale_bytes`: pipeline `partner-daily` releases traffic_by_region with a noise scale of 9000.000000 (epsilon, bounds and columns give it)",
             "traffic_quality/date=2026-05-17/part-00000.parquet | metadata | - | - | `logcensus.release.epsilon` is recorded, but pipeline `partner-daily` sets no such release parameter for traffic_quality",
         ]
     );
@@ -1134,5 +1147,19 @@ fn streaming_state_in_the_release_directory_fails() {
             .any(|n| n.contains("ignored 1 hidden entries") && n.contains("_SUCCESS")),
         "{:?}",
         report.notes
+    );
+}
+
+#[test]
+fn a_dp_row_below_its_selection_threshold_fails() {
+    let setup = dp_setup();
+    // The clients threshold recorded is 400: a row of 50 visitors was never selected.
+    dp_table(&setup, "clients")
+        .with(ints("visitors", &[1_000, 50, 1_000, 1_000]))
+        .write(&setup.root);
+    let report = run(&setup, None);
+    assert_eq!(
+        lines(&setup, &report),
+        ["clients/date=2026-05-17/part-00000.parquet | small_cell | visitors | 1 | visitors = 50, below the threshold k = 400 (logcensus.release.selection_threshold)"]
     );
 }
