@@ -119,6 +119,10 @@ struct RunArgs {
     /// Streaming: also publish closed dates after each checkpoint.
     #[arg(long)]
     publish: bool,
+    /// Replace files of dates an earlier run released with differential privacy (only if that
+    /// release never left this machine: two noisy releases of one date can be averaged).
+    #[arg(long)]
+    rerelease: bool,
 }
 
 fn main() -> ExitCode {
@@ -353,6 +357,7 @@ fn run(args: RunArgs) -> Result<()> {
         out,
         secret,
         threads,
+        rerelease: args.rerelease,
     };
     tracing::info!(
         pipeline = %opts.pipeline.name,

@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub secret: VisitorSecret,
     /// Worker threads (at least 1).
     pub threads: usize,
+    /// Allow replacing files of dates released with differential privacy.
+    pub rerelease: bool,
 }
 
 /// Why a run stopped. Messages name the file and what to do.
@@ -66,6 +68,8 @@ pub enum RunError {
     Checkpoint(String),
     #[error("streaming needs a persistent visitor key shared by every worker of the group: pass --visitor-key-file FILE (or set LOGCENSUS_VISITOR_KEY_FILE); with a random key, workers would count one visitor as several")]
     StreamNeedsKey,
+    #[error("{path} exists and was released with differential privacy: releasing the same date again draws fresh noise, and averaging releases undoes it. Write to another --out, or pass --rerelease if the earlier release never left this machine")]
+    Rerelease { path: String },
     #[error("another publish holds {path}; wait for it (one publisher at a time)")]
     PublishBusy { path: String },
 }
@@ -247,7 +251,14 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         .map(|r| (r.name(), rejections[r.index()]))
         .collect();
     // Disclosure control sees complete periods: every partial is merged by now.
-    let (rows, files) = release_and_write(pipeline, &plan, total, &opts.out, &opts.secret)?;
+    let (rows, files) = release_and_write(
+        pipeline,
+        &plan,
+        total,
+        &opts.out,
+        &opts.secret,
+        opts.rerelease,
+    )?;
     Ok(Summary {
         lines_read,
         parsed,
@@ -270,6 +281,7 @@ pub(crate) fn release_and_write(
     total: Aggregates,
     out: &std::path::Path,
     secret: &VisitorSecret,
+    rerelease: bool,
 ) -> Result<(RowCounts, Vec<WrittenFile>), RunError> {
     let key = SelectionKey::new(secret.selection_key());
     let mut release_error = None;
@@ -290,6 +302,33 @@ pub(crate) fn release_and_write(
     });
     if let Some(e) = release_error {
         return Err(e.into());
+    }
+    // A date released with DP is released once: a second release of the same data with fresh
+    // noise lets the noise be averaged away.
+    if !rerelease {
+        for t in &tables {
+            let noisy = plan
+                .iter()
+                .any(|(name, how)| name.name() == t.name && how.dp.is_some());
+            let Some((_, logcensus_aggregate::Column::Timestamp(periods))) = t.columns.first()
+            else {
+                continue;
+            };
+            if !noisy {
+                continue;
+            }
+            for p in periods {
+                let file = out
+                    .join(t.name)
+                    .join(format!("date={}", date_name(*p)))
+                    .join(logcensus_sink::PART_FILE);
+                if file.exists() {
+                    return Err(RunError::Rerelease {
+                        path: file.display().to_string(),
+                    });
+                }
+            }
+        }
     }
     let rows = tables.iter().map(|t| (t.name, t.num_rows())).collect();
     let meta = RunMetadata {

@@ -104,7 +104,8 @@ pub fn publish(opts: &PublishOptions) -> Result<PublishSummary, RunError> {
     if noisy {
         state.mark_published(&periods)?;
     }
-    let (rows, files) = crate::release_and_write(pipeline, &plan, merged, &opts.out, &opts.secret)?;
+    let (rows, files) =
+        crate::release_and_write(pipeline, &plan, merged, &opts.out, &opts.secret, false)?;
     if !noisy {
         state.mark_published(&periods)?;
     }

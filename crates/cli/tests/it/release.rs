@@ -250,6 +250,22 @@ fn dp_release_of_the_crowd_drops_rare_rows_and_passes_the_audit() {
     let mut seen = run_once(&first);
     assert!(seen.contains("differentially private release"), "{seen}");
     run_once(&second);
+    // A date is released once: running again into the same directory is refused.
+    let again = logcensus(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again).contains("was released with differential privacy: releasing the same date again draws fresh noise"),
+        "{}",
+        text(&again)
+    );
 
     for table in ["traffic_by_region", "clients", "referrers"] {
         let released = rows(&first, table);
