@@ -114,6 +114,35 @@ impl Window {
         }
         if !self.ranges.is_empty() || self.late > 0 {
             let started = Instant::now();
+            // A date published since this delta began (e.g. `publish --all` meanwhile) will not
+            // be published again: what the delta holds of it counts as late, not silently lost.
+            match self.state.published() {
+                Ok(published) => self.published = published,
+                Err(e) => {
+                    let message = e.to_string();
+                    self.failed = Some(e);
+                    return Err(message);
+                }
+            }
+            if !self.published.is_empty() {
+                let published = self.published.clone();
+                let stale = self.agg.split_periods(|p| {
+                    !published.contains(&p.div_euclid(86_400).wrapping_mul(86_400))
+                });
+                let n = stale.requests();
+                if n > 0 {
+                    tracing::warn!(
+                        records = n,
+                        "records of dates published meanwhile counted as late"
+                    );
+                    self.late += n;
+                    if let Some(&wm) = self.watermarks.values().max() {
+                        for _ in 0..n {
+                            self.agg.late(wm);
+                        }
+                    }
+                }
+            }
             let meta = PartialMeta {
                 worker: self.worker.clone(),
                 seq: self.seq,

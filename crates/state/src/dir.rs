@@ -20,6 +20,8 @@ use crate::{OffsetRange, PartialMeta};
 
 const STATE_DIR: &str = "_state";
 const PARTIALS_DIR: &str = "partials";
+/// Fencing claims: one empty-ish file per partition range start (`<partition>-<from>`).
+const CLAIMS_DIR: &str = "claims";
 const PARTIAL_EXT: &str = ".partial";
 /// Environment variable naming a fail point at which [`StateDir::write_partial`] aborts the
 /// process (shared with the pipeline's own fail points): `partial-temp-written` or
@@ -264,6 +266,10 @@ impl StateDir {
             return Err(e);
         }
         self.fail_point(FailPoint::AfterTempWrite, write, &path)?;
+        if let Err(e) = self.claim(meta) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
         // A hard link never replaces an existing file (a rename would, silently losing a
         // partial whose offsets may be committed already).
         match fs::hard_link(&tmp, &path) {
@@ -285,6 +291,68 @@ impl StateDir {
         self.fail_point(FailPoint::AfterRename, write, &path)?;
         fsio::sync_dir(&self.partials)?;
         Ok(path)
+    }
+
+    /// Fencing: claims the start of each partition range in `meta`. Two workers that both
+    /// believe they own a partition (one was evicted from the group by a session timeout but
+    /// still runs) start their ranges at the same offset; the first claim wins and the other
+    /// gets [`StateError::Claimed`] and must abandon its delta (its records are read again by
+    /// the partition's owner). A worker re-claiming its own start (a retry after a crash) may.
+    fn claim(&self, meta: &PartialMeta) -> Result<(), StateError> {
+        let claims = self.root.join(CLAIMS_DIR);
+        fsio::private_dir(&claims)?;
+        for (&partition, r) in &meta.offsets {
+            if r.from == r.to {
+                continue;
+            }
+            let path = claims.join(format!("{partition}-{}", r.from));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(meta.worker.as_bytes())
+                        .and_then(|()| f.sync_all())
+                        .map_err(io_error("write", &path))?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = fs::read_to_string(&path).map_err(io_error("read", &path))?;
+                    if owner != meta.worker {
+                        return Err(StateError::Claimed {
+                            partition,
+                            from: r.from,
+                            owner,
+                        });
+                    }
+                }
+                Err(e) => return Err(io_error("create", &path)(e)),
+            }
+        }
+        fsio::sync_dir(&claims)
+    }
+
+    /// Removes the claims of ranges the compacted record holds (their partials are folded in;
+    /// a late writer overlapping them is caught by the merge's overlap check).
+    fn prune_claims(&self, c: &Compacted) -> Result<(), StateError> {
+        let claims = self.root.join(CLAIMS_DIR);
+        let Ok(entries) = fs::read_dir(&claims) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((p, from)) = name.to_str().and_then(|n| n.split_once('-')) else {
+                continue;
+            };
+            let (Ok(p), Ok(from)) = (p.parse::<i32>(), from.parse::<i64>()) else {
+                continue;
+            };
+            let compacted = c
+                .offsets
+                .get(&p)
+                .is_some_and(|ranges| ranges.iter().any(|r| r.from <= from && from < r.to));
+            if compacted {
+                fsio::remove(&entry.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Reads one partial: its meta and its aggregates, unattributed rejections placed (see
@@ -656,6 +724,7 @@ impl StateDir {
         }
         self.write_json(COMPACTED, &next)?;
         self.finish_removing(&next)?;
+        self.prune_claims(&next)?;
         Ok(selected.len())
     }
 

@@ -43,6 +43,13 @@ pub enum StateError {
     #[error("partial {} already exists: worker names must be unique within the group and a worker must continue after StateDir::next_seq", path.display())]
     Exists { path: PathBuf },
 
+    #[error("partition {partition} from offset {from} is already claimed by worker {owner:?}: two workers believed they owned the partition (this one was probably evicted from the group after a stall); this worker's records since its last checkpoint are abandoned, and the partition's owner counts them")]
+    Claimed {
+        partition: i32,
+        from: i64,
+        owner: String,
+    },
+
     #[error("worker name {worker:?} cannot name a partial file: use 1 to 100 ASCII letters, digits, '.', '_' or '-', not starting with '.'")]
     BadWorker { worker: String },
 

@@ -198,3 +198,49 @@ fn a_new_partial_reusing_a_compacted_name_is_not_mistaken_for_it() {
     assert!(path.exists());
     assert_eq!(state.merge_partials(|_| true).unwrap().0.requests(), 3);
 }
+
+#[test]
+fn a_range_start_is_claimed_once_so_an_evicted_worker_cannot_double_count() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    let l = lines();
+    // w1 checkpoints partition 0 from offset 0; w2 (the partition's new owner after w1 stalled
+    // past its session timeout) starts from the same covered offset.
+    state
+        .write_partial(&meta("w1", 0, &[(0, 0, 10)], &[(0, T0)]), &agg_of(&l[..2]))
+        .unwrap();
+    let evicted = state
+        .write_partial(&meta("w2", 0, &[(0, 0, 12)], &[(0, T0)]), &agg_of(&l[..2]))
+        .unwrap_err();
+    assert_eq!(
+        evicted.to_string(),
+        "partition 0 from offset 0 is already claimed by worker \"w1\": two workers believed they owned the partition (this one was probably evicted from the group after a stall); this worker's records since its last checkpoint are abandoned, and the partition's owner counts them"
+    );
+    assert_eq!(
+        names(&out.path().join("_state/partials")),
+        ["w1-000000000000.partial"],
+        "no partial, no temp file"
+    );
+    // The next range starts where the first ended: anyone may claim it; a worker retrying its
+    // own claim (after a crash between claim and link) may too.
+    state
+        .write_partial(
+            &meta("w1", 1, &[(0, 10, 20)], &[(0, T0)]),
+            &agg_of(&l[2..4]),
+        )
+        .unwrap();
+    fs::remove_file(out.path().join("_state/partials/w1-000000000001.partial")).unwrap();
+    state
+        .write_partial(
+            &meta("w1", 2, &[(0, 10, 20)], &[(0, T0)]),
+            &agg_of(&l[2..4]),
+        )
+        .unwrap();
+    // Compaction prunes the claims of the ranges it folds in.
+    state.compact(|_| true).unwrap();
+    let claims: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(claims.is_empty(), "{claims:?}");
+}
