@@ -8,7 +8,7 @@
 //! Publishing is idempotent, one publisher at a time (a lock file under `_state/`).
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,6 +59,8 @@ pub fn publish(opts: &PublishOptions) -> Result<PublishSummary, RunError> {
         },
         logcensus_state::LockError::State(e) => RunError::State(e),
     })?;
+    // A DP publish interrupted between marking its dates and moving their files: finish it.
+    move_staged(&state.path().join("staging"), &opts.out)?;
     let lateness = pipeline
         .kafka
         .as_ref()
@@ -96,19 +98,25 @@ pub fn publish(opts: &PublishOptions) -> Result<PublishSummary, RunError> {
     summary.late_records =
         state.merge_partials_into(&mut merged, |p| closed.contains(&date_of(p)))?;
     let periods: Vec<i64> = closed.iter().copied().collect();
-    // With differential privacy a date must never be released twice (fresh noise on the same
-    // data can be averaged away): it is marked before its tables are written, so a crash in
-    // between leaves it unreleased rather than released twice. Without DP a release is
-    // deterministic, and it is marked after.
+    // With differential privacy a date must be released exactly once (fresh noise on the same
+    // data can be averaged away): its tables are written to `_state/staging/` first, then the
+    // date is marked published, then the files move into place; a publish interrupted after
+    // the mark finishes the move next time, with the noise already drawn. Without DP a release
+    // is deterministic: written in place, then marked.
     let noisy = !pipeline.dp.is_empty();
-    if noisy {
+    let staging = state.path().join("staging");
+    let (rows, files) = if noisy {
+        let written =
+            crate::release_and_write(pipeline, &plan, merged, &staging, &opts.secret, false)?;
         state.mark_published(&periods)?;
-    }
-    let (rows, files) =
-        crate::release_and_write(pipeline, &plan, merged, &opts.out, &opts.secret, false)?;
-    if !noisy {
+        move_staged(&staging, &opts.out)?;
+        written
+    } else {
+        let written =
+            crate::release_and_write(pipeline, &plan, merged, &opts.out, &opts.secret, false)?;
         state.mark_published(&periods)?;
-    }
+        written
+    };
     let done: BTreeSet<i64> = published.union(&closed).copied().collect();
     state.compact(|p| done.contains(&date_of(p)))?;
     tracing::info!(dates = ?periods.iter().map(|d| date_name(*d)).collect::<Vec<_>>(), files = files.len(), open = summary.open_dates.len(), "published");
@@ -122,6 +130,39 @@ pub fn publish(opts: &PublishOptions) -> Result<PublishSummary, RunError> {
     summary.files = files;
     summary.rows = rows;
     Ok(summary)
+}
+
+/// Moves every file under `staging` to the same place under `out` (replacing), then removes
+/// the emptied directories. Same file system (`staging` is under `<out>/_state/`): renames.
+fn move_staged(staging: &Path, out: &Path) -> Result<(), RunError> {
+    let io = |what: &str, path: &Path, e: std::io::Error| {
+        RunError::Checkpoint(format!("cannot {what} {}: {e}", path.display()))
+    };
+    if !staging.exists() {
+        return Ok(());
+    }
+    let mut stack = vec![staging.to_path_buf()];
+    let mut dirs = Vec::new();
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| io("list", &dir, e))? {
+            let entry = entry.map_err(|e| io("list", &dir, e))?;
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let target = out.join(path.strip_prefix(staging).expect("below staging"));
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+            }
+            std::fs::rename(&path, &target).map_err(|e| io("move into place", &target, e))?;
+        }
+        dirs.push(dir);
+    }
+    for dir in dirs.iter().rev() {
+        std::fs::remove_dir(dir).map_err(|e| io("remove", dir, e))?;
+    }
+    Ok(())
 }
 
 fn date_of(period: i64) -> i64 {

@@ -455,3 +455,55 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_dp_stream_publishes_each_date_once_through_staging() {
+    let Some(job) = setup(2_000) else { return };
+    let dp_pipeline = std::fs::read_to_string(&job.pipeline).unwrap().replace(
+        "tables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]",
+        "tables = [\"clients\", \"referrers\"]",
+    ) + "\n[release]\nmin_visitors = 5\nmax_rows_per_visitor = 2\nmax_requests_per_row = 20\n[release.dp]\nmechanism = \"laplace\"\nepsilon = 4.0\ndelta = 1e-6\n";
+    std::fs::write(&job.pipeline, dp_pipeline).unwrap();
+    job.produce(0..job.lines.len());
+    finish(job.worker("w1", &[]));
+    let publish = || {
+        ok(&logcensus(&[
+            "publish",
+            "--pipeline",
+            job.pipeline.to_str().unwrap(),
+            "--out",
+            job.out.to_str().unwrap(),
+            "--all",
+        ]))
+    };
+    let first = publish();
+    assert!(
+        first.contains("published 2026-05-17, 2026-05-18, 2026-05-19"),
+        "{first}"
+    );
+    assert!(!job.out.join("_state/staging").exists(), "staging emptied");
+    let clients = rows(&job.out, "clients");
+    assert!(!clients.is_empty());
+    assert!(clients
+        .iter()
+        .all(|r| get(r, "visitors").parse::<i64>().unwrap() >= 5));
+    let before: Vec<u8> =
+        std::fs::read(job.out.join("clients/date=2026-05-18/part-00000.parquet")).unwrap();
+    // Published once: the same noisy file stays, nothing is drawn again.
+    assert!(publish().contains("nothing to publish"));
+    assert_eq!(
+        std::fs::read(job.out.join("clients/date=2026-05-18/part-00000.parquet")).unwrap(),
+        before
+    );
+    let export = job.dir.path().join("export");
+    for table in ["clients", "referrers"] {
+        copy_dir(&job.out.join(table), &export.join(table));
+    }
+    let audit = logcensus(&[
+        "audit",
+        export.to_str().unwrap(),
+        "--pipeline",
+        job.pipeline.to_str().unwrap(),
+    ]);
+    assert!(text(&audit).contains(", 0 violations"), "{}", text(&audit));
+}
