@@ -281,6 +281,8 @@ fn stream(args: &RunArgs, pipeline: Pipeline) -> Result<()> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        // A second signal while the first is being handled exits at once (status 1).
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())?;
         signal_hook::flag::register(signal, stop.clone())?;
     }
     let metrics = Arc::new(logcensus_pipeline::Metrics::default());

@@ -1,5 +1,7 @@
 //! Prometheus metrics of a streaming worker, served as text on `--metrics-addr` (`GET
-//! /metrics`). Counts and durations only: no label ever holds a value from a log line.
+//! /metrics`). Counts and durations only: no label ever holds a value from a log line. The
+//! counts are exact and finer than a period: an ops view, not a release. Bind it to a
+//! loopback or internal address.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -125,6 +127,9 @@ impl Metrics {
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
                     let mut stream = stream;
+                    // A client that connects and says nothing must not block the next scrape.
+                    let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+                    let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(2)));
                     // The request line and headers, up to their blank line (or 4 KiB).
                     let mut request = Vec::new();
                     let mut chunk = [0u8; 1024];

@@ -36,6 +36,9 @@ use crate::RunError;
 /// How much longer `--exit-when-idle` waits before the first assignment.
 const JOIN_GRACE: Duration = Duration::from_secs(30);
 
+/// The least time a caught-up partition must be quiet before its watermark follows the others.
+const IDLE_AFTER: Duration = Duration::from_secs(60);
+
 /// Lines taken per poll.
 const BATCH_LINES: usize = 20_000;
 
@@ -91,6 +94,13 @@ struct Window {
     /// Per partition, the period of the last counted record (where rejections go).
     last_period: BTreeMap<i32, i64>,
     late: u64,
+    /// A watermark advanced without a record (an idle partition): the next checkpoint records
+    /// it even with nothing else to write.
+    watermarks_moved: bool,
+    /// Partitions this worker owns now.
+    owned: std::collections::BTreeSet<i32>,
+    /// Per owned partition, when its last record came (processing time).
+    last_seen: BTreeMap<i32, Instant>,
     /// Dates already published (e.g. by `publish --all` during a backfill): records of them
     /// are late, whatever the watermark says.
     published: std::collections::BTreeSet<i64>,
@@ -112,7 +122,7 @@ impl Window {
         if let Some(e) = &self.failed {
             return Err(e.to_string());
         }
-        if !self.ranges.is_empty() || self.late > 0 {
+        if !self.ranges.is_empty() || self.late > 0 || self.watermarks_moved {
             let started = Instant::now();
             // A date published since this delta began (e.g. `publish --all` meanwhile) will not
             // be published again: what the delta holds of it counts as late, not silently lost.
@@ -166,6 +176,7 @@ impl Window {
             }
             self.agg = Aggregates::new(self.pipeline_period, self.crawlers);
             self.late = 0;
+            self.watermarks_moved = false;
             self.checkpoints += 1;
             self.metrics
                 .checkpoint_seconds
@@ -174,9 +185,40 @@ impl Window {
         Ok(self.durable.iter().map(|(p, o)| (*p, *o)).collect())
     }
 
+    /// An owned partition with nothing left to read and no record for `idle_after` does not
+    /// hold the group's watermark back: its watermark moves up to the newest among this
+    /// worker's partitions (a record that comes later with an older time counts as late). So
+    /// one quiet partition does not keep every date open.
+    fn advance_idle(&mut self, lag: &[(i32, i64)], idle_after: Duration) {
+        let Some(newest) = self.watermarks.values().copied().max() else {
+            return;
+        };
+        for &(p, n) in lag {
+            let quiet = self
+                .last_seen
+                .get(&p)
+                .is_some_and(|t| t.elapsed() >= idle_after);
+            if n == 0 && quiet && self.owned.contains(&p) {
+                let wm = self.watermarks.entry(p).or_insert(i64::MIN);
+                if *wm < newest {
+                    *wm = newest;
+                    self.watermarks_moved = true;
+                    tracing::info!(
+                        partition = p,
+                        "idle partition: its watermark follows the others"
+                    );
+                }
+            }
+        }
+    }
+
     /// After an assignment: where each partition's records start counting, and its watermark.
     fn assigned(&mut self, partitions: &[i32]) -> Result<(), StateError> {
         self.published = self.state.published()?;
+        for p in partitions {
+            self.owned.insert(*p);
+            self.last_seen.insert(*p, Instant::now());
+        }
         let coverage = self.state.coverage()?;
         let (covered, watermarks) = (coverage.offsets, coverage.watermarks);
         for p in partitions {
@@ -235,6 +277,9 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         watermarks: BTreeMap::new(),
         last_period: BTreeMap::new(),
         late: 0,
+        watermarks_moved: false,
+        owned: Default::default(),
+        last_seen: BTreeMap::new(),
         published: Default::default(),
         failed: None,
         checkpoints: 0,
@@ -254,6 +299,8 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
                 Ok(offsets) => {
                     // No longer ours: their next owner reads where they start from the state.
                     for p in partitions {
+                        w.owned.remove(p);
+                        w.last_seen.remove(p);
                         w.skip_below.remove(p);
                         w.durable.remove(p);
                         w.last_period.remove(p);
@@ -333,6 +380,7 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
                 continue;
             }
             first.entry(p).or_insert(line.offset);
+            w.last_seen.insert(p, Instant::now());
             summary.records += 1;
             metrics.records.inc();
             let watermark = w.watermarks.get(&p).copied();
@@ -402,9 +450,10 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
                 w.published = w.state.published()?;
             }
             if let Ok(lag) = consumer.lag(Duration::from_secs(2)) {
-                for (p, n) in lag {
+                for &(p, n) in &lag {
                     metrics.set_lag(p, n);
                 }
+                lock(&window).advance_idle(&lag, k.allowed_lateness.max(IDLE_AFTER));
             }
             if opts.publish {
                 crate::publish::publish(&crate::publish::PublishOptions {
@@ -439,4 +488,60 @@ fn checkpoint_and_commit(window: &Mutex<Window>, consumer: &Consumer) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use logcensus_policy::{CrawlerHandling, Period};
+
+    fn window(dir: &std::path::Path) -> Window {
+        Window {
+            agg: Aggregates::new(Period::Day, CrawlerHandling::Include),
+            pipeline_period: Period::Day,
+            crawlers: CrawlerHandling::Include,
+            state: StateDir::open(dir).unwrap(),
+            worker: "w1".into(),
+            seq: 0,
+            ranges: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            skip_below: BTreeMap::new(),
+            watermarks: BTreeMap::new(),
+            last_period: BTreeMap::new(),
+            late: 0,
+            watermarks_moved: false,
+            owned: Default::default(),
+            last_seen: BTreeMap::new(),
+            published: Default::default(),
+            failed: None,
+            checkpoints: 0,
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    #[test]
+    fn a_quiet_caught_up_partition_stops_holding_the_watermark_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window(dir.path());
+        w.assigned(&[0, 1, 2]).unwrap();
+        w.watermarks.insert(0, 1_000);
+        w.watermarks.insert(1, 5_000);
+        // Partition 2 never had a record; partition 0 still has records to read.
+        std::thread::sleep(Duration::from_millis(20));
+        w.last_seen.insert(1, Instant::now());
+        w.advance_idle(&[(0, 7), (1, 0), (2, 0)], Duration::from_millis(10));
+        assert_eq!(
+            w.watermarks,
+            BTreeMap::from([(0, 1_000), (1, 5_000), (2, 5_000)])
+        );
+        assert!(w.watermarks_moved);
+        // The next checkpoint records the moved watermark though there is no data.
+        assert_eq!(w.checkpoint().unwrap(), Vec::new());
+        assert_eq!(w.state.coverage().unwrap().watermarks.get(&2), Some(&5_000));
+        assert!(!w.watermarks_moved);
+        // A partition that is not caught up, or not quiet long enough, keeps its watermark.
+        w.advance_idle(&[(0, 7)], Duration::from_millis(10));
+        w.advance_idle(&[(0, 0)], Duration::from_secs(3600));
+        assert_eq!(w.watermarks[&0], 1_000);
+    }
 }
