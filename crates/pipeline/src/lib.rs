@@ -156,18 +156,7 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             pipeline: pipeline.path.display().to_string(),
         });
     }
-    let geo = match &opts.geoip {
-        Some(path) => Some(GeoDb::open(path, &pipeline.geo_fields, pipeline.geo_level)?),
-        None if pipeline.has_table(TableName::TrafficByRegion) => {
-            return Err(RunError::NoGeoDatabase {
-                pipeline: pipeline.path.display().to_string(),
-            })
-        }
-        None => None,
-    };
-    if let Some(g) = &geo {
-        tracing::info!(database = %g.description, "GeoIP database opened");
-    }
+    let geo = open_geo(pipeline, opts.geoip.as_deref())?;
     // Calibrated before any line is read: parameters that cannot be met fail the run at once.
     let plan = release_plan(pipeline)?;
     // Check that every file can be opened and read before reading any, so an unreadable file
@@ -268,6 +257,24 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         input_failures: failures,
         elapsed: started.elapsed(),
     })
+}
+
+/// Opens the GeoIP database, if any; an error when `traffic_by_region` needs one.
+pub(crate) fn open_geo(
+    pipeline: &Pipeline,
+    path: Option<&std::path::Path>,
+) -> Result<Option<GeoDb>, RunError> {
+    let geo = match path {
+        Some(path) => GeoDb::open(path, &pipeline.geo_fields, pipeline.geo_level)?,
+        None if pipeline.has_table(TableName::TrafficByRegion) => {
+            return Err(RunError::NoGeoDatabase {
+                pipeline: pipeline.path.display().to_string(),
+            })
+        }
+        None => return Ok(None),
+    };
+    tracing::info!(database = %geo.description, "GeoIP database opened");
+    Ok(Some(geo))
 }
 
 /// Rows written per table.

@@ -24,9 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use logcensus_aggregate::{Aggregates, VisitorSecret};
-use logcensus_enrich::GeoDb;
 use logcensus_kafka::{KafkaSource as Consumer, KafkaSourceConfig, RebalanceEvent};
-use logcensus_policy::{KafkaSource, Pipeline, TableName};
+use logcensus_policy::{KafkaSource, Pipeline};
 use logcensus_state::{OffsetRange, PartialMeta, StateDir, StateError};
 
 use crate::metrics::Metrics;
@@ -116,6 +115,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Window {
+    /// An empty window for a worker that writes partials numbered from `seq` into `state`.
+    fn new(
+        state: StateDir,
+        period: logcensus_policy::Period,
+        crawlers: logcensus_policy::CrawlerHandling,
+        worker: String,
+        seq: u64,
+        metrics: Arc<Metrics>,
+    ) -> Window {
+        Window {
+            agg: Aggregates::new(period, crawlers),
+            pipeline_period: period,
+            crawlers,
+            state,
+            worker,
+            seq,
+            ranges: BTreeMap::new(),
+            durable: BTreeMap::new(),
+            skip_below: BTreeMap::new(),
+            watermarks: BTreeMap::new(),
+            last_period: BTreeMap::new(),
+            late: 0,
+            watermarks_moved: false,
+            owned: Default::default(),
+            last_seen: BTreeMap::new(),
+            published: Default::default(),
+            failed: None,
+            checkpoints: 0,
+            metrics,
+        }
+    }
+
     /// Writes the delta as a partial (if there is one) and returns the offsets that may be
     /// committed: every partition's durable next offset.
     fn checkpoint(&mut self) -> Result<Vec<(i32, i64)>, String> {
@@ -251,40 +282,19 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     if !opts.secret.persistent {
         return Err(RunError::StreamNeedsKey);
     }
-    let geo = match &opts.geoip {
-        Some(path) => Some(GeoDb::open(path, &pipeline.geo_fields, pipeline.geo_level)?),
-        None if pipeline.has_table(TableName::TrafficByRegion) => {
-            return Err(RunError::NoGeoDatabase {
-                pipeline: pipeline.path.display().to_string(),
-            })
-        }
-        None => None,
-    };
+    let geo = crate::open_geo(pipeline, opts.geoip.as_deref())?;
     // Release parameters are checked now, not at the first publish.
     crate::release_plan(pipeline)?;
     let state = StateDir::open(&opts.out)?;
     let seq = state.next_seq(&opts.worker_id)?;
-    let window = Arc::new(Mutex::new(Window {
-        agg: Aggregates::new(pipeline.period, pipeline.crawlers),
-        pipeline_period: pipeline.period,
-        crawlers: pipeline.crawlers,
+    let window = Arc::new(Mutex::new(Window::new(
         state,
-        worker: opts.worker_id.clone(),
+        pipeline.period,
+        pipeline.crawlers,
+        opts.worker_id.clone(),
         seq,
-        ranges: BTreeMap::new(),
-        durable: BTreeMap::new(),
-        skip_below: BTreeMap::new(),
-        watermarks: BTreeMap::new(),
-        last_period: BTreeMap::new(),
-        late: 0,
-        watermarks_moved: false,
-        owned: Default::default(),
-        last_seen: BTreeMap::new(),
-        published: Default::default(),
-        failed: None,
-        checkpoints: 0,
-        metrics: opts.metrics.clone(),
-    }));
+        opts.metrics.clone(),
+    )));
     let k = &opts.kafka;
     let mut consumer = Consumer::connect(&KafkaSourceConfig::new(&k.brokers, &k.topic, &k.group))?;
     // The publisher needs every partition's watermark before it closes a date.
@@ -496,27 +506,14 @@ mod tests {
     use logcensus_policy::{CrawlerHandling, Period};
 
     fn window(dir: &std::path::Path) -> Window {
-        Window {
-            agg: Aggregates::new(Period::Day, CrawlerHandling::Include),
-            pipeline_period: Period::Day,
-            crawlers: CrawlerHandling::Include,
-            state: StateDir::open(dir).unwrap(),
-            worker: "w1".into(),
-            seq: 0,
-            ranges: BTreeMap::new(),
-            durable: BTreeMap::new(),
-            skip_below: BTreeMap::new(),
-            watermarks: BTreeMap::new(),
-            last_period: BTreeMap::new(),
-            late: 0,
-            watermarks_moved: false,
-            owned: Default::default(),
-            last_seen: BTreeMap::new(),
-            published: Default::default(),
-            failed: None,
-            checkpoints: 0,
-            metrics: Arc::new(Metrics::default()),
-        }
+        Window::new(
+            StateDir::open(dir).unwrap(),
+            Period::Day,
+            CrawlerHandling::Include,
+            "w1".into(),
+            0,
+            Arc::new(Metrics::default()),
+        )
     }
 
     #[test]

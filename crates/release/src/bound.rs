@@ -86,19 +86,10 @@ pub fn bound_contributions(
 
 /// Keeps each visitor in at most `n` rows of each period; returns the pairs dropped.
 fn limit_rows(rows: &mut [Row], n: usize, key: SelectionKey) -> u64 {
-    let mut dropped = 0;
-    let mut start = 0;
-    while start < rows.len() {
-        let period = rows[start].period;
-        let end = start
-            + rows[start..]
-                .iter()
-                .take_while(|r| r.period == period)
-                .count();
-        dropped += limit_rows_of_period(&mut rows[start..end], n, key);
-        start = end;
-    }
-    dropped
+    crate::period_ranges(rows)
+        .into_iter()
+        .map(|r| limit_rows_of_period(&mut rows[r], n, key))
+        .sum()
 }
 
 fn limit_rows_of_period(rows: &mut [Row], n: usize, key: SelectionKey) -> u64 {

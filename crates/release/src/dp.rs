@@ -338,16 +338,8 @@ impl Calibration {
     pub fn release(&self, rows: &[Row]) -> Result<(Vec<ReleasedRow>, DpStats), DpError> {
         let mut stats = DpStats::default();
         let mut out = Vec::new();
-        let mut start = 0;
-        while start < rows.len() {
-            let period = rows[start].period;
-            let end = start
-                + rows[start..]
-                    .iter()
-                    .take_while(|r| r.period == period)
-                    .count();
-            self.release_period(&rows[start..end], &mut out, &mut stats)?;
-            start = end;
+        for r in crate::period_ranges(rows) {
+            self.release_period(&rows[r], &mut out, &mut stats)?;
         }
         Ok((out, stats))
     }

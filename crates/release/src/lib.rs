@@ -32,6 +32,22 @@ use logcensus_policy::{Bounds, TableName};
 pub use bound::{bound_contributions, BoundStats, SelectionKey};
 pub use dp::{Calibration, DpError, DpStats};
 
+/// The index ranges of `rows` (sorted by period) that share a period.
+pub(crate) fn period_ranges(rows: &[Row]) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let period = rows[start].period;
+        let len = rows[start..]
+            .iter()
+            .take_while(|r| r.period == period)
+            .count();
+        out.push(start..start + len);
+        start += len;
+    }
+    out
+}
+
 /// How one table is released.
 #[derive(Debug, Default)]
 pub struct TableRelease {

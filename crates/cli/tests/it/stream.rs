@@ -154,16 +154,24 @@ impl Job {
         }
     }
 
-    /// `publish --all`, then the tables compared with a batch run over the same lines.
-    fn assert_equals_batch(&self) {
-        let published = ok(&logcensus(&[
+    /// `logcensus publish` of this job's output (`--all` or not); its output.
+    fn publish(&self, all: bool) -> String {
+        let mut args = vec![
             "publish",
             "--pipeline",
             self.pipeline.to_str().unwrap(),
             "--out",
             self.out.to_str().unwrap(),
-            "--all",
-        ]));
+        ];
+        if all {
+            args.push("--all");
+        }
+        ok(&logcensus(&args))
+    }
+
+    /// `publish --all`, then the tables compared with a batch run over the same lines.
+    fn assert_equals_batch(&self) {
+        let published = self.publish(true);
         assert!(published.contains("published 2026-"), "{published}");
         let batch = self.dir.path().join("batch");
         ok(&logcensus(&[
@@ -210,14 +218,7 @@ impl Job {
         let clean = audit(&export);
         assert!(text(&clean).contains(", 0 violations"), "{}", text(&clean));
         // Publishing again changes nothing.
-        let again = ok(&logcensus(&[
-            "publish",
-            "--pipeline",
-            self.pipeline.to_str().unwrap(),
-            "--out",
-            self.out.to_str().unwrap(),
-            "--all",
-        ]));
+        let again = self.publish(true);
         assert!(again.contains("nothing to publish"), "{again}");
     }
 }
@@ -396,13 +397,7 @@ fn late_records_are_counted_not_aggregated_and_closed_days_publish_first() {
     assert!(streamed.contains(" 5 late,"), "{streamed}");
 
     // Without --all, only the days every partition's watermark has passed (by the lateness).
-    let first = ok(&logcensus(&[
-        "publish",
-        "--pipeline",
-        job.pipeline.to_str().unwrap(),
-        "--out",
-        job.out.to_str().unwrap(),
-    ]));
+    let first = job.publish(false);
     assert!(
         first.contains("published 2026-05-17, 2026-05-18"),
         "{first}"
@@ -417,14 +412,7 @@ fn late_records_are_counted_not_aggregated_and_closed_days_publish_first() {
         d
     };
     assert_eq!(days(&job.out), ["2026-05-17", "2026-05-18"]);
-    let all = ok(&logcensus(&[
-        "publish",
-        "--pipeline",
-        job.pipeline.to_str().unwrap(),
-        "--out",
-        job.out.to_str().unwrap(),
-        "--all",
-    ]));
+    let all = job.publish(true);
     assert!(all.contains("published 2026-05-19"), "{all}");
     // The late records are in late_records (of the day they came), not in any count.
     assert_eq!(sum(&job.out, "traffic_quality", "late_records"), 5);
@@ -466,17 +454,7 @@ fn a_dp_stream_publishes_each_date_once_through_staging() {
     std::fs::write(&job.pipeline, dp_pipeline).unwrap();
     job.produce(0..job.lines.len());
     finish(job.worker("w1", &[]));
-    let publish = || {
-        ok(&logcensus(&[
-            "publish",
-            "--pipeline",
-            job.pipeline.to_str().unwrap(),
-            "--out",
-            job.out.to_str().unwrap(),
-            "--all",
-        ]))
-    };
-    let first = publish();
+    let first = job.publish(true);
     assert!(
         first.contains("published 2026-05-17, 2026-05-18, 2026-05-19"),
         "{first}"
@@ -490,7 +468,7 @@ fn a_dp_stream_publishes_each_date_once_through_staging() {
     let before: Vec<u8> =
         std::fs::read(job.out.join("clients/date=2026-05-18/part-00000.parquet")).unwrap();
     // Published once: the same noisy file stays, nothing is drawn again.
-    assert!(publish().contains("nothing to publish"));
+    assert!(job.publish(true).contains("nothing to publish"));
     assert_eq!(
         std::fs::read(job.out.join("clients/date=2026-05-18/part-00000.parquet")).unwrap(),
         before
