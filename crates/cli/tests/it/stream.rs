@@ -113,6 +113,11 @@ impl Job {
 
     /// Starts a worker process.
     fn worker(&self, id: &str, envs: &[(&str, &str)]) -> Child {
+        self.worker_with(id, envs, &[])
+    }
+
+    /// Starts a worker process with extra arguments.
+    fn worker_with(&self, id: &str, envs: &[(&str, &str)], extra: &[&str]) -> Child {
         let mut c = Command::new(env!("CARGO_BIN_EXE_logcensus"));
         c.args([
             "run",
@@ -125,6 +130,7 @@ impl Job {
             "--exit-when-idle",
             "6s",
         ])
+        .args(extra)
         .env("LOGCENSUS_VISITOR_KEY_FILE", visitor_key_file())
         .env_remove("LOGCENSUS_LOG")
         .stdout(Stdio::piped())
@@ -484,4 +490,22 @@ fn a_dp_stream_publishes_each_date_once_through_staging() {
         job.pipeline.to_str().unwrap(),
     ]);
     assert!(text(&audit).contains(", 0 violations"), "{}", text(&audit));
+}
+
+#[test]
+fn a_worker_started_with_publish_releases_closed_days_itself() {
+    let Some(job) = setup(2_000) else { return };
+    job.produce(0..job.lines.len());
+    finish(job.worker_with("w1", &[], &["--publish"]));
+    // The log spans 17-19 May: every partition's watermark is on the 19th, so the 17th and
+    // 18th are closed (end + 1 h lateness passed) and the 19th is still open.
+    let days: std::collections::BTreeSet<String> = rows(&job.out, "traffic_quality")
+        .iter()
+        .map(|r| get(r, "period_start")[..10].to_string())
+        .collect();
+    assert_eq!(
+        days.into_iter().collect::<Vec<_>>(),
+        ["2026-05-17", "2026-05-18"]
+    );
+    assert!(job.publish(true).contains("published 2026-05-19"));
 }
