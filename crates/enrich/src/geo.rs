@@ -3,7 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use logcensus_policy::{GeoFields, GeoLevel};
 use maxminddb::PathElement;
@@ -12,7 +13,7 @@ use crate::{Str, UNKNOWN};
 
 /// Where an address is, no finer than the pipeline's level. `None` means "below the level"
 /// (written as null); `(unknown)` means the database had no answer.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Place {
     pub continent: Option<Str>,
     pub country: Option<Str>,
@@ -68,6 +69,22 @@ pub struct GeoDb {
     level: GeoLevel,
     /// Human description of the database, for logs (type and build date).
     pub description: String,
+    /// Address → answer, shared by every worker's lookup handle: most lines repeat an address,
+    /// and walking the tree of a real database costs a cache miss per level.
+    addresses: AddressCache,
+    /// The answers met so far, shared so that the address cache can name them by index.
+    records: Mutex<Records>,
+}
+
+/// What the workers have learnt from the database's records.
+#[derive(Default)]
+struct Records {
+    /// Data-section offset → index in `answers`: many networks share one record.
+    by_offset: HashMap<usize, u32>,
+    /// Distinct places with whether the database knew them; as many as the database has
+    /// distinct regions, whatever the log holds.
+    answers: Vec<(Place, bool)>,
+    by_answer: HashMap<(Place, bool), u32>,
 }
 
 impl GeoDb {
@@ -93,7 +110,23 @@ impl GeoDb {
             reader,
             level,
             description,
+            addresses: AddressCache::new(),
+            records: Mutex::new(Records::default()),
         })
+    }
+
+    /// Forgets every cached address and record, so that the next lookups walk the database and
+    /// decode its records again (for benchmarks of cold lookups; answers are the same either way).
+    pub fn forget_lookups(&self) {
+        self.addresses.clear();
+        self.records().by_offset.clear();
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
+        // The lock guards plain inserts: a panic while holding it leaves nothing half-done.
+        self.records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A per-worker lookup handle with its own cache.
@@ -102,43 +135,26 @@ impl GeoDb {
         let unknown_place = Arc::new(Place {
             continent: Some(unknown.clone()),
             country: (self.level >= GeoLevel::Country).then(|| unknown.clone()),
-            region: (self.level >= GeoLevel::Region).then(|| unknown.clone()),
+            region: (self.level >= GeoLevel::Region).then_some(unknown),
         });
         GeoLookup {
             db: self,
-            cache: HashMap::new(),
+            local: Vec::new(),
             interned: HashSet::new(),
             unknown_place,
-            unknown,
         }
     }
-}
 
-/// Cached lookups for one worker.
-pub struct GeoLookup<'db> {
-    db: &'db GeoDb,
-    /// Data-section offset → place: many networks share one record.
-    cache: HashMap<usize, (Arc<Place>, bool)>,
-    interned: HashSet<Arc<Place>>,
-    unknown_place: Arc<Place>,
-    unknown: Str,
-}
-
-impl GeoLookup<'_> {
-    /// The place of an address, and whether the database knew its country (or continent at that
-    /// level). A missing address, no record, or an unreadable record is the unknown place.
-    pub fn place(&mut self, ip: Option<IpAddr>) -> (Arc<Place>, bool) {
-        let Some(ip) = ip else {
-            return (self.unknown_place.clone(), false);
-        };
-        let Ok(result) = self.db.reader.lookup(ip) else {
-            return (self.unknown_place.clone(), false);
+    /// The answer for `ip`, from the database.
+    fn answer(&self, ip: IpAddr) -> Answer {
+        let Ok(result) = self.reader.lookup(ip) else {
+            return Answer::Unknown;
         };
         let Some(offset) = result.offset() else {
-            return (self.unknown_place.clone(), false);
+            return Answer::Unknown;
         };
-        if let Some((p, known)) = self.cache.get(&offset) {
-            return (p.clone(), *known);
+        if let Some(&i) = self.records().by_offset.get(&offset) {
+            return Answer::Known(i);
         }
         let get = |segs: &[Seg]| -> Option<String> {
             if segs.is_empty() {
@@ -158,7 +174,7 @@ impl GeoLookup<'_> {
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty() && s != "-")
         };
-        let level = self.db.level;
+        let level = self.level;
         // Values are checked, not trusted: a country or continent is two letters, a subdivision
         // a short code or name. Anything else (a mapping pointing at the wrong field, a damaged
         // record) is unknown rather than written out.
@@ -166,8 +182,8 @@ impl GeoLookup<'_> {
             (c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
                 .then(|| c.to_ascii_uppercase())
         };
-        let country = get(&self.db.country).and_then(two_letters);
-        let continent = get(&self.db.continent).and_then(two_letters).or_else(|| {
+        let country = get(&self.country).and_then(two_letters);
+        let continent = get(&self.continent).and_then(two_letters).or_else(|| {
             country
                 .as_deref()
                 .and_then(continent_of)
@@ -176,7 +192,7 @@ impl GeoLookup<'_> {
         let region = if level >= GeoLevel::Region {
             match (
                 &country,
-                get(&self.db.subdivision).filter(|s| plausible_subdivision(s)),
+                get(&self.subdivision).filter(|s| plausible_subdivision(s)),
             ) {
                 (Some(c), Some(s)) => Some(region_code(c, &s)),
                 _ => None,
@@ -188,14 +204,67 @@ impl GeoLookup<'_> {
             GeoLevel::Continent => continent.is_some(),
             _ => country.is_some(),
         };
-        let intern = |v: Option<String>, unknown: &Str| -> Str {
-            v.map(Str::from).unwrap_or_else(|| unknown.clone())
-        };
+        let intern = |v: Option<String>| -> Str { Str::from(v.as_deref().unwrap_or(UNKNOWN)) };
         let place = Place {
-            continent: Some(intern(continent, &self.unknown)),
-            country: (level >= GeoLevel::Country).then(|| intern(country, &self.unknown)),
-            region: (level >= GeoLevel::Region).then(|| intern(region, &self.unknown)),
+            continent: Some(intern(continent)),
+            country: (level >= GeoLevel::Country).then(|| intern(country)),
+            region: (level >= GeoLevel::Region).then(|| intern(region)),
         };
+        let mut records = self.records();
+        let answer = (place, known);
+        let i = match records.by_answer.get(&answer) {
+            Some(&i) => i,
+            None => {
+                let i = records.answers.len() as u32;
+                records.answers.push(answer.clone());
+                records.by_answer.insert(answer, i);
+                i
+            }
+        };
+        if records.by_offset.len() >= 1_000_000 {
+            // Bounds memory on a database with very many records.
+            records.by_offset.clear();
+        }
+        records.by_offset.insert(offset, i);
+        Answer::Known(i)
+    }
+}
+
+/// Cached lookups for one worker.
+pub struct GeoLookup<'db> {
+    db: &'db GeoDb,
+    /// The database's `answers`, as this worker's own allocations (so that counting a place
+    /// never touches a reference count another thread writes).
+    local: Vec<Option<(Arc<Place>, bool)>>,
+    interned: HashSet<Arc<Place>>,
+    unknown_place: Arc<Place>,
+}
+
+impl GeoLookup<'_> {
+    /// The place of an address, and whether the database knew its country (or continent at that
+    /// level). A missing address, no record, or an unreadable record is the unknown place.
+    pub fn place(&mut self, ip: Option<IpAddr>) -> (Arc<Place>, bool) {
+        let Some(ip) = ip else {
+            return (self.unknown_place.clone(), false);
+        };
+        let key = AddressKey::of(ip);
+        let answer = match self.db.addresses.get(&key) {
+            Some(answer) => answer,
+            None => {
+                let answer = self.db.answer(ip);
+                self.db.addresses.put(&key, answer);
+                answer
+            }
+        };
+        let i = match answer {
+            Answer::Unknown => return (self.unknown_place.clone(), false),
+            Answer::Known(i) => i as usize,
+        };
+        if let Some(Some(hit)) = self.local.get(i) {
+            return hit.clone();
+        }
+        let (place, known) = self.db.records().answers[i].clone();
+        // Identical places share one allocation, so aggregation keys compare cheaply.
         let place = match self.interned.get(&place) {
             Some(k) => k.clone(),
             None => {
@@ -204,11 +273,185 @@ impl GeoLookup<'_> {
                 k
             }
         };
-        if self.cache.len() >= 1_000_000 {
-            self.cache.clear();
+        if self.local.len() <= i {
+            self.local.resize(i + 1, None);
         }
-        self.cache.insert(offset, (place.clone(), known));
+        self.local[i] = Some((place.clone(), known));
         (place, known)
+    }
+}
+
+/// What the database said about an address: nothing, or `Records::answers[i]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Unknown,
+    Known(u32),
+}
+
+/// An address as a cache key: its 128 bits (IPv4 in the low 32) and its family. The families
+/// have separate tables, so an IPv4 address and its IPv4-mapped IPv6 form stay distinct lookups,
+/// as they are in the database.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct AddressKey {
+    lo: u64,
+    hi: u64,
+    v6: bool,
+}
+
+impl AddressKey {
+    fn of(ip: IpAddr) -> AddressKey {
+        let (n, v6) = match ip {
+            IpAddr::V4(a) => (u128::from(u32::from(a)), false),
+            IpAddr::V6(a) => (u128::from(a), true),
+        };
+        AddressKey {
+            lo: n as u64,
+            hi: (n >> 64) as u64,
+            v6,
+        }
+    }
+}
+
+/// IPv4 slots in the address cache: 2^18, one word each (2 MiB).
+const V4_BITS: u32 = 18;
+/// IPv6 slots: 2^16, 32 bytes each (2 MiB); IPv6 clients are fewer in most logs.
+const V6_BITS: u32 = 16;
+
+/// One IPv6 slot, a sequence lock around (address, answer): `seq` is odd while a worker writes
+/// the slot, and a reader that sees it change walks the database instead.
+#[derive(Default)]
+struct V6Slot {
+    seq: AtomicU64,
+    lo: AtomicU64,
+    hi: AtomicU64,
+    /// 0 for an empty slot, else [`AddressCache::tag`].
+    tag: AtomicU64,
+}
+
+/// A direct-mapped cache of recent answers, shared by the workers: one slot per hash value, a
+/// new address replacing whatever held its slot. Bounded by construction, O(1), lock-free, and
+/// safe on hostile input: addresses that share a slot only fall back to the database walk,
+/// which every lookup did without it. Small enough to stay mostly in cache, which is the point:
+/// a slot read that misses costs a good part of what it saves.
+struct AddressCache {
+    /// IPv4: the address in the high 32 bits, the tag in the low 32 (0: empty). One word, so
+    /// written and read whole without a lock.
+    v4: OnceLock<Box<[AtomicU64]>>,
+    v6: OnceLock<Box<[V6Slot]>>,
+    /// Random per database, so that which addresses share a slot cannot be chosen by a log.
+    seed: [u64; 2],
+}
+
+impl AddressCache {
+    fn new() -> AddressCache {
+        use std::hash::BuildHasher;
+        let random = std::collections::hash_map::RandomState::new();
+        AddressCache {
+            v4: OnceLock::new(),
+            v6: OnceLock::new(),
+            seed: [random.hash_one(1u8), random.hash_one(2u8)],
+        }
+    }
+
+    fn index(&self, key: &AddressKey, bits: u32) -> usize {
+        // Folded multiplies (as in foldhash): every bit of the address reaches the top bits.
+        let fold = |a: u64, b: u64| {
+            let p = u128::from(a) * u128::from(b);
+            (p as u64) ^ ((p >> 64) as u64)
+        };
+        let h = fold(key.lo ^ self.seed[0], key.hi ^ self.seed[1]);
+        let h = fold(h, 0x9e37_79b9_7f4a_7c15);
+        (h >> (64 - bits)) as usize
+    }
+
+    /// 1 for unknown, `2 + i` for `answers[i]`; never 0.
+    fn tag(answer: Answer) -> u32 {
+        match answer {
+            Answer::Unknown => 1,
+            Answer::Known(i) => i.saturating_add(2),
+        }
+    }
+
+    fn answer(tag: u32) -> Option<Answer> {
+        match tag {
+            0 | u32::MAX => None,
+            1 => Some(Answer::Unknown),
+            n => Some(Answer::Known(n - 2)),
+        }
+    }
+
+    fn get(&self, key: &AddressKey) -> Option<Answer> {
+        if !key.v6 {
+            let word = self.v4.get()?[self.index(key, V4_BITS)].load(Ordering::Relaxed);
+            return if word >> 32 == key.lo {
+                Self::answer(word as u32)
+            } else {
+                None
+            };
+        }
+        let slot = &self.v6.get()?[self.index(key, V6_BITS)];
+        let seq = slot.seq.load(Ordering::Acquire);
+        if seq & 1 == 1 {
+            return None;
+        }
+        let lo = slot.lo.load(Ordering::Relaxed);
+        let hi = slot.hi.load(Ordering::Relaxed);
+        let tag = slot.tag.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        if slot.seq.load(Ordering::Relaxed) != seq || lo != key.lo || hi != key.hi {
+            return None;
+        }
+        Self::answer(tag as u32)
+    }
+
+    fn put(&self, key: &AddressKey, answer: Answer) {
+        // A tag that does not fit (more than 4 billion places) is not cached.
+        let tag = Self::tag(answer);
+        if !key.v6 {
+            let slots = self
+                .v4
+                .get_or_init(|| (0..1 << V4_BITS).map(|_| AtomicU64::new(0)).collect());
+            slots[self.index(key, V4_BITS)]
+                .store((key.lo << 32) | u64::from(tag), Ordering::Relaxed);
+            return;
+        }
+        let slots = self
+            .v6
+            .get_or_init(|| (0..1 << V6_BITS).map(|_| V6Slot::default()).collect());
+        Self::write_v6(
+            &slots[self.index(key, V6_BITS)],
+            key.lo,
+            key.hi,
+            u64::from(tag),
+        );
+    }
+
+    /// Writes an IPv6 slot, unless another worker is writing it (then the answer is simply not
+    /// kept).
+    fn write_v6(slot: &V6Slot, lo: u64, hi: u64, tag: u64) {
+        let seq = slot.seq.load(Ordering::Relaxed);
+        if seq & 1 == 1
+            || slot
+                .seq
+                .compare_exchange(seq, seq + 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        fence(Ordering::Release);
+        slot.lo.store(lo, Ordering::Relaxed);
+        slot.hi.store(hi, Ordering::Relaxed);
+        slot.tag.store(tag, Ordering::Relaxed);
+        slot.seq.store(seq + 2, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        for word in self.v4.get().into_iter().flat_map(|s| s.iter()) {
+            word.store(0, Ordering::Relaxed);
+        }
+        for slot in self.v6.get().into_iter().flat_map(|s| s.iter()) {
+            Self::write_v6(slot, 0, 0, 0);
+        }
     }
 }
 
@@ -367,6 +610,59 @@ mod db_tests {
         let got = lookups(&db);
         assert_eq!(got[1], k("AS null null", true));
         assert_eq!(got[8], k("(unknown) null null", false));
+    }
+
+    #[test]
+    fn cached_answers_are_the_database_answers() {
+        let (_d, db) = open(
+            logcensus_fixtures::city_mmdb(),
+            GeoFields::default(),
+            GeoLevel::Region,
+        );
+        let first = lookups(&db);
+        // Again through the address cache, from another handle, and after forgetting it.
+        assert_eq!(lookups(&db), first);
+        db.forget_lookups();
+        assert_eq!(lookups(&db), first);
+        // Workers on several threads share the cache; each sees what one handle alone sees.
+        let ips: Vec<IpAddr> = (0..4000u32)
+            .map(|i| {
+                if i % 3 == 0 {
+                    IpAddr::from([0x2a01, 0x4f8, 0, 0, 0, 0, 0, i as u16])
+                } else {
+                    let first = [3u32, 126, 86, 63, 203, 10][i as usize % 6];
+                    IpAddr::from(std::net::Ipv4Addr::from(
+                        (first << 24) | (i.wrapping_mul(2_654_435_761) >> 8),
+                    ))
+                }
+            })
+            .collect();
+        let (_d2, alone) = open(
+            logcensus_fixtures::city_mmdb(),
+            GeoFields::default(),
+            GeoLevel::Region,
+        );
+        let mut one = alone.lookup();
+        let expected: Vec<(String, bool)> = ips
+            .iter()
+            .map(|ip| {
+                let (p, k) = one.place(Some(*ip));
+                (show(&p), k)
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    let mut l = db.lookup();
+                    for _ in 0..3 {
+                        for (ip, want) in ips.iter().zip(&expected) {
+                            let (p, k) = l.place(Some(*ip));
+                            assert_eq!(&(show(&p), k), want, "{ip}");
+                        }
+                    }
+                });
+            }
+        });
     }
 
     #[test]

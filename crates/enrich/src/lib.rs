@@ -1,9 +1,11 @@
 //! Enrichment: a User-Agent becomes a client class, an address becomes a place.
 //!
-//! Both results are cached: real logs hold few distinct User-Agents, and many addresses share one
+//! Both results are cached: real logs hold few distinct User-Agents, most lines repeat an address
+//! (the answer per address is cached, shared by the workers), and many addresses share one
 //! database record. What comes out is already as coarse as the pipeline asks: major versions
 //! only, and a place no finer than the pipeline's geographic level. The raw inputs (the full
-//! User-Agent, the address) are only borrowed for the call and never kept in a result.
+//! User-Agent, the address) are only borrowed for the call and never kept in a result; the
+//! caches hold recent ones in memory for the run, and nothing writes them anywhere.
 //!
 //! ```
 //! use logcensus_enrich::UaClassifier;
@@ -15,6 +17,7 @@
 //! ```
 
 mod geo;
+mod key_hash;
 mod ua;
 
 pub use geo::{GeoDb, GeoError, GeoLookup, Place};

@@ -8,7 +8,7 @@ use logcensus_policy::rules::major_version;
 use crate::{Str, UNKNOWN};
 
 /// What may be said about a client. Never holds the User-Agent string itself.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClientClass {
     /// woothee category: `pc`, `smartphone`, `mobilephone`, `appliance`, `crawler`, `misc`, or
     /// `(unknown)`.

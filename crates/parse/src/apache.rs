@@ -216,7 +216,7 @@ impl ApacheFormat {
         for (idx, step) in self.steps.iter().enumerate() {
             match step {
                 Step::Literal(lit) => {
-                    if !line[pos..].starts_with(lit) {
+                    if !has_prefix(&line[pos..], lit) {
                         return Err(ParseError::Layout);
                     }
                     pos += lit.len();
@@ -374,15 +374,42 @@ fn field_end(
 fn quoted_end(rest: &[u8], lit: &[u8], lit_is_last: bool) -> Option<usize> {
     let unescaped_quotes = || memchr_iter(b'"', rest).filter(|&q| !is_escaped(rest, q));
     if !lit_is_last {
-        return unescaped_quotes().find(|&q| rest[q..].starts_with(lit));
+        return unescaped_quotes().find(|&q| has_prefix(&rest[q..], lit));
     }
     // The closing quote of the last quoted field: prefer the one that leaves a balanced tail.
-    let total = unescaped_quotes().count();
+    // Usually the rest of the line holds a quote or two: find them in one pass, and walk the
+    // line again only when there are more than fit here.
+    let mut found = [0usize; 8];
+    let mut n = 0;
+    let mut total = 0;
+    for q in unescaped_quotes() {
+        if let Some(slot) = found.get_mut(n) {
+            *slot = q;
+            n += 1;
+        }
+        total += 1;
+    }
     let quotes_in_lit = memchr_iter(b'"', &lit[1..])
         .filter(|&q| !is_escaped(&lit[1..], q))
         .count();
-    for (seen, q) in unescaped_quotes().enumerate() {
-        if !rest[q..].starts_with(lit) {
+    if total <= found.len() {
+        return closing_quote(rest, lit, total, quotes_in_lit, found[..n].iter().copied());
+    }
+    closing_quote(rest, lit, total, quotes_in_lit, unescaped_quotes())
+}
+
+/// The first of `quotes` (the positions of the `total` unescaped quotes in `rest`, in order)
+/// that is followed by `lit`, then by the end of the line or whitespace, and leaves an even
+/// number of quotes after `lit`.
+fn closing_quote(
+    rest: &[u8],
+    lit: &[u8],
+    total: usize,
+    quotes_in_lit: usize,
+    quotes: impl Iterator<Item = usize>,
+) -> Option<usize> {
+    for (seen, q) in quotes.enumerate() {
+        if !has_prefix(&rest[q..], lit) {
             continue;
         }
         let after = q + lit.len();
@@ -390,11 +417,17 @@ fn quoted_end(rest: &[u8], lit: &[u8], lit_is_last: bool) -> Option<usize> {
             continue;
         }
         let in_tail = total.saturating_sub(seen + 1).saturating_sub(quotes_in_lit);
-        if in_tail % 2 == 0 {
+        if in_tail.is_multiple_of(2) {
             return Some(q);
         }
     }
     None
+}
+
+/// `s.starts_with(lit)` for the short literals of a format, compared in place (a call to
+/// `memcmp` per literal costs more than the comparison).
+fn has_prefix(s: &[u8], lit: &[u8]) -> bool {
+    s.len() >= lit.len() && s.iter().zip(lit).all(|(a, b)| a == b)
 }
 
 /// Whether the `"` at `s[q]` is preceded by an odd run of backslashes.

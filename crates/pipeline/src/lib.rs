@@ -170,6 +170,9 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
 
     let threads = opts.threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<(Arc<str>, logcensus_source::Batch)>(threads * 2);
+    // Spent batches go back to the reader, which refills them: no allocation per batch, and
+    // the reader writes into memory that is already mapped (fresh pages cost a fault each).
+    let (spent_tx, spent_rx) = crossbeam_channel::bounded::<logcensus_source::Batch>(threads * 2);
     let mut failures = Vec::new();
     let mut lines_read = 0u64;
     let mut open_error = None;
@@ -177,17 +180,21 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let rx = rx.clone();
+                let spent_tx = spent_tx.clone();
                 let geo = geo.as_ref();
                 scope.spawn(move || {
                     let mut w = LineWorker::new(pipeline, geo, opts.secret.clone());
                     for (input, batch) in rx {
                         w.batch(&input, &batch);
+                        // When the reader already has enough spares, this one is freed.
+                        let _ = spent_tx.try_send(batch);
                     }
                     w.into_aggregates()
                 })
             })
             .collect();
         drop(rx);
+        drop(spent_tx);
         for input in &opts.inputs {
             let name: Arc<str> = Arc::from(input.to_string());
             let reader = match open_counted(input, progress) {
@@ -199,7 +206,7 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             };
             let mut lr = LineReader::new(reader, pipeline.max_line_bytes);
             // Read errors do not fail `next_batch`; they end the input (see `take_failure`).
-            while let Ok(Some(batch)) = lr.next_batch() {
+            while let Ok(Some(batch)) = lr.next_batch_in(spent_rx.try_recv().unwrap_or_default()) {
                 lines_read += batch.entries.len() as u64;
                 if tx.send((name.clone(), batch)).is_err() {
                     break;

@@ -143,7 +143,7 @@ impl<'p> Stages<'p> {
         };
         // The whole line is valid UTF-8 and escapes are undone on whole characters, so this
         // only fails for a JSON value with an escaped lone surrogate: treat that as no value.
-        let ua_str = std::str::from_utf8(ua_bytes).ok();
+        let ua_str = sub_str(text, ua_bytes).or_else(|| std::str::from_utf8(ua_bytes).ok());
         let client = self.ua.classify(ua_str);
 
         let address = if policy.client_address.read {
@@ -189,6 +189,13 @@ impl<'p> Stages<'p> {
         });
         Ok(Outcome::Counted(time))
     }
+}
+
+/// `part` as a `&str` without validating it again, when it is a slice of `text` that starts and
+/// ends on character boundaries (a field borrowed from the line, cut at ASCII delimiters).
+fn sub_str<'t>(text: &'t str, part: &[u8]) -> Option<&'t str> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    text.get(start..start.checked_add(part.len())?)
 }
 
 #[cfg(test)]

@@ -253,14 +253,21 @@ impl<R: Read> LineReader<R> {
     /// The next batch, or `None` at the end of the input. A read error does not fail this call:
     /// it ends the input with an [`Entry::Truncated`] and is kept for [`Self::take_failure`].
     pub fn next_batch(&mut self) -> io::Result<Option<Batch>> {
+        self.next_batch_in(Batch::default())
+    }
+
+    /// Like [`Self::next_batch`], reusing the allocations of a batch that has been processed
+    /// (its contents are discarded). A reader fed back its spent batches allocates nothing per
+    /// batch, and writes into memory that is already mapped and in cache.
+    pub fn next_batch_in(&mut self, spent: Batch) -> io::Result<Option<Batch>> {
         if self.done {
             return Ok(None);
         }
-        let mut batch = Batch {
-            data: Vec::with_capacity(BATCH_TARGET_BYTES + self.max_line),
-            entries: Vec::new(),
-            first_line: self.next_line,
-        };
+        let mut batch = spent;
+        batch.data.clear();
+        batch.entries.clear();
+        batch.first_line = self.next_line;
+        batch.data.reserve(BATCH_TARGET_BYTES + self.max_line);
         batch.data.append(&mut self.carry);
         let mut eof = false;
         let mut error = None;

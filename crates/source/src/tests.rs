@@ -195,3 +195,40 @@ fn tempdir() -> PathBuf {
     let dir = tempfile::tempdir().unwrap();
     dir.keep()
 }
+
+#[test]
+fn reused_batches_hold_the_same_lines_as_new_ones() {
+    // Lines across several batches, an over-long one among them, and no final newline.
+    let mut input = Vec::new();
+    for i in 0..60_000 {
+        input.extend(format!("line {i} {}\n", "z".repeat(i % 17)).as_bytes());
+        if i == 30_000 {
+            input.extend(std::iter::repeat_n(b'x', 300_000));
+            input.push(b'\n');
+        }
+    }
+    input.extend(b"last");
+    let fresh = read_all_entries(&input[..], 1000);
+    let mut lr = LineReader::new(&input[..], 1000);
+    let mut spent = Batch {
+        data: b"stale bytes".to_vec(),
+        entries: vec![Entry::Truncated; 3],
+        first_line: 99,
+    };
+    let mut reused = Vec::new();
+    let mut batches = 0;
+    while let Ok(Some(batch)) = lr.next_batch_in(spent) {
+        batches += 1;
+        for e in &batch.entries {
+            let bytes = match *e {
+                Entry::Line { start, end } => batch.line(start, end).to_vec(),
+                _ => Vec::new(),
+            };
+            reused.push((*e, bytes));
+        }
+        spent = batch;
+    }
+    assert!(batches > 2, "the input spans several batches");
+    assert_eq!(reused, fresh);
+    assert_eq!(lines(&fresh)[30_001], "<too long>");
+}
