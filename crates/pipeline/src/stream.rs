@@ -360,9 +360,11 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
             }
         };
         let mut w = lock(&window);
-        if let Some(e) = w.failed.take() {
+        if let Some(e) = &w.failed {
             // Abandon the delta: exiting without writing it keeps every record counted once.
-            return Err(e.into());
+            // `failed` stays set, so the revoke hook run when the consumer is dropped on the way
+            // out writes nothing either.
+            return Err(RunError::Checkpoint(e.to_string()));
         }
         for event in consumer.take_rebalance_events() {
             // A rebalance is activity: the idle clock starts again.
@@ -501,11 +503,11 @@ fn checkpoint_and_commit(window: &Mutex<Window>, consumer: &Consumer) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use logcensus_policy::{CrawlerHandling, Period};
 
-    fn window(dir: &std::path::Path) -> Window {
+    pub(super) fn window(dir: &std::path::Path) -> Window {
         Window::new(
             StateDir::open(dir).unwrap(),
             Period::Day,
@@ -515,6 +517,12 @@ mod tests {
             Arc::new(Metrics::default()),
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::window;
+    use super::*;
 
     #[test]
     fn a_quiet_caught_up_partition_stops_holding_the_watermark_back() {
@@ -540,5 +548,30 @@ mod tests {
         w.advance_idle(&[(0, 7)], Duration::from_millis(10));
         w.advance_idle(&[(0, 0)], Duration::from_secs(3600));
         assert_eq!(w.watermarks[&0], 1_000);
+    }
+}
+
+#[cfg(test)]
+mod failure_tests {
+    use super::tests_support::window;
+
+    #[test]
+    fn after_a_failed_checkpoint_nothing_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window(dir.path());
+        w.ranges
+            .insert(0, logcensus_state::OffsetRange { from: 0, to: 5 });
+        w.failed = Some(logcensus_state::StateError::Claimed {
+            partition: 0,
+            from: 0,
+            owner: "w2".into(),
+        });
+        // Every later checkpoint (the revoke hook on the way out included) refuses.
+        assert!(w
+            .checkpoint()
+            .unwrap_err()
+            .contains("already claimed by worker"));
+        assert!(w.checkpoint().is_err());
+        assert_eq!(w.state.coverage().unwrap().partials, 0);
     }
 }
