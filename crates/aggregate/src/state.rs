@@ -397,13 +397,13 @@ impl Aggregates {
         }
     }
 
-    /// Counts a record that came after its period closed (streaming), in the period during
-    /// which it came (`arrived`, Unix seconds).
-    pub fn late(&mut self, arrived: i64) {
+    /// Counts `n` records that came after their period closed (streaming), in the period
+    /// during which they came (`arrived`, Unix seconds).
+    pub fn late(&mut self, arrived: i64, n: u64) {
         self.quality
             .entry(self.period.start(arrived))
             .or_default()
-            .late += 1;
+            .late += n;
     }
 
     /// Ends a batch: the next one may come from elsewhere in the input.

@@ -331,10 +331,12 @@ pub(crate) fn release_and_write(
             if !noisy {
                 continue;
             }
-            for p in periods {
+            let dates: std::collections::BTreeSet<i64> =
+                periods.iter().map(|p| publish::date_of(*p)).collect();
+            for d in dates {
                 let file = out
                     .join(t.name)
-                    .join(format!("date={}", date_name(*p)))
+                    .join(format!("date={}", date_name(d)))
                     .join(logcensus_sink::PART_FILE);
                 if file.exists() {
                     return Err(RunError::Rerelease {

@@ -165,8 +165,9 @@ fn move_staged(staging: &Path, out: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-fn date_of(period: i64) -> i64 {
-    period.div_euclid(DAY) * DAY
+/// Unix seconds of the UTC midnight starting the date of `unix_seconds`.
+pub(crate) fn date_of(unix_seconds: i64) -> i64 {
+    unix_seconds.div_euclid(DAY) * DAY
 }
 
 /// `YYYY-MM-DD` of the UTC date holding `unix_seconds` (as in the `date=` partitions).

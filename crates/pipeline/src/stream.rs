@@ -77,17 +77,14 @@ pub struct StreamSummary {
 /// The state the revoke callback shares with the polling loop.
 struct Window {
     agg: Aggregates,
-    pipeline_period: logcensus_policy::Period,
-    crawlers: logcensus_policy::CrawlerHandling,
     state: StateDir,
     worker: String,
     seq: u64,
     /// Per partition, the offsets the current delta covers.
     ranges: BTreeMap<i32, OffsetRange>,
-    /// Per partition, the next offset a durable partial covers (what may be committed).
+    /// Per partition, the next offset a durable partial covers: what may be committed, and
+    /// where records start counting (those below are in a partial already).
     durable: BTreeMap<i32, i64>,
-    /// Per partition, records below this offset are in a partial already.
-    skip_below: BTreeMap<i32, i64>,
     /// Per partition, the latest event time seen (Unix seconds).
     watermarks: BTreeMap<i32, i64>,
     /// Per partition, the period of the last counted record (where rejections go).
@@ -126,14 +123,11 @@ impl Window {
     ) -> Window {
         Window {
             agg: Aggregates::new(period, crawlers),
-            pipeline_period: period,
-            crawlers,
             state,
             worker,
             seq,
             ranges: BTreeMap::new(),
             durable: BTreeMap::new(),
-            skip_below: BTreeMap::new(),
             watermarks: BTreeMap::new(),
             last_period: BTreeMap::new(),
             late: 0,
@@ -147,29 +141,36 @@ impl Window {
         }
     }
 
+    /// Why this worker must stop without writing, if a checkpoint failed. It stays failed: the
+    /// revoke hook that runs when the consumer is dropped on the way out writes nothing either.
+    fn abandoned(&self) -> Option<String> {
+        self.failed.as_ref().map(ToString::to_string)
+    }
+
     /// Writes the delta as a partial (if there is one) and returns the offsets that may be
     /// committed: every partition's durable next offset.
     fn checkpoint(&mut self) -> Result<Vec<(i32, i64)>, String> {
         if let Some(e) = &self.failed {
             return Err(e.to_string());
         }
+        // A date published since this delta began (e.g. `publish --all` meanwhile) will not be
+        // published again: what the delta holds of it counts as late, not silently lost; and
+        // records of it that come later are refused as late.
+        match self.state.published() {
+            Ok(published) => self.published = published,
+            Err(e) => {
+                let message = e.to_string();
+                self.failed = Some(e);
+                return Err(message);
+            }
+        }
         if !self.ranges.is_empty() || self.late > 0 || self.watermarks_moved {
             let started = Instant::now();
-            // A date published since this delta began (e.g. `publish --all` meanwhile) will not
-            // be published again: what the delta holds of it counts as late, not silently lost.
-            match self.state.published() {
-                Ok(published) => self.published = published,
-                Err(e) => {
-                    let message = e.to_string();
-                    self.failed = Some(e);
-                    return Err(message);
-                }
-            }
             if !self.published.is_empty() {
                 let published = self.published.clone();
-                let stale = self.agg.split_periods(|p| {
-                    !published.contains(&p.div_euclid(86_400).wrapping_mul(86_400))
-                });
+                let stale = self
+                    .agg
+                    .split_periods(|p| !published.contains(&crate::publish::date_of(p)));
                 let n = stale.requests();
                 if n > 0 {
                     tracing::warn!(
@@ -178,9 +179,7 @@ impl Window {
                     );
                     self.late += n;
                     if let Some(&wm) = self.watermarks.values().max() {
-                        for _ in 0..n {
-                            self.agg.late(wm);
-                        }
+                        self.agg.late(wm, n);
                     }
                 }
             }
@@ -203,9 +202,8 @@ impl Window {
             self.seq += 1;
             for (p, r) in std::mem::take(&mut self.ranges) {
                 self.durable.insert(p, r.to);
-                self.skip_below.insert(p, r.to);
             }
-            self.agg = Aggregates::new(self.pipeline_period, self.crawlers);
+            self.agg = Aggregates::new(self.agg.period(), self.agg.crawlers());
             self.late = 0;
             self.watermarks_moved = false;
             self.checkpoints += 1;
@@ -255,7 +253,6 @@ impl Window {
         for p in partitions {
             if let Some(&o) = covered.get(p) {
                 let o = o.max(self.durable.get(p).copied().unwrap_or(0));
-                self.skip_below.insert(*p, o);
                 self.durable.insert(*p, o);
             }
             if let Some(&w) = watermarks.get(p) {
@@ -267,10 +264,11 @@ impl Window {
     }
 }
 
-/// Test hook: `LOGCENSUS_FAILPOINT=<name>` aborts the process at that point (a crash at the
+/// Test hook: `LOGCENSUS_FAILPOINT=<name>` (the variable the state crate's fail points read)
+/// aborts the process at that point (a crash at the
 /// worst moment, e.g. `after-partial`: a partial is durable but its offsets are not committed).
 fn fail_point(name: &str) {
-    if std::env::var("LOGCENSUS_FAILPOINT").is_ok_and(|v| v == name) {
+    if std::env::var(logcensus_state::FAILPOINT_ENV).is_ok_and(|v| v == name) {
         eprintln!("fail point {name}: aborting");
         std::process::abort();
     }
@@ -311,7 +309,6 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
                     for p in partitions {
                         w.owned.remove(p);
                         w.last_seen.remove(p);
-                        w.skip_below.remove(p);
                         w.durable.remove(p);
                         w.last_period.remove(p);
                     }
@@ -360,11 +357,9 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
             }
         };
         let mut w = lock(&window);
-        if let Some(e) = &w.failed {
+        if let Some(why) = w.abandoned() {
             // Abandon the delta: exiting without writing it keeps every record counted once.
-            // `failed` stays set, so the revoke hook run when the consumer is dropped on the way
-            // out writes nothing either.
-            return Err(RunError::Checkpoint(e.to_string()));
+            return Err(RunError::Checkpoint(why));
         }
         for event in consumer.take_rebalance_events() {
             // A rebalance is activity: the idle clock starts again.
@@ -387,18 +382,17 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         let mut first: BTreeMap<i32, i64> = BTreeMap::new();
         for line in batch.lines() {
             let p = line.partition;
-            if w.skip_below.get(&p).is_some_and(|&o| line.offset < o) {
+            if w.durable.get(&p).is_some_and(|&o| line.offset < o) {
                 summary.already_counted += 1;
                 continue;
             }
             first.entry(p).or_insert(line.offset);
-            w.last_seen.insert(p, Instant::now());
             summary.records += 1;
             metrics.records.inc();
             let watermark = w.watermarks.get(&p).copied();
             let Window { agg, published, .. } = &mut *w;
             let outcome = stages.line(line.bytes, agg, |t| {
-                !published.contains(&t.div_euclid(86_400).wrapping_mul(86_400))
+                !published.contains(&crate::publish::date_of(t))
                     && watermark.is_none_or(|wm| period.start(t) + period.seconds() + lateness > wm)
             });
             match outcome {
@@ -414,7 +408,7 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
                     metrics.late.inc();
                     w.late += 1;
                     // Counted in the period its partition had reached when it came.
-                    w.agg.late(watermark.unwrap_or(t).max(t));
+                    w.agg.late(watermark.unwrap_or(t).max(t), 1);
                 }
                 Err(r) => {
                     summary.rejected += 1;
@@ -427,13 +421,7 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         for &(p, next) in batch.next_offsets() {
             // The range continues from what is durable (or covered on assignment); a partition
             // new to the state starts at its first record here.
-            let start = w
-                .durable
-                .get(&p)
-                .or(w.skip_below.get(&p))
-                .or(first.get(&p))
-                .copied()
-                .unwrap_or(next);
+            let start = w.durable.get(&p).or(first.get(&p)).copied().unwrap_or(next);
             if next <= start {
                 continue; // everything here was in a partial already
             }
@@ -444,6 +432,10 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
             r.to = r.to.max(next);
         }
         w.agg.end_batch();
+        let now = Instant::now();
+        for p in first.keys() {
+            w.last_seen.insert(*p, now);
+        }
         drop(w);
 
         let idle = opts.exit_when_idle.is_some_and(|d| {
@@ -457,10 +449,6 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         if last_checkpoint.elapsed() >= k.checkpoint_interval || idle {
             checkpoint_and_commit(&window, &consumer)?;
             last_checkpoint = Instant::now();
-            {
-                let mut w = lock(&window);
-                w.published = w.state.published()?;
-            }
             if let Ok(lag) = consumer.lag(Duration::from_secs(2)) {
                 for &(p, n) in &lag {
                     metrics.set_lag(p, n);
@@ -525,6 +513,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn after_a_failed_checkpoint_nothing_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window(dir.path());
+        w.ranges
+            .insert(0, logcensus_state::OffsetRange { from: 0, to: 5 });
+        w.failed = Some(logcensus_state::StateError::Claimed {
+            partition: 0,
+            from: 0,
+            owner: "w2".into(),
+        });
+        // The loop sees why it must stop; that does not clear it, so every later checkpoint
+        // (the revoke hook's on the way out included) refuses too.
+        assert!(w.abandoned().unwrap().contains("already claimed by worker"));
+        assert!(w.abandoned().is_some());
+        assert!(w
+            .checkpoint()
+            .unwrap_err()
+            .contains("already claimed by worker"));
+        assert_eq!(w.state.coverage().unwrap().partials, 0);
+    }
+
+    #[test]
     fn a_quiet_caught_up_partition_stops_holding_the_watermark_back() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = window(dir.path());
@@ -548,30 +558,5 @@ mod tests {
         w.advance_idle(&[(0, 7)], Duration::from_millis(10));
         w.advance_idle(&[(0, 0)], Duration::from_secs(3600));
         assert_eq!(w.watermarks[&0], 1_000);
-    }
-}
-
-#[cfg(test)]
-mod failure_tests {
-    use super::tests_support::window;
-
-    #[test]
-    fn after_a_failed_checkpoint_nothing_more_is_written() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut w = window(dir.path());
-        w.ranges
-            .insert(0, logcensus_state::OffsetRange { from: 0, to: 5 });
-        w.failed = Some(logcensus_state::StateError::Claimed {
-            partition: 0,
-            from: 0,
-            owner: "w2".into(),
-        });
-        // Every later checkpoint (the revoke hook on the way out included) refuses.
-        assert!(w
-            .checkpoint()
-            .unwrap_err()
-            .contains("already claimed by worker"));
-        assert!(w.checkpoint().is_err());
-        assert_eq!(w.state.coverage().unwrap().partials, 0);
     }
 }

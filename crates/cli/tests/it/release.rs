@@ -140,18 +140,20 @@ fn partner_release_holds_k_and_stays_consistent() {
         }
     }
     for f in files_below(&released) {
-        seen.push_str(&ok(&logcensus(&[
+        let shown = ok(&logcensus(&[
             "inspect",
             f.to_str().unwrap(),
             "--rows",
             "10000",
-        ])));
+        ]));
         if !f.to_str().unwrap().contains("traffic_quality") {
             assert!(
-                seen.contains("logcensus.release.min_visitors"),
-                "k is in the metadata"
+                shown.contains("logcensus.release.min_visitors = 10"),
+                "k is in the metadata of {}",
+                f.display()
             );
         }
+        seen.push_str(&shown);
     }
     for marker in [
         "86.144.1.1",

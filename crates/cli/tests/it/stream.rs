@@ -475,6 +475,18 @@ fn a_dp_stream_publishes_each_date_once_through_staging() {
         std::fs::read(job.out.join("clients/date=2026-05-18/part-00000.parquet")).unwrap();
     // Published once: the same noisy file stays, nothing is drawn again.
     assert!(job.publish(true).contains("nothing to publish"));
+    // A publish killed after marking its dates but before moving their files leaves them in
+    // staging: the next publish moves them into place (the noise drawn once).
+    let staged = job.out.join("_state/staging/clients/date=2026-05-20");
+    std::fs::create_dir_all(&staged).unwrap();
+    std::fs::write(staged.join("part-00000.parquet"), &before).unwrap();
+    assert!(job.publish(true).contains("nothing to publish"));
+    assert_eq!(
+        std::fs::read(job.out.join("clients/date=2026-05-20/part-00000.parquet")).unwrap(),
+        before
+    );
+    assert!(!job.out.join("_state/staging").exists());
+    std::fs::remove_dir_all(job.out.join("clients/date=2026-05-20")).unwrap();
     assert_eq!(
         std::fs::read(job.out.join("clients/date=2026-05-18/part-00000.parquet")).unwrap(),
         before
