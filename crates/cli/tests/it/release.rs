@@ -5,6 +5,22 @@ use std::io::Read;
 
 const K: i64 = 10;
 
+/// What `rare_lines` plants (addresses, User-Agents, referrer hosts, paths and queries, user
+/// names) that no release may show.
+const RARE_MARKERS: [&str; 11] = [
+    "86.144.1.1",
+    "86.144.1.2",
+    "2804:14c::77",
+    "markerua-rare",
+    "markerrare-site",
+    "markerrefpath-rare",
+    "markerrefq-rare",
+    "markerperson",
+    "markeruser-rare",
+    "markerpath-rare",
+    "markerquery-rare",
+];
+
 /// Rare visitors: unique browsers, a rare region, a personal referrer, markers everywhere.
 fn rare_lines() -> String {
     let mut log = String::new();
@@ -88,17 +104,7 @@ fn partner_release_holds_k_and_stays_consistent() {
     let (released, plain) = (dir.path().join("released"), dir.path().join("plain"));
     let mut log = String::new();
     for (p, out) in [(&released_p, &released), (&plain_p, &plain)] {
-        log.push_str(&ok(&logcensus(&[
-            "--log",
-            "debug",
-            "run",
-            "--pipeline",
-            p.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])));
+        log.push_str(&run_debug(p, &input, out));
     }
 
     for table in ["traffic_by_region", "clients", "referrers"] {
@@ -155,19 +161,7 @@ fn partner_release_holds_k_and_stays_consistent() {
         }
         seen.push_str(&shown);
     }
-    for marker in [
-        "86.144.1.1",
-        "86.144.1.2",
-        "2804:14c::77",
-        "markerua-rare",
-        "markerrare-site",
-        "markerrefpath-rare",
-        "markerrefq-rare",
-        "markerperson",
-        "markeruser-rare",
-        "markerpath-rare",
-        "markerquery-rare",
-    ] {
+    for marker in RARE_MARKERS {
         assert!(!seen.contains(marker), "`{marker}` survived the release");
     }
 }
@@ -235,19 +229,7 @@ fn dp_release_of_the_crowd_drops_rare_rows_and_passes_the_audit() {
     let dir = tempfile::tempdir().unwrap();
     let input = crowd_plus_rare(dir.path());
     let p = root().join("pipelines/partner-dp.toml");
-    let run_once = |out: &Path| -> String {
-        ok(&logcensus(&[
-            "--log",
-            "debug",
-            "run",
-            "--pipeline",
-            p.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]))
-    };
+    let run_once = |out: &Path| run_debug(&p, &input, out);
     let (first, second) = (dir.path().join("first"), dir.path().join("second"));
     let mut seen = run_once(&first);
     assert!(seen.contains("differentially private release"), "{seen}");
@@ -331,19 +313,7 @@ fn dp_release_of_the_crowd_drops_rare_rows_and_passes_the_audit() {
         }
         seen.push_str(&shown);
     }
-    for marker in [
-        "86.144.1.1",
-        "86.144.1.2",
-        "2804:14c::77",
-        "markerua-rare",
-        "markerrare-site",
-        "markerrefpath-rare",
-        "markerrefq-rare",
-        "markerperson",
-        "markeruser-rare",
-        "markerpath-rare",
-        "markerquery-rare",
-    ] {
+    for marker in RARE_MARKERS {
         assert!(!seen.contains(marker), "`{marker}` survived the DP release");
     }
 
