@@ -3,7 +3,7 @@
 use memchr::{memchr, memchr_iter};
 
 use crate::num::{decimal_to_micros, is_method, parse_status, parse_u64};
-use crate::time::{parse_apache_time, parse_epoch_text};
+use crate::time::{parse_apache_time, parse_epoch_text, DayCache};
 use crate::{Field, FormatError, ParseError, Record};
 
 /// Apache's `common` LogFormat (Common Log Format).
@@ -24,7 +24,10 @@ const SECONDS_NS: u64 = 1_000_000_000;
 /// A compiled Apache `LogFormat`. Cheap to clone; parsing allocates nothing.
 ///
 /// A format such as `%h %l %u %t "%r" %>s %b` becomes alternating literal and field steps.
-/// Parsing walks a line along them with `memchr`, borrowing every value from the line.
+/// Parsing walks a line along them with `memchr`, borrowing every value from the line. A format
+/// whose steps are those of [`COMMON`], [`COMBINED`] or [`VCOMBINED`] first tries a parser
+/// specialised for that layout, which answers only for lines that parse without error and
+/// otherwise leaves the line to the walk; both give the same result for every line.
 ///
 /// # Directives
 ///
@@ -65,6 +68,19 @@ const SECONDS_NS: u64 = 1_000_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApacheFormat {
     steps: Vec<Step>,
+    /// Set when `steps` are exactly those of a preset, which [`fast`] parses without walking
+    /// them. A function of `steps`, so it does not affect equality.
+    preset: Option<Preset>,
+    /// The last date of a `%t` read by the fast path.
+    days: DayCache,
+}
+
+/// The presets with a specialised parser ([`fast`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Preset {
+    Common,
+    Combined,
+    VCombined,
 }
 
 /// One piece of a compiled format. Two `Field`s are never adjacent.
@@ -127,78 +143,22 @@ impl ApacheFormat {
     /// Errors: an unknown directive (named with its byte offset), `%{` without `}`, two
     /// directives with nothing between them, or no time directive at all.
     pub fn compile(format: &str) -> Result<ApacheFormat, FormatError> {
-        let bytes = format.as_bytes();
-        let mut steps = Vec::new();
-        let mut literal = Vec::new();
-        let mut has_time = false;
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'%' if bytes.get(i + 1) == Some(&b'%') => {
-                    literal.push(b'%');
-                    i += 2;
-                }
-                b'%' => {
-                    let start = i;
-                    let (kind, end) = directive(format, start)?;
-                    i = end;
-                    if !literal.is_empty() {
-                        steps.push(Step::Literal(std::mem::take(&mut literal).into()));
-                    } else if let Some(Step::Field { kind: prev, .. }) = steps.last() {
-                        // `%U%q` is common and harmless: two dropped values make one.
-                        if *prev == Kind::Skip && kind == Kind::Skip {
-                            continue;
-                        }
-                        return Err(FormatError::AdjacentDirectives { offset: start });
-                    }
-                    has_time |= kind.is_time();
-                    steps.push(Step::Field {
-                        kind,
-                        quoted: false,
-                    });
-                }
-                b'\\' => {
-                    let unescaped = match bytes.get(i + 1) {
-                        Some(b'"') => Some(b'"'),
-                        Some(b'\\') => Some(b'\\'),
-                        Some(b't') => Some(b'\t'),
-                        Some(b'n') => Some(b'\n'),
-                        Some(b'r') => Some(b'\r'),
-                        _ => None,
-                    };
-                    match unescaped {
-                        Some(b) => {
-                            literal.push(b);
-                            i += 2;
-                        }
-                        None => {
-                            literal.push(b'\\');
-                            i += 1;
-                        }
-                    }
-                }
-                b => {
-                    literal.push(b);
-                    i += 1;
-                }
-            }
-        }
-        if !literal.is_empty() {
-            steps.push(Step::Literal(literal.into()));
-        }
-        if !has_time {
-            return Err(FormatError::NoTime);
-        }
-        for idx in 0..steps.len() {
-            let opens =
-                idx > 0 && matches!(&steps[idx - 1], Step::Literal(l) if l.ends_with(b"\""));
-            let closes =
-                matches!(steps.get(idx + 1), Some(Step::Literal(l)) if l.starts_with(b"\""));
-            if let Step::Field { quoted, .. } = &mut steps[idx] {
-                *quoted = opens && closes;
-            }
-        }
-        Ok(ApacheFormat { steps })
+        let steps = compile_steps(format)?;
+        // Any format string that compiles to a preset's steps (`%a` for `%h`, `%B` for `%b`…)
+        // means the same, so it gets the preset's parser too.
+        let preset = [
+            (COMMON, Preset::Common),
+            (COMBINED, Preset::Combined),
+            (VCOMBINED, Preset::VCombined),
+        ]
+        .into_iter()
+        .find(|(preset, _)| compile_steps(preset).as_ref() == Ok(&steps))
+        .map(|(_, p)| p);
+        Ok(ApacheFormat {
+            steps,
+            preset,
+            days: DayCache::default(),
+        })
     }
 
     /// Parses one line (without its newline; a trailing `\r` is ignored). Bytes after the last
@@ -208,7 +168,20 @@ impl ApacheFormat {
     /// malformed is [`ParseError::Timestamp`], [`ParseError::Status`] or [`ParseError::Bytes`]
     /// (layout errors win when a line has both). A duration that is not a number is treated as
     /// absent.
+    #[inline]
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        if let Some(preset) = self.preset {
+            if let Some(q) = fast::parse(preset, line, &self.days) {
+                return Ok(q.into_record());
+            }
+        }
+        // Not a preset, or a line the fast path leaves to the general walk (any error, escaped
+        // or unbalanced quotes, appended fields…), which then decides alone.
+        self.parse_steps(line)
+    }
+
+    /// [`ApacheFormat::parse`] by walking the steps: the reference the fast path must agree with.
+    fn parse_steps<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let mut rec = Record::default();
         let mut value_err = None;
@@ -241,6 +214,80 @@ impl ApacheFormat {
             None => Ok(rec),
         }
     }
+}
+
+/// Compiles a `LogFormat` string into its steps; see [`ApacheFormat::compile`].
+fn compile_steps(format: &str) -> Result<Vec<Step>, FormatError> {
+    let bytes = format.as_bytes();
+    let mut steps = Vec::new();
+    let mut literal = Vec::new();
+    let mut has_time = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if bytes.get(i + 1) == Some(&b'%') => {
+                literal.push(b'%');
+                i += 2;
+            }
+            b'%' => {
+                let start = i;
+                let (kind, end) = directive(format, start)?;
+                i = end;
+                if !literal.is_empty() {
+                    steps.push(Step::Literal(std::mem::take(&mut literal).into()));
+                } else if let Some(Step::Field { kind: prev, .. }) = steps.last() {
+                    // `%U%q` is common and harmless: two dropped values make one.
+                    if *prev == Kind::Skip && kind == Kind::Skip {
+                        continue;
+                    }
+                    return Err(FormatError::AdjacentDirectives { offset: start });
+                }
+                has_time |= kind.is_time();
+                steps.push(Step::Field {
+                    kind,
+                    quoted: false,
+                });
+            }
+            b'\\' => {
+                let unescaped = match bytes.get(i + 1) {
+                    Some(b'"') => Some(b'"'),
+                    Some(b'\\') => Some(b'\\'),
+                    Some(b't') => Some(b'\t'),
+                    Some(b'n') => Some(b'\n'),
+                    Some(b'r') => Some(b'\r'),
+                    _ => None,
+                };
+                match unescaped {
+                    Some(b) => {
+                        literal.push(b);
+                        i += 2;
+                    }
+                    None => {
+                        literal.push(b'\\');
+                        i += 1;
+                    }
+                }
+            }
+            b => {
+                literal.push(b);
+                i += 1;
+            }
+        }
+    }
+    if !literal.is_empty() {
+        steps.push(Step::Literal(literal.into()));
+    }
+    if !has_time {
+        return Err(FormatError::NoTime);
+    }
+    for idx in 0..steps.len() {
+        let opens = idx > 0 && matches!(&steps[idx - 1], Step::Literal(l) if l.ends_with(b"\""));
+        let closes = matches!(steps.get(idx + 1), Some(Step::Literal(l)) if l.starts_with(b"\""));
+        if let Step::Field { quoted, .. } = &mut steps[idx] {
+            *quoted = opens && closes;
+        }
+    }
+    Ok(steps)
 }
 
 /// Parses the directive starting at `format[start] == '%'` (not `%%`); returns its kind and the
@@ -479,3 +526,5 @@ fn store<'a>(rec: &mut Record<'a>, kind: Kind, v: &'a [u8]) -> Result<(), ParseE
 
 #[cfg(test)]
 mod tests;
+
+mod fast;

@@ -4,6 +4,8 @@
 //! leap year) and return Unix seconds in UTC. Years are limited to 0001–9999, which every
 //! real log satisfies and which keeps the arithmetic far from overflow.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 /// Earliest accepted time: 0001-01-01T00:00:00Z.
 pub(crate) const MIN_TIME: i64 = -62_135_596_800;
 /// Latest accepted time: 9999-12-31T23:59:59Z.
@@ -32,16 +34,176 @@ const MONTHS: [&[u8; 3]; 12] = [
 /// assert_eq!(parse_apache_time(b"32/May/2015:10:05:03 +0000"), None);
 /// ```
 pub fn parse_apache_time(s: &[u8]) -> Option<i64> {
-    if s.len() != 26 || s[2] != b'/' || s[6] != b'/' || s[11] != b':' || s[20] != b' ' {
+    parse_clf(s.try_into().ok()?, None)
+}
+
+/// The last valid date a parser read from a `%t` timestamp and its day number, so that the many
+/// lines of one day skip the calendar arithmetic.
+///
+/// One `u64`: in the low 32 bits the date's key, `day | month << 7 | year << 11` (never 0, as
+/// every month is at least one), and in the high 32 bits its day number since 1970-01-01.
+/// Key and value are read and written in one atomic word, so a parser shared between threads
+/// never pairs a date with another date's day number; `Relaxed` suffices because the word is
+/// self-contained. A clone starts from the same date; equality ignores the cache.
+#[derive(Debug, Default)]
+pub(crate) struct DayCache(AtomicU64);
+
+impl Clone for DayCache {
+    fn clone(&self) -> Self {
+        DayCache(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+    }
+}
+
+impl PartialEq for DayCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DayCache {}
+
+impl DayCache {
+    /// `days_from_civil(year, month, day)`, from the cache when the date is the last one seen.
+    #[inline]
+    fn days(&self, year: i64, month: u32, day: u32) -> Option<i64> {
+        // Only called with a year of four digits, a month of 1..=12 and a day of two digits.
+        let key = u64::from(day) | u64::from(month) << 7 | (year as u64) << 11;
+        let cached = self.0.load(Ordering::Relaxed);
+        if cached & 0xffff_ffff == key {
+            return Some(i64::from((cached >> 32) as u32 as i32));
+        }
+        let days = days_from_civil(year, month, day)?;
+        // Every valid day number (years 0001–9999) fits in an i32.
+        let packed = key | u64::from(days as i32 as u32) << 32;
+        self.0.store(packed, Ordering::Relaxed);
+        Some(days)
+    }
+}
+
+/// The month (1–12) named by three bytes `Jan`…`Dec` (exact case), by a perfect hash of the
+/// three bytes and one comparison.
+#[inline]
+fn month_of(a: u8, b: u8, c: u8) -> Option<u32> {
+    /// `MONTH_KEYS[h]` is the key of the month whose hash is `h`; `u32::MAX` (no three-byte key
+    /// has its top byte set) marks an unused slot.
+    const MONTH_KEYS: [u32; 16] = {
+        let mut keys = [u32::MAX; 16];
+        let mut m = 0;
+        while m < 12 {
+            let name = MONTHS[m];
+            let key = month_key(name[0], name[1], name[2]);
+            keys[month_hash(key)] = key;
+            m += 1;
+        }
+        keys
+    };
+    const MONTH_NUMBERS: [u8; 16] = {
+        let mut numbers = [0u8; 16];
+        let mut m = 0;
+        while m < 12 {
+            let name = MONTHS[m];
+            numbers[month_hash(month_key(name[0], name[1], name[2]))] = m as u8 + 1;
+            m += 1;
+        }
+        numbers
+    };
+    let key = month_key(a, b, c);
+    let h = month_hash(key);
+    (MONTH_KEYS[h] == key).then_some(u32::from(MONTH_NUMBERS[h]))
+}
+
+const fn month_key(a: u8, b: u8, c: u8) -> u32 {
+    u32::from_le_bytes([a, b, c, 0])
+}
+
+/// Distinct for the twelve month names (checked by a test and, for the table, by construction:
+/// a collision would leave a month unfindable, which `month_names_round_trip` catches).
+const fn month_hash(key: u32) -> usize {
+    (key.wrapping_mul(26_596) >> 28) as usize
+}
+
+/// [`parse_apache_time`] on exactly 26 bytes, with an optional [`DayCache`].
+///
+/// Every byte is checked (the fixed punctuation, 16 digits, the month name, the offset sign) and
+/// every range (hour, minute, second up to a leap `60`, offset, day within its month), as
+/// before; only the order of the checks differs, which cannot change a result that is either a
+/// value or `None`.
+#[inline]
+pub(crate) fn parse_clf(s: &[u8; 26], cache: Option<&DayCache>) -> Option<i64> {
+    if !clf_shape(s) {
         return None;
     }
-    let day = digits(&s[0..2])?;
-    let month = MONTHS.iter().position(|m| &s[3..6] == *m)? as u32 + 1;
-    let year = digits(&s[7..11])?;
-    let secs = hms(&s[12..20])?;
-    let offset = offset_hhmm(&s[21..26])?;
-    let days = days_from_civil(year, month, day as u32)?;
-    Some(days * 86_400 + secs - offset)
+    let sign = match s[21] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let d = |i: usize| i64::from(s[i] - b'0');
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let (day, year) = (two(0), two(7) * 100 + two(9));
+    let (h, m, sec) = (two(12), two(15), two(18));
+    let (off_h, off_m) = (two(22), two(24));
+    if h >= 24 || m >= 60 || sec > 60 || off_h >= 24 || off_m >= 60 {
+        return None;
+    }
+    let month = month_of(s[3], s[4], s[5])?;
+    let days = match cache {
+        Some(cache) => cache.days(year, month, day as u32)?,
+        None => days_from_civil(year, month, day as u32)?,
+    };
+    Some(days * 86_400 + h * 3600 + m * 60 + sec - sign * (off_h * 3600 + off_m * 60))
+}
+
+/// Whether the 16 digit positions of `dd/Mmm/yyyy:hh:mm:ss +zzzz` hold ASCII digits and the six
+/// punctuation positions hold `/`, `/`, `:`, `:`, `:` and a space (the month and the sign are
+/// checked apart). Four 8-byte words, checked without a branch per byte.
+#[inline]
+fn clf_shape(s: &[u8; 26]) -> bool {
+    /// `d` a digit, `p` the punctuation as written, `.` not checked here.
+    const SHAPE: &[u8; 26] = b"dd/.../dddd:dd:dd:dd .dddd";
+    /// Word offsets: 0, 8, 16, and 18 for the last 8 bytes (overlapping is harmless).
+    const OFFSETS: [usize; 4] = [0, 8, 16, 18];
+    /// Per word: the template (`0` at digits, the punctuation itself), the mask of checked
+    /// bytes, and what to add so that a byte of `(byte ^ template)` above its bound (9 for a
+    /// digit, 0 for punctuation) sets its high bit.
+    const WORDS: [(u64, u64, u64); 4] = {
+        let mut words = [(0, 0, 0); 4];
+        let mut w = 0;
+        while w < 4 {
+            let (mut template, mut mask, mut add) = (0u64, 0u64, 0u64);
+            let mut i = 0;
+            while i < 8 {
+                let at = OFFSETS[w] + i;
+                let shift = 8 * i;
+                match SHAPE[at] {
+                    b'd' => {
+                        template |= (b'0' as u64) << shift;
+                        mask |= 0xff << shift;
+                        add |= 0x76 << shift;
+                    }
+                    b'.' => {}
+                    _ => {
+                        template |= (SHAPE[at] as u64) << shift;
+                        mask |= 0xff << shift;
+                        add |= 0x7f << shift;
+                    }
+                }
+                i += 1;
+            }
+            words[w] = (template, mask, add);
+            w += 1;
+        }
+        words
+    };
+    let mut bad = 0u64;
+    for (&at, &(template, mask, add)) in OFFSETS.iter().zip(&WORDS) {
+        let word = u64::from_le_bytes(s[at..at + 8].try_into().expect("8 bytes"));
+        let x = (word ^ template) & mask;
+        // A byte of `x` below 0x80 gets its high bit from the addition exactly when it is above
+        // its bound (and cannot carry); a byte of 0x80 or more is bad by its own high bit.
+        bad |= (x | x.wrapping_add(add)) & 0x8080_8080_8080_8080;
+    }
+    bad == 0
 }
 
 /// Parses an RFC 3339 timestamp, `2021-03-04T05:06:07Z`, into Unix seconds (UTC).
@@ -300,6 +462,105 @@ mod tests {
             parse_apache_time(b"17/May/2015:10:05:60 +0000"),
             Some(1_431_857_160)
         );
+    }
+
+    /// `parse_apache_time` as it was before the fixed-width parser and the day cache: the
+    /// reference they must agree with.
+    fn reference_apache_time(s: &[u8]) -> Option<i64> {
+        if s.len() != 26 || s[2] != b'/' || s[6] != b'/' || s[11] != b':' || s[20] != b' ' {
+            return None;
+        }
+        let day = digits(&s[0..2])?;
+        let month = MONTHS.iter().position(|m| &s[3..6] == *m)? as u32 + 1;
+        let year = digits(&s[7..11])?;
+        let secs = hms(&s[12..20])?;
+        let offset = offset_hhmm(&s[21..26])?;
+        let days = days_from_civil(year, month, day as u32)?;
+        Some(days * 86_400 + secs - offset)
+    }
+
+    #[test]
+    fn month_names_round_trip() {
+        for (i, m) in MONTHS.iter().enumerate() {
+            assert_eq!(month_of(m[0], m[1], m[2]), Some(i as u32 + 1));
+        }
+        let hashes: std::collections::HashSet<_> = MONTHS
+            .iter()
+            .map(|m| month_hash(month_key(m[0], m[1], m[2])))
+            .collect();
+        assert_eq!(hashes.len(), 12);
+        // No other three bytes name a month: all of `a-zA-Z` and a sample of the rest.
+        let bytes: Vec<u8> = (b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .chain([0, b' ', b'0', b'/', 0x7f, 0x80, 0xff])
+            .collect();
+        for &a in &bytes {
+            for &b in &bytes {
+                for &c in &bytes {
+                    let want = MONTHS
+                        .iter()
+                        .position(|m| *m == &[a, b, c])
+                        .map(|i| i as u32 + 1);
+                    assert_eq!(month_of(a, b, c), want, "{:?}", [a, b, c]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_width_parser_and_cache_agree_with_the_reference() {
+        let cache = DayCache::default();
+        let check = |s: &[u8]| {
+            let want = reference_apache_time(s);
+            assert_eq!(
+                parse_apache_time(s),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(s)
+            );
+            if let Ok(fixed) = <&[u8; 26]>::try_from(s) {
+                assert_eq!(
+                    parse_clf(fixed, Some(&cache)),
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(s)
+                );
+            }
+        };
+        // Every day of some years (the cache sees each date change), and the day after each
+        // month's last day.
+        for year in [
+            1, 4, 100, 1582, 1900, 1969, 1970, 2000, 2015, 2016, 2024, 2100, 9999,
+        ] {
+            for month in MONTHS {
+                let month = std::str::from_utf8(month).unwrap();
+                for day in 0..=32 {
+                    for time in ["00:00:00 +0000", "23:59:60 -2359", "12:30:00 +0530"] {
+                        let s = format!("{day:02}/{month}/{year:04}:{time}");
+                        check(s.as_bytes());
+                        check(s.as_bytes());
+                    }
+                }
+            }
+        }
+        // Each byte of a valid timestamp replaced by every value, alternating with the valid
+        // one so the cache holds a date whenever a broken one comes.
+        let valid = *b"17/May/2015:10:05:03 +0000";
+        for i in 0..valid.len() {
+            for b in 0..=255u8 {
+                let mut s = valid;
+                s[i] = b;
+                check(&s);
+                check(&valid);
+            }
+        }
+        for s in [
+            &b""[..],
+            b"17/May/2015:10:05:03 +000",
+            b"17/May/2015:10:05:03 +00000",
+        ] {
+            check(s);
+        }
     }
 
     #[test]

@@ -529,3 +529,293 @@ fn success_path_borrows_everything() {
         assert!(matches!(field, Some(Cow::Borrowed(_))), "{field:?}");
     }
 }
+
+// The fast path for the presets must answer exactly as the step walk, for every input.
+
+/// Lines in the presets' layouts that reach the fast path's special cases.
+const TRICKY_COMBINED: &[&[u8]] = &[
+    br#"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 512 "https://www.example.org/" "Mozilla/5.0""#,
+    br#"2001:db8::17 - - [17/May/2015:10:05:03 +0000] "GET /a HTTP/1.1" 200 203023 "-" "-""#,
+    br#"[2001:db8::1]:443 - - [29/Feb/2016:23:59:60 -1130] "POST /x HTTP/2.0" 500 - "" """#,
+    br#"h - alice [31/Dec/9999:23:59:59 +0000] "PROPFIND / HTTP/1.1" 207 0 "r" "ua""#,
+    br#"h ident user [01/Jan/0001:00:00:00 -0000] "get / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "ABCDEFGHIJKLMNOPQ / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "ABCDEFGHIJKLMNOP / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "-" 400 0 "-" "-""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "" 400 0 "-" "-""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "\x16\x03\x01\x00" 400 0 "-" "-""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET /a\"b\" HTTP/1.1" 200 1 "r\"x\"" "U\"A\"""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET /a"b" HTTP/1.1" 200 1 "r"x" "y" "U"A" "z""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "Mozilla/5.0 \"evil\" (X11)""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "agent\\""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "agent\""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "a "quoted" b""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "a "odd b""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "curl/8.5.0" "203.0.113.9""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "curl/8.5.0" 0.005 -"#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "curl/8.5.0"	x"#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Apple"#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 18446744073709551615 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 18446744073709551616 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 9999999999999999999 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 00000000000000000001 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 2000 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 20 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 -1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1x "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1"  200 1 "r" "ua""#,
+    br#"h  - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#" h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h	x - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000]  "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03  +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000 ] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000]] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:3 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [32/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [29/Feb/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/may/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:24:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +2400] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 *0000] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    br#"h - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 2x0 1x "r" "ua""#,
+    br#"h - - [32/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 1 "r" "ua"#,
+    br#"h - - [1431857103] "GET / HTTP/1.1" 200 1 "r" "ua""#,
+    "h\u{e9} - - [17/May/2015:10:05:03 +0000] \"GET /\u{e9} HTTP/1.1\" 200 1 \"https://b\u{fc}cher.example/\" \"\u{1f600} UA\"".as_bytes(),
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 \"\xff\xfe\" \"\x00\xc3\"",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 \"r\" \"ua\"\r",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 \"r\" \"ua\"\r\r",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 \"r\" \"ua\r\"",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1\r",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 -\r",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1\r\r",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1\t\"r\" \"ua\"",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 -\t",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 ",
+    b"h - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 ",
+    b"www.example.org:443 198.51.100.4 - - [17/May/2015:10:05:03 +0000] \"POST /login HTTP/2.0\" 302 - \"-\" \"curl/8.5.0\"",
+    b"-:80 - - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 - \"-\" \"-\"",
+    b":: - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 \"r\" \"ua\"",
+    b"a:b:c d - - [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 \"r\" \"ua\"",
+    b"a-very-long-host-name-that-is-longer-than-thirty-two-bytes.example.org:8443 a-very-long-remote-host-name-over-thirty-two-bytes ident-that-is-also-quite-long-indeed user-name-long-enough-to-leave-the-registers [17/May/2015:10:05:03 +0000] \"GET / HTTP/1.1\" 200 1 \"r\" \"ua\"",
+    b"",
+    b"-",
+    b"\"",
+    b" ",
+];
+
+/// `parse` (which tries the fast path first for a preset) and the step walk agree, down to
+/// where each borrowed field points.
+fn assert_same(f: &ApacheFormat, line: &[u8]) {
+    let fast = f.parse(line);
+    let walk = f.parse_steps(line);
+    assert_eq!(fast, walk, "{:?}", String::from_utf8_lossy(line));
+    if let (Ok(a), Ok(b)) = (&fast, &walk) {
+        for (x, y) in [
+            (&a.remote_host, &b.remote_host),
+            (&a.method, &b.method),
+            (&a.referer, &b.referer),
+            (&a.user_agent, &b.user_agent),
+            (&a.vhost, &b.vhost),
+        ] {
+            assert_eq!(
+                x.as_deref().map(<[u8]>::as_ptr_range),
+                y.as_deref().map(<[u8]>::as_ptr_range),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+}
+
+fn presets() -> [ApacheFormat; 3] {
+    let presets = [fmt(COMMON), fmt(COMBINED), fmt(VCOMBINED)];
+    assert_eq!(
+        presets.each_ref().map(|f| f.preset),
+        [
+            Some(Preset::Common),
+            Some(Preset::Combined),
+            Some(Preset::VCombined)
+        ]
+    );
+    presets
+}
+
+/// Every line, its prefixes, and each one-byte change of it (replaced by an interesting byte,
+/// deleted, or one inserted before it).
+fn variants(line: &[u8], mut each: impl FnMut(&[u8])) {
+    const BYTES: &[u8] = b" \"\\[]-:/+\t\r0123456789ZaMGE\x00\xff\xc3";
+    each(line);
+    let mut v = line.to_vec();
+    for cut in 0..line.len() {
+        each(&line[..cut]);
+        v.remove(cut);
+        each(&v);
+        v.insert(cut, line[cut]);
+        for &b in BYTES {
+            v[cut] = b;
+            each(&v);
+            v[cut] = line[cut];
+            v.insert(cut, b);
+            each(&v);
+            v.remove(cut);
+        }
+    }
+    for &b in BYTES {
+        v.push(b);
+        each(&v);
+        v.pop();
+    }
+}
+
+#[test]
+fn fast_path_agrees_with_the_walk_on_tricky_lines() {
+    let presets = presets();
+    let mut lines: Vec<Vec<u8>> = TRICKY_COMBINED.iter().map(|l| l.to_vec()).collect();
+    // The same lines in the layout of the other presets.
+    for l in TRICKY_COMBINED {
+        lines.push([b"www.example.org:443 ", *l].concat());
+    }
+    let mut taken = 0;
+    for line in &lines {
+        variants(line, |v| {
+            for f in &presets {
+                assert_same(f, v);
+                taken += usize::from(fast::parse(f.preset.unwrap(), v, &f.days).is_some());
+            }
+        });
+    }
+    // The fast path did answer for many of them (not only fall back).
+    assert!(taken > 10_000, "{taken}");
+}
+
+#[test]
+fn fast_path_answers_plain_lines() {
+    let [common, combined, vcombined] = presets();
+    let line = TRICKY_COMBINED[0];
+    let vline = [b"www.example.org:443 ", line].concat();
+    assert!(fast::parse(Preset::Combined, line, &combined.days).is_some());
+    assert!(fast::parse(Preset::Common, line, &common.days).is_some());
+    assert!(fast::parse(Preset::VCombined, &vline, &vcombined.days).is_some());
+    // Common stops after the byte count.
+    let short = br#"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 512"#;
+    assert!(fast::parse(Preset::Common, short, &common.days).is_some());
+    assert_eq!(
+        combined.parse(line).unwrap(),
+        Record {
+            remote_host: b("192.0.2.7"),
+            time: Some(T_2015),
+            method: b("GET"),
+            status: Some(200),
+            bytes: Some(512),
+            referer: b("https://www.example.org/"),
+            user_agent: b("Mozilla/5.0"),
+            ..Record::default()
+        }
+    );
+    // Formats that compile to a preset's steps get its parser; others do not.
+    let same = fmt(r#"%a %l %u %t \"%r\" %s %B "%{referer}i" "%{user-agent}i""#);
+    assert_eq!(same.preset, Some(Preset::Combined));
+    assert_eq!(same, combined);
+    assert_eq!(fmt(r#"%h %l %u %t "%r" %>s %b %D"#).preset, None);
+    assert_eq!(fmt(r#"%h %l %u %t "%r" %>s %b "%{Referer}i""#).preset, None);
+}
+
+#[test]
+fn fast_path_agrees_with_the_walk_on_random_lines() {
+    let presets = presets();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n as u64) as usize
+    };
+    const PIECES: &[&[u8]] = &[
+        b" ",
+        b"\"",
+        b"\\",
+        b"\\\"",
+        b"[",
+        b"]",
+        b"-",
+        b":",
+        b"\t",
+        b"\r",
+        b"200",
+        b"1234",
+        b"GET",
+        b"/p?q=1",
+        b"HTTP/1.1",
+        b"17/May/2015:10:05:03 +0000",
+        b"29/Feb/2016:00:00:00 -0700",
+        b"Mozilla/5.0 (X11)",
+        b"\xc3\xa9",
+        b"\xff",
+        b"2001:db8::1",
+        b"192.0.2.7",
+    ];
+    for _ in 0..200_000 {
+        let base = TRICKY_COMBINED[next(TRICKY_COMBINED.len())];
+        let mut line = base.to_vec();
+        for _ in 0..=next(3) {
+            let at = next(line.len() + 1);
+            let piece = PIECES[next(PIECES.len())];
+            match next(3) {
+                0 => line.splice(at..at, piece.iter().copied()).for_each(drop),
+                1 => {
+                    let end = (at + 1 + next(8)).min(line.len());
+                    line.drain(at.min(end)..end);
+                }
+                _ => line.truncate(at),
+            }
+        }
+        for f in &presets {
+            assert_same(f, &line);
+        }
+    }
+}
+
+#[test]
+fn day_cache_follows_the_date() {
+    let f = fmt(COMBINED);
+    // Dates that change back and forth, across months, years, leap days and offsets; each
+    // timestamp must parse as it would alone.
+    let stamps = [
+        "17/May/2015:10:05:03 +0000",
+        "17/May/2015:23:59:59 -0700",
+        "18/May/2015:00:00:00 +0000",
+        "17/May/2015:10:05:03 +0000",
+        "17/Jun/2015:10:05:03 +0000",
+        "17/May/2016:10:05:03 +0000",
+        "29/Feb/2016:10:05:03 +0000",
+        "29/Feb/2015:10:05:03 +0000",
+        "28/Feb/2015:10:05:03 +0000",
+        "29/Feb/2000:10:05:03 +0000",
+        "29/Feb/1900:10:05:03 +0000",
+        "01/Jan/0001:00:00:00 +0000",
+        "00/Jan/0000:00:00:00 +0000",
+        "31/Dec/9999:23:59:59 +0000",
+        "31/Dec/1969:23:59:59 +0000",
+        "01/Jan/1970:00:00:00 +0000",
+        "31/Dec/9999:23:59:59 +0000",
+    ];
+    for round in 0..3 {
+        for (i, stamp) in stamps.iter().enumerate() {
+            let stamp = stamps[(i * (round + 1)) % stamps.len()].max(stamp);
+            let line = format!(r#"h - - [{stamp}] "GET / HTTP/1.1" 200 1 "r" "ua""#);
+            let want = parse_apache_time(stamp.as_bytes());
+            let got = f.parse(line.as_bytes());
+            match want {
+                Some(t) => assert_eq!(got.map(|r| r.time), Ok(Some(t)), "{stamp}"),
+                None => assert_eq!(got, Err(ParseError::Timestamp), "{stamp}"),
+            }
+            assert_same(&f, line.as_bytes());
+        }
+    }
+    // A clone keeps answering the same, and the cache does not affect equality.
+    let g = f.clone();
+    assert_eq!(f, g);
+    assert_eq!(f, fmt(COMBINED));
+}
