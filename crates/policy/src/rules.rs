@@ -206,6 +206,9 @@ pub fn client_address(
 
 /// Parses an IP address from bytes, accepting `[v6]` and `v4:port`/`[v6]:port` forms.
 pub fn parse_ip(raw: &[u8]) -> Option<IpAddr> {
+    if let Some(v4) = dotted_quad(raw) {
+        return Some(IpAddr::V4(v4));
+    }
     let s = std::str::from_utf8(raw).ok()?;
     let ip = if let Some(rest) = s.strip_prefix('[') {
         rest.split(']').next()?.parse::<IpAddr>().ok()?
@@ -226,6 +229,36 @@ pub fn parse_ip(raw: &[u8]) -> Option<IpAddr> {
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     })
+}
+
+/// The common case of [`parse_ip`] without `str::parse`'s generality: four decimal numbers of
+/// 0 to 255 written as the standard library accepts them (no sign, no leading zero but for `0`
+/// itself), separated by dots, and nothing else. `None` leaves the line to the general parser,
+/// so an address this accepts is one `str::parse` accepts, with the same value.
+pub(crate) fn dotted_quad(raw: &[u8]) -> Option<std::net::Ipv4Addr> {
+    if raw.len() > 15 {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    let mut parts = raw.split(|&b| b == b'.');
+    for octet in &mut octets {
+        let part = parts.next()?;
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut n = 0u16;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(b - b'0');
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(std::net::Ipv4Addr::from(octets))
 }
 
 /// The address as 16 bytes (IPv4 mapped), for keyed hashing.

@@ -244,6 +244,64 @@ fn client_address_selection() {
     assert_eq!(parse_ip(b"\xff\xfe"), None);
 }
 
+/// `parse_ip` reads dotted quads itself; it must agree with the standard library's parser on
+/// every input near that form.
+#[test]
+fn dotted_quads_parse_as_the_standard_library_does() {
+    let std_v4 = |s: &[u8]| {
+        std::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+    };
+    let mut cases: Vec<Vec<u8>> = [
+        "0.0.0.0",
+        "255.255.255.255",
+        "256.1.1.1",
+        "1.2.3",
+        "1.2.3.4.5",
+        "01.2.3.4",
+        "1.2.3.04",
+        "1..3.4",
+        ".1.2.3",
+        "1.2.3.",
+        "+1.2.3.4",
+        "1.2.3.4 ",
+        " 1.2.3.4",
+        "1.2.3.-4",
+        "192.0.2.1",
+        "1000.1.1.1",
+        "10.0.0.255",
+        "0.0.0.00",
+        "1.2.3.4:80",
+        "1.2.3.a",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    // Every one-byte change of a few addresses, to any byte.
+    for base in ["192.0.2.1", "10.200.0.7", "1.1.1.1"] {
+        for i in 0..base.len() {
+            for b in 0..=255u8 {
+                let mut c = base.as_bytes().to_vec();
+                c[i] = b;
+                cases.push(c);
+            }
+        }
+    }
+    for c in &cases {
+        assert_eq!(
+            super::rules::dotted_quad(c),
+            std_v4(c),
+            "{:?}",
+            String::from_utf8_lossy(c)
+        );
+        // And the whole parser gives what it gave before for IPv4.
+        if let Some(v4) = std_v4(c) {
+            assert_eq!(parse_ip(c), Some(IpAddr::V4(v4)));
+        }
+    }
+}
+
 #[test]
 fn geo_mappings_finer_than_a_region_are_refused() {
     for (path, why) in [
