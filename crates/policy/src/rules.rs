@@ -235,7 +235,7 @@ pub fn parse_ip(raw: &[u8]) -> Option<IpAddr> {
 /// 0 to 255 written as the standard library accepts them (no sign, no leading zero but for `0`
 /// itself), separated by dots, and nothing else. `None` leaves the line to the general parser,
 /// so an address this accepts is one `str::parse` accepts, with the same value.
-pub(crate) fn dotted_quad(raw: &[u8]) -> Option<std::net::Ipv4Addr> {
+pub fn dotted_quad(raw: &[u8]) -> Option<std::net::Ipv4Addr> {
     if raw.len() > 15 {
         return None;
     }
