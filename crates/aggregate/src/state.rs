@@ -166,7 +166,7 @@ impl Row {
             dims,
             requests: c.requests,
             bytes: c.bytes,
-            visitors: c.visitors.clone(),
+            visitors: c.visitors.to_visitors(),
         }
     }
 
@@ -229,7 +229,7 @@ pub fn table_from_rows(table: TableName, rows: Vec<ReleasedRow>) -> TableOut {
 struct Cell {
     requests: u64,
     bytes: u64,
-    visitors: Visitors,
+    visitors: table::VisitorTable,
 }
 
 impl Cell {
@@ -237,19 +237,19 @@ impl Cell {
         self.requests += 1;
         // Byte counts come from the log: a hostile line can claim 2^64 - 1.
         self.bytes = self.bytes.saturating_add(obs.bytes);
-        self.visitors
-            .entry(obs.visitor)
-            .or_default()
-            .add(Contribution {
+        self.visitors.add(
+            obs.visitor,
+            Contribution {
                 requests: 1,
                 bytes: u32::try_from(obs.bytes).unwrap_or(u32::MAX),
-            });
+            },
+        );
     }
 
     fn merge(&mut self, other: Cell) {
         self.requests += other.requests;
         self.bytes = self.bytes.saturating_add(other.bytes);
-        merge_visitors(&mut self.visitors, other.visitors);
+        self.visitors.merge(other.visitors);
     }
 }
 
@@ -366,20 +366,28 @@ impl Aggregates {
             return;
         }
         let traffic = self.traffic.entry(p).or_default();
-        match traffic.get_mut(obs.place) {
-            Some(c) => c.add(obs),
-            None => traffic.entry(obs.place.clone()).or_default().add(obs),
-        }
+        let region = match traffic.get_mut(obs.place) {
+            Some(c) => c,
+            None => traffic.entry(obs.place.clone()).or_default(),
+        };
         let clients = self.clients.entry(p).or_default();
-        match clients.get_mut(obs.client) {
-            Some(c) => c.add(obs),
-            None => clients.entry(obs.client.clone()).or_default().add(obs),
-        }
+        let client = match clients.get_mut(obs.client) {
+            Some(c) => c,
+            None => clients.entry(obs.client.clone()).or_default(),
+        };
         let refs = self.referrers.entry(p).or_default();
-        match refs.get_mut(obs.referrer) {
-            Some(c) => c.add(obs),
-            None => refs.entry(Str::from(obs.referrer)).or_default().add(obs),
+        let referrer = match refs.get_mut(obs.referrer) {
+            Some(c) => c,
+            None => refs.entry(Str::from(obs.referrer)).or_default(),
+        };
+        // The visitor's place in each of the three tables is usually not in the processor's
+        // caches: ask for all three, then wait once.
+        for cell in [&*region, &*client, &*referrer] {
+            cell.visitors.prefetch(obs.visitor);
         }
+        region.add(obs);
+        client.add(obs);
+        referrer.add(obs);
     }
 
     /// Counts a rejected line. It has no time of its own: it goes to the period of the nearest
@@ -620,6 +628,7 @@ fn ints(it: impl Iterator<Item = u64>) -> Column {
 }
 
 mod split;
+mod table;
 mod wire;
 pub use wire::DecodeError;
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use logcensus_policy::{GeoFields, GeoLevel};
 use maxminddb::PathElement;
 
+use crate::prefetch::prefetch;
 use crate::{Str, UNKNOWN};
 
 /// Where an address is, no finer than the pipeline's level. `None` means "below the level"
@@ -285,20 +286,6 @@ impl GeoLookup<'_> {
         self.local[i] = Some((place.clone(), known));
         (place, known)
     }
-}
-
-/// A hint to the processor that `value` will be read soon. No effect on what the program does.
-#[inline]
-fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing into the program and cannot fault, whatever the address
-    // (here a valid reference); SSE is part of every x86_64 target.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>((value as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
 }
 
 /// What the database said about an address: nothing, or `Records::answers[i]`.

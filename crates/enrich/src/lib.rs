@@ -18,9 +18,11 @@
 
 mod geo;
 mod key_hash;
+mod prefetch;
 mod ua;
 
 pub use geo::{GeoDb, GeoError, GeoLookup, Place};
+pub use prefetch::prefetch;
 pub use ua::{ClientClass, UaClassifier};
 
 /// A shared, immutable string.

@@ -25,7 +25,8 @@ use logcensus_enrich::{ClientClass, Place};
 use logcensus_policy::{CrawlerHandling, Period};
 use serde::{Deserialize, Serialize};
 
-use super::{Aggregates, Cell, Contribution, Quality, Rejection, Visitors, REJECTION_REASONS};
+use super::table::VisitorTable;
+use super::{Aggregates, Cell, Contribution, Quality, Rejection, REJECTION_REASONS};
 use crate::output::Str;
 
 /// Version of the layout below; bumped on any change to it.
@@ -406,15 +407,15 @@ fn cells<K: Clone + std::hash::Hash + Eq>(
         let key = keys
             .get(c.key as usize)
             .ok_or_else(|| malformed(format!("a {what} index is out of range")))?;
-        let mut visitors = Visitors::with_capacity_and_hasher(c.visitors.len(), Default::default());
+        let mut visitors = VisitorTable::with_capacity(c.visitors.len());
         for v in c.visitors {
-            visitors
-                .entry(u64::from_le_bytes(v.hash))
-                .or_default()
-                .add(Contribution {
+            visitors.add(
+                u64::from_le_bytes(v.hash),
+                Contribution {
                     requests: v.requests,
                     bytes: v.bytes,
-                });
+                },
+            );
         }
         let cell = Cell {
             requests: c.requests,

@@ -1,0 +1,191 @@
+//! The visitors behind one cell while it is being counted: an open-addressing table of visitor
+//! hash → contribution that can say where a visitor will be before it is looked up.
+//!
+//! Counting a request adds its visitor to three cells (region, client, referrer), each a table
+//! far larger than the processor's caches on a busy day, so each addition waits for memory.
+//! [`VisitorTable::prefetch`] lets [`super::Aggregates::observe`] ask for all three places at
+//! once and then wait about once instead of three times. Visitor hashes are keyed SipHash
+//! outputs, uniformly distributed and not choosable by a log, so their low bits index the table
+//! directly (linear probing, at most 3/4 full).
+
+use logcensus_enrich::prefetch;
+
+use super::{Contribution, Visitors};
+
+/// Visitor hash → what it contributed. The hash 0 is a valid visitor and lives outside the
+/// slots, where 0 marks an empty slot.
+#[derive(Debug, Default, Clone)]
+pub(super) struct VisitorTable {
+    slots: Vec<(u64, Contribution)>,
+    /// Visitors in `slots`.
+    used: usize,
+    zero: Option<Contribution>,
+}
+
+/// The first allocation: 8 slots (a small cell is a cache line or two).
+const MIN_SLOTS: usize = 8;
+
+impl VisitorTable {
+    /// A table with room for `n` visitors before it grows.
+    pub(super) fn with_capacity(n: usize) -> Self {
+        let mut t = VisitorTable::default();
+        if n > 0 {
+            t.slots = vec![(0, Contribution::default()); slots_for(n)];
+        }
+        t
+    }
+
+    /// Number of distinct visitors.
+    pub(super) fn len(&self) -> usize {
+        self.used + usize::from(self.zero.is_some())
+    }
+
+    fn home(&self, visitor: u64) -> usize {
+        visitor as usize & (self.slots.len() - 1)
+    }
+
+    /// Hints the processor to fetch the slot where `visitor` would be found or added.
+    #[inline]
+    pub(super) fn prefetch(&self, visitor: u64) {
+        if !self.slots.is_empty() {
+            prefetch(&self.slots[self.home(visitor)]);
+        }
+    }
+
+    /// Adds `c` to what `visitor` contributed (a new visitor starts at nothing).
+    pub(super) fn add(&mut self, visitor: u64, c: Contribution) {
+        if visitor == 0 {
+            self.zero.get_or_insert_with(Contribution::default).add(c);
+            return;
+        }
+        if (self.used + 1) * 4 > self.slots.len() * 3 {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(visitor);
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.0 == visitor {
+                slot.1.add(c);
+                return;
+            }
+            if slot.0 == 0 {
+                *slot = (visitor, c);
+                self.used += 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        let old = std::mem::replace(&mut self.slots, vec![(0, Contribution::default()); size]);
+        self.used = 0;
+        for (v, c) in old {
+            if v != 0 {
+                self.add(v, c);
+            }
+        }
+    }
+
+    /// Every visitor and its contribution, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Contribution)> + '_ {
+        self.slots
+            .iter()
+            .filter(|(v, _)| *v != 0)
+            .copied()
+            .chain(self.zero.map(|c| (0, c)))
+    }
+
+    /// Adds every visitor of `other`.
+    pub(super) fn merge(&mut self, mut other: VisitorTable) {
+        if self.len() < other.len() {
+            std::mem::swap(self, &mut other);
+        }
+        for (v, c) in other.iter() {
+            self.add(v, c);
+        }
+    }
+
+    /// The same visitors as the map rows carry.
+    pub(super) fn to_visitors(&self) -> Visitors {
+        let mut out = Visitors::with_capacity_and_hasher(self.len(), Default::default());
+        out.extend(self.iter());
+        out
+    }
+}
+
+/// Slots for `n` visitors at most 3/4 full: a power of two.
+fn slots_for(n: usize) -> usize {
+    n.saturating_mul(4)
+        .div_ceil(3)
+        .next_power_of_two()
+        .max(MIN_SLOTS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(requests: u32, bytes: u32) -> Contribution {
+        Contribution { requests, bytes }
+    }
+
+    /// The table against a `HashMap` on the same additions: hashes that share low bits (long
+    /// probe runs), the hash 0, growth, merging both ways.
+    #[test]
+    fn holds_what_a_map_holds() {
+        let mut t = VisitorTable::default();
+        let mut m = Visitors::default();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..5_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // A third of the visitors share their low 12 bits; some are 0; many repeat.
+            let v = match i % 6 {
+                0 | 1 => (x % 700) << 12,
+                2 => 0,
+                _ => x % 2_000,
+            };
+            let add = c(1, (x % 5_000) as u32);
+            t.add(v, add);
+            m.entry(v).or_default().add(add);
+        }
+        assert_eq!(t.len(), m.len());
+        assert_eq!(t.to_visitors(), m);
+        assert!(t.slots.len() * 3 >= t.used * 4, "at most 3/4 full");
+
+        let mut other = VisitorTable::with_capacity(3);
+        other.add(0, c(2, 2));
+        other.add(7, c(1, u32::MAX));
+        other.add(1 << 40, c(1, 1));
+        let mut expect = m.clone();
+        for (v, add) in other.iter() {
+            expect.entry(v).or_default().add(add);
+        }
+        let mut small_first = other.clone();
+        small_first.merge(t.clone());
+        t.merge(other);
+        assert_eq!(t.to_visitors(), expect);
+        assert_eq!(small_first.to_visitors(), expect);
+        assert_eq!(expect[&7].bytes, u32::MAX, "contributions saturate");
+    }
+
+    #[test]
+    fn empty_and_sized_tables() {
+        let t = VisitorTable::with_capacity(0);
+        assert_eq!(t.len(), 0);
+        t.prefetch(5);
+        assert_eq!(t.iter().count(), 0);
+        assert_eq!(slots_for(6), 8);
+        assert_eq!(slots_for(7), 16);
+        let mut t = VisitorTable::with_capacity(100);
+        let before = t.slots.len();
+        for v in 1..=100 {
+            t.add(v, c(1, 1));
+        }
+        assert_eq!(t.slots.len(), before, "room for what it was sized for");
+    }
+}
