@@ -1,7 +1,8 @@
 //! Drives a job: source → parse → policy → enrich → aggregate → sink.
 //!
-//! One reader thread cuts inputs into batches of lines and sends them over a bounded channel (so
-//! a slow worker applies backpressure instead of growing memory). Each worker thread owns its
+//! Reader threads (one per input at a time, at most one per worker) cut inputs into batches of
+//! lines and send them over a bounded channel (so a slow worker applies backpressure instead of
+//! growing memory). Each worker thread owns its
 //! parser, User-Agent cache, GeoIP cache, visitor keys and partial aggregates; at the end the
 //! partials merge exactly and the tables are written.
 //!
@@ -16,6 +17,7 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -170,13 +172,15 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
 
     let threads = opts.threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<(Arc<str>, logcensus_source::Batch)>(threads * 2);
-    // Spent batches go back to the reader, which refills them: no allocation per batch, and
-    // the reader writes into memory that is already mapped (fresh pages cost a fault each).
+    // Spent batches go back to the readers, which refill them: no allocation per batch, and
+    // a reader writes into memory that is already mapped (fresh pages cost a fault each).
     let (spent_tx, spent_rx) = crossbeam_channel::bounded::<logcensus_source::Batch>(threads * 2);
-    let mut failures = Vec::new();
-    let mut lines_read = 0u64;
-    let mut open_error = None;
-    let partials: Vec<Aggregates> = std::thread::scope(|scope| {
+    // Several inputs are read (and decompressed) at once, up to one per worker: a compressed
+    // file is read on one core, so a backfill of many `.gz` files would otherwise wait on one.
+    let readers = threads.min(opts.inputs.len());
+    let next_input = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let (partials, reads): (Vec<Aggregates>, Vec<Reads>) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let rx = rx.clone();
@@ -186,7 +190,7 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
                     let mut w = LineWorker::new(pipeline, geo, opts.secret.clone());
                     for (input, batch) in rx {
                         w.batch(&input, &batch);
-                        // When the reader already has enough spares, this one is freed.
+                        // When the readers already have enough spares, this one is freed.
                         let _ = spent_tx.try_send(batch);
                     }
                     w.into_aggregates()
@@ -195,43 +199,55 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .collect();
         drop(rx);
         drop(spent_tx);
-        for input in &opts.inputs {
-            let name: Arc<str> = Arc::from(input.to_string());
-            let reader = match open_counted(input, progress) {
-                Ok(r) => r,
-                Err(e) => {
-                    open_error = Some(e);
-                    break;
-                }
-            };
-            let mut lr = LineReader::new(reader, pipeline.max_line_bytes);
-            // Read errors do not fail `next_batch`; they end the input (see `take_failure`).
-            while let Ok(Some(batch)) = lr.next_batch_in(spent_rx.try_recv().unwrap_or_default()) {
-                lines_read += batch.entries.len() as u64;
-                if tx.send((name.clone(), batch)).is_err() {
-                    break;
-                }
-            }
-            if let Some(f) = lr.take_failure() {
-                tracing::warn!(
-                    input = %name,
-                    after_line = f.after_line,
-                    error = %f.error,
-                    "input ended early; its complete lines were counted and the damaged rest is counted as rejected (truncated_input)"
-                );
-                failures.push(InputFailure {
-                    input: name.to_string(),
-                    after_line: f.after_line,
-                    error: f.error.to_string(),
-                });
-            }
-        }
+        let reader_threads: Vec<_> = (0..readers)
+            .map(|_| {
+                let tx = tx.clone();
+                let spent_rx = spent_rx.clone();
+                let (next_input, stop) = (&next_input, &stop);
+                scope.spawn(move || {
+                    let mut reads = Reads::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next_input.fetch_add(1, Ordering::Relaxed);
+                        let Some(input) = opts.inputs.get(i) else {
+                            break;
+                        };
+                        if let Err(e) =
+                            read_input(i, input, pipeline, progress, &tx, &spent_rx, &mut reads)
+                        {
+                            reads.open_error = Some((i, e));
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                    }
+                    reads
+                })
+            })
+            .collect();
         drop(tx);
-        workers
+        let reads = reader_threads
+            .into_iter()
+            .map(|h| h.join().expect("a reader thread panicked"))
+            .collect();
+        let partials = workers
             .into_iter()
             .map(|h| h.join().expect("a worker thread panicked"))
-            .collect()
+            .collect();
+        (partials, reads)
     });
+    let lines_read = reads.iter().map(|r| r.lines).sum();
+    // In the order of the inputs, whichever reader met them.
+    let mut failures: Vec<(usize, InputFailure)> = Vec::new();
+    let mut open_error: Option<(usize, SourceError)> = None;
+    for r in reads {
+        failures.extend(r.failures);
+        if let Some((i, e)) = r.open_error {
+            if open_error.as_ref().is_none_or(|(j, _)| i < *j) {
+                open_error = Some((i, e));
+            }
+        }
+    }
+    failures.sort_by_key(|(i, _)| *i);
+    let failures: Vec<InputFailure> = failures.into_iter().map(|(_, f)| f).collect();
+    let open_error = open_error.map(|(_, e)| e);
 
     if let Some(e) = open_error {
         return Err(e.into());
@@ -264,6 +280,53 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         input_failures: failures,
         elapsed: started.elapsed(),
     })
+}
+
+/// What one reader thread did.
+#[derive(Default)]
+struct Reads {
+    lines: u64,
+    /// Inputs that ended early, by their position among the inputs.
+    failures: Vec<(usize, InputFailure)>,
+    open_error: Option<(usize, SourceError)>,
+}
+
+/// Reads input `i` into batches for the workers. Read errors end the input, not the run (its
+/// complete lines count; see [`LineReader::take_failure`]); only failing to open it is an error.
+fn read_input(
+    i: usize,
+    input: &Input,
+    pipeline: &Pipeline,
+    progress: &ByteCounter,
+    tx: &crossbeam_channel::Sender<(Arc<str>, logcensus_source::Batch)>,
+    spent: &crossbeam_channel::Receiver<logcensus_source::Batch>,
+    reads: &mut Reads,
+) -> Result<(), SourceError> {
+    let name: Arc<str> = Arc::from(input.to_string());
+    let mut lr = LineReader::new(open_counted(input, progress)?, pipeline.max_line_bytes);
+    while let Ok(Some(batch)) = lr.next_batch_in(spent.try_recv().unwrap_or_default()) {
+        reads.lines += batch.entries.len() as u64;
+        if tx.send((name.clone(), batch)).is_err() {
+            break;
+        }
+    }
+    if let Some(f) = lr.take_failure() {
+        tracing::warn!(
+            input = %name,
+            after_line = f.after_line,
+            error = %f.error,
+            "input ended early; its complete lines were counted and the damaged rest is counted as rejected (truncated_input)"
+        );
+        reads.failures.push((
+            i,
+            InputFailure {
+                input: name.to_string(),
+                after_line: f.after_line,
+                error: f.error.to_string(),
+            },
+        ));
+    }
+    Ok(())
 }
 
 /// Opens the GeoIP database, if any; an error when `traffic_by_region` needs one.

@@ -156,3 +156,89 @@ fn missing_or_corrupt_geoip_database_is_a_clear_error() {
         assert!(t.contains("--geoip"), "says what to do: {t}");
     }
 }
+
+/// Many inputs are read by several readers at once (one per worker): each damaged file is named
+/// and counted once, every complete line of every file counts, and the tables are those of a
+/// single reader (`--threads 1`).
+#[test]
+fn inputs_read_side_by_side_count_as_one_reader_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let line = |f: usize, i: usize| {
+        format!("203.0.113.{} - - [17/May/2026:1{}:00:00 +0000] \"GET /{i} HTTP/1.1\" 200 {i} \"https://site{f}.example/\" \"curl/8.{f}\"\n", i % 250, f % 10)
+    };
+    let mut complete = 0i64;
+    for f in 0..7 {
+        let text: String = (0..3_000).map(|i| line(f, i)).collect();
+        if f % 3 == 1 {
+            // Cut inside the gzip stream: only the lines before the cut count.
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(text.as_bytes()).unwrap();
+            let gz = enc.finish().unwrap();
+            std::fs::write(logs.join(format!("{f}.log.gz")), &gz[..gz.len() / 2]).unwrap();
+        } else if f % 2 == 0 {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(text.as_bytes()).unwrap();
+            std::fs::write(logs.join(format!("{f}.log.gz")), enc.finish().unwrap()).unwrap();
+            complete += 3_000;
+        } else {
+            std::fs::write(logs.join(format!("{f}.log")), text).unwrap();
+            complete += 3_000;
+        }
+    }
+    let p = pipeline(
+        dir.path(),
+        "all",
+        "[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"hour\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"include\"\n",
+    );
+    let pattern = format!("{}/*", logs.display());
+    let run = |threads: &str, out: &Path| {
+        ok(&logcensus(&[
+            "run",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--input",
+            &pattern,
+            "--out",
+            out.to_str().unwrap(),
+            "--geoip",
+            test_mmdb().to_str().unwrap(),
+            "--threads",
+            threads,
+        ]))
+    };
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let t1 = run("1", &one);
+    let t2 = run("2", &two);
+    for t in [&t1, &t2] {
+        // In the summary once each, in the order of the inputs.
+        let at: Vec<usize> = ["1.log.gz ended early", "4.log.gz ended early"]
+            .iter()
+            .map(|d| {
+                assert_eq!(t.matches(d).count(), 1, "{d}:\n{t}");
+                t.find(d).unwrap()
+            })
+            .collect();
+        assert!(at[0] < at[1], "{t}");
+    }
+    for table in [
+        "traffic_by_region",
+        "clients",
+        "referrers",
+        "traffic_quality",
+    ] {
+        assert_eq!(rows(&one, table), rows(&two, table), "{table}");
+    }
+    assert_eq!(sum(&two, "traffic_quality", "rejected_truncated_input"), 2);
+    let requests = sum(&two, "traffic_quality", "requests");
+    assert!(
+        requests > complete && requests < complete + 6_000,
+        "every complete line and part of each cut file: {requests}"
+    );
+    assert_eq!(
+        sum(&two, "referrers", "requests"),
+        requests,
+        "referrers count every request"
+    );
+}
