@@ -1,6 +1,6 @@
 //! Drives a job: source → parse → policy → enrich → aggregate → sink.
 //!
-//! Reader threads (one per input at a time, at most one per worker) cut inputs into batches of
+//! Reader threads (one input each at a time, one reader per two workers) cut inputs into batches of
 //! lines and send them over a bounded channel (so a slow worker applies backpressure instead of
 //! growing memory). Each worker thread owns its
 //! parser, User-Agent cache, GeoIP cache, visitor keys and partial aggregates; at the end the
@@ -175,9 +175,11 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     // Spent batches go back to the readers, which refill them: no allocation per batch, and
     // a reader writes into memory that is already mapped (fresh pages cost a fault each).
     let (spent_tx, spent_rx) = crossbeam_channel::bounded::<logcensus_source::Batch>(threads * 2);
-    // Several inputs are read (and decompressed) at once, up to one per worker: a compressed
-    // file is read on one core, so a backfill of many `.gz` files would otherwise wait on one.
-    let readers = threads.min(opts.inputs.len());
+    // Several inputs are read (and decompressed) at once, one reader per two workers: a
+    // compressed file is read on one core, and one core decompressing gzip feeds about two
+    // workers, so a backfill of many `.gz` files on many cores would otherwise wait on one.
+    // (With 2 workers, one reader: on 2 cores a second one only competes with the workers.)
+    let readers = threads.div_ceil(2).min(opts.inputs.len());
     let next_input = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let (partials, reads): (Vec<Aggregates>, Vec<Reads>) = std::thread::scope(|scope| {
