@@ -88,13 +88,11 @@ pub fn classify_referrer<'s>(
         return RefClass::Invalid;
     }
     scratch.clear();
-    // Safe: every byte was checked to be ASCII above.
-    scratch.extend(host.iter().map(|b| b.to_ascii_lowercase() as char));
+    scratch.push_str(std::str::from_utf8(host).expect("every byte was checked to be ASCII"));
+    scratch.make_ascii_lowercase();
     // IP-address hosts, and reverse-DNS names (which spell an address), are not sites.
-    if scratch.parse::<std::net::Ipv4Addr>().is_ok()
-        || scratch.bytes().all(|b| b.is_ascii_digit() || b == b'.')
-        || scratch.ends_with(".arpa")
-    {
+    // (An IPv4 address is all digits and dots.)
+    if scratch.bytes().all(|b| b.is_ascii_digit() || b == b'.') || scratch.ends_with(".arpa") {
         return RefClass::Other;
     }
     let Some(registrable) = icann_registrable_len(scratch.as_bytes()) else {
