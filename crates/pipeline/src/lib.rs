@@ -1,10 +1,10 @@
 //! Drives a job: source → parse → policy → enrich → aggregate → sink.
 //!
-//! Reader threads (one input each at a time, one reader per two workers) cut inputs into batches of
-//! lines and send them over a bounded channel (so a slow worker applies backpressure instead of
-//! growing memory). Each worker thread owns its
-//! parser, User-Agent cache, GeoIP cache, visitor keys and partial aggregates; at the end the
-//! partials merge exactly and the tables are written.
+//! Reader threads (one input each at a time, one reader per two workers) cut inputs into
+//! batches of lines and send them over a bounded channel (so a slow worker applies backpressure
+//! instead of growing memory). Each worker thread owns its parser, User-Agent cache, GeoIP
+//! cache, visitor keys and partial aggregates; at the end the partials merge exactly and the
+//! tables are written.
 //!
 //! The per-line path ([`worker::LineWorker::line`]) is where the policy is enforced: it reads
 //! only the fields the policy names, turns the address into a place and a visitor hash, and lets
