@@ -12,6 +12,10 @@ use maxminddb::PathElement;
 use crate::prefetch::prefetch;
 use crate::{Str, UNKNOWN};
 
+mod tree;
+
+use tree::{Bytes, Tree};
+
 /// Where an address is, no finer than the pipeline's level. `None` means "below the level"
 /// (written as null); `(unknown)` means the database had no answer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -63,7 +67,10 @@ fn parse_path(key: &'static str, path: &str) -> Result<Vec<Seg>, GeoError> {
 
 /// An open database with its field mapping. Shared by all workers.
 pub struct GeoDb {
-    reader: maxminddb::Reader<Vec<u8>>,
+    reader: maxminddb::Reader<Bytes>,
+    /// The same bytes' search tree, for walking many IPv4 addresses at once (`None` if the
+    /// crate's reader is the only way in).
+    tree: Option<Tree>,
     continent: Vec<Seg>,
     country: Vec<Seg>,
     subdivision: Vec<Seg>,
@@ -95,11 +102,14 @@ impl GeoDb {
             path: path.to_path_buf(),
             source,
         })?;
-        let reader = maxminddb::Reader::from_source(bytes).map_err(|e| GeoError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        })?;
+        let bytes = Bytes(Arc::new(bytes));
+        let reader =
+            maxminddb::Reader::from_source(bytes.clone()).map_err(|e| GeoError::Corrupt {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            })?;
         let m = reader.metadata();
+        let tree = Tree::new(bytes, m.node_count, m.record_size, m.ip_version);
         let description = format!(
             "{} (built at Unix time {}, {} nodes)",
             m.database_type, m.build_epoch, m.node_count
@@ -109,6 +119,7 @@ impl GeoDb {
             country: parse_path("country", &fields.country)?,
             subdivision: parse_path("subdivision", &fields.subdivision)?,
             reader,
+            tree,
             level,
             description,
             addresses: AddressCache::new(),
@@ -140,6 +151,9 @@ impl GeoDb {
         });
         GeoLookup {
             db: self,
+            walks: Vec::new(),
+            bits: Vec::new(),
+            found: Vec::new(),
             local: Vec::new(),
             interned: HashSet::new(),
             unknown_place,
@@ -234,6 +248,10 @@ impl GeoDb {
 /// Cached lookups for one worker.
 pub struct GeoLookup<'db> {
     db: &'db GeoDb,
+    /// [`GeoLookup::look_ahead`]'s addresses that missed the cache, and their records.
+    walks: Vec<IpAddr>,
+    bits: Vec<u128>,
+    found: Vec<Option<usize>>,
     /// The database's `answers`, as this worker's own allocations (so that counting a place
     /// never touches a reference count another thread writes).
     local: Vec<Option<(Arc<Place>, bool)>>,
@@ -242,14 +260,65 @@ pub struct GeoLookup<'db> {
 }
 
 impl GeoLookup<'_> {
-    /// The place of an address, and whether the database knew its country (or continent at that
-    /// level). A missing address, no record, or an unreadable record is the unknown place.
-    /// Starts fetching what [`GeoLookup::place`] will read for `ip`, so that a worker can ask
-    /// for the next line's address while it counts this one.
-    pub fn prefetch(&self, ip: IpAddr) {
-        self.db.addresses.prefetch(&AddressKey::of(ip));
+    /// Looks up ahead of time the addresses that the next calls to [`GeoLookup::place`] will
+    /// ask for (a batch of lines), so that they find their answers in the address cache. The
+    /// addresses the cache does not know are walked through the database together, their
+    /// cache misses overlapping, where one at a time each would wait for the last.
+    pub fn look_ahead(&mut self, addresses: &[IpAddr]) {
+        let Some(tree) = &self.db.tree else {
+            return;
+        };
+        let cache = &self.db.addresses;
+        self.walks.clear();
+        for (i, &ip) in addresses.iter().enumerate() {
+            if let Some(&next) = addresses.get(i + 8) {
+                cache.prefetch(&AddressKey::of(next));
+            }
+            if cache.get(&AddressKey::of(ip)).is_none() {
+                self.walks.push(ip);
+            }
+        }
+        if self.walks.is_empty() {
+            return;
+        }
+        // IPv4 first, then IPv6: each family's walks start from its own node.
+        self.walks.sort_unstable_by_key(IpAddr::is_ipv6);
+        let v4 = self.walks.partition_point(IpAddr::is_ipv4);
+        let bits = |ip: &IpAddr| match *ip {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            IpAddr::V6(a) => u128::from(a),
+        };
+        self.bits.clear();
+        self.bits.extend(self.walks.iter().map(bits));
+        self.found.clear();
+        tree.find(false, &self.bits[..v4], &mut self.found);
+        tree.find(true, &self.bits[v4..], &mut self.found);
+        let mut unseen = Vec::new();
+        {
+            let records = self.db.records();
+            for (&ip, found) in self.walks.iter().zip(&self.found) {
+                let answer = match found {
+                    None => Answer::Unknown,
+                    Some(offset) => match records.by_offset.get(offset) {
+                        Some(&i) => Answer::Known(i),
+                        None => {
+                            unseen.push(ip);
+                            continue;
+                        }
+                    },
+                };
+                cache.put(&AddressKey::of(ip), answer);
+            }
+        }
+        // Records met for the first time are decoded by the crate, one lookup each.
+        for ip in unseen {
+            let answer = self.db.answer(ip);
+            cache.put(&AddressKey::of(ip), answer);
+        }
     }
 
+    /// The place of an address, and whether the database knew its country (or continent at that
+    /// level). A missing address, no record, or an unreadable record is the unknown place.
     pub fn place(&mut self, ip: Option<IpAddr>) -> (Arc<Place>, bool) {
         let Some(ip) = ip else {
             return (self.unknown_place.clone(), false);
@@ -656,6 +725,100 @@ mod db_tests {
         assert_eq!(got[8], k("(unknown) null null", false));
     }
 
+    /// The walker in `tree.rs` finds, for every address, the record the `maxminddb` crate finds:
+    /// on IPv4 and IPv6 databases, with and without IPv4 aliases, at each record size, for the
+    /// first, last and neighbouring addresses of every network and for random ones.
+    #[test]
+    fn walks_in_step_find_the_crates_records() {
+        use logcensus_fixtures::mmdb::{MmdbBuilder, Value};
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        for (ip_version, record_size, aliases) in [
+            (4, 24, false),
+            (4, 28, false),
+            (4, 32, false),
+            (6, 24, true),
+            (6, 28, false),
+            (6, 32, true),
+        ] {
+            let mut b = MmdbBuilder::new("walk-test", ip_version);
+            b.record_size(record_size).ipv4_aliases(aliases);
+            let mut probes: Vec<IpAddr> = Vec::new();
+            for i in 0..600u32 {
+                let v6 = ip_version == 6 && i % 3 == 0;
+                let (addr, len, size) = if v6 {
+                    let len = 16 + (next() % 49) as u8;
+                    let a = (u128::from(next()) << 64 | u128::from(next())) & !(u128::MAX >> 3)
+                        | (u128::from(next()) << 64 | u128::from(next())) >> 3;
+                    let a = a & (u128::MAX << (128 - u32::from(len)));
+                    (IpAddr::V6(a.into()), len, 1u128 << (128 - u32::from(len)))
+                } else {
+                    let len = 8 + (next() % 25) as u8;
+                    let a = (next() as u32) & (u32::MAX << (32 - u32::from(len)));
+                    (IpAddr::V4(a.into()), len, 1u128 << (32 - u32::from(len)))
+                };
+                // Few distinct records, so that networks share them as in a real database.
+                let value = Value::map([("n", Value::Uint32(i % 40))]);
+                b.insert((addr, len), value).unwrap();
+                let n = match addr {
+                    IpAddr::V4(a) => u128::from(u32::from(a)),
+                    IpAddr::V6(a) => u128::from(a),
+                };
+                for probe in [n.wrapping_sub(1), n, n + size / 2, n + size - 1, n + size] {
+                    probes.push(match addr {
+                        IpAddr::V4(_) => IpAddr::V4((probe as u32).into()),
+                        IpAddr::V6(_) => IpAddr::V6(probe.into()),
+                    });
+                }
+            }
+            for _ in 0..3000 {
+                probes.push(IpAddr::V4((next() as u32).into()));
+                probes.push(IpAddr::V6(
+                    (u128::from(next()) << 64 | u128::from(next())).into(),
+                ));
+            }
+            probes.push("::ffff:1.2.3.4".parse().unwrap());
+            probes.push("2002:102:304::1".parse().unwrap());
+            let bytes = Bytes(Arc::new(b.build().unwrap()));
+            let reader = maxminddb::Reader::from_source(bytes.clone()).unwrap();
+            let m = reader.metadata();
+            let tree = Tree::new(bytes, m.node_count, m.record_size, m.ip_version).unwrap();
+            let as_bits = |ip: &IpAddr| match *ip {
+                IpAddr::V4(a) => u128::from(u32::from(a)),
+                IpAddr::V6(a) => u128::from(a),
+            };
+            let mut found = Vec::new();
+            let mut known = 0;
+            for v6 in [false, true] {
+                let family: Vec<IpAddr> = probes
+                    .iter()
+                    .copied()
+                    .filter(|ip| ip.is_ipv6() == v6)
+                    .collect();
+                let bits: Vec<u128> = family.iter().map(as_bits).collect();
+                found.clear();
+                tree.find(v6, &bits, &mut found);
+                assert_eq!(found.len(), family.len());
+                for (ip, got) in family.iter().zip(&found) {
+                    let want = reader.lookup(*ip).ok().and_then(|r| r.offset());
+                    assert_eq!(
+                        *got, want,
+                        "{ip} in IPv{ip_version}, {record_size}-bit records"
+                    );
+                    known += usize::from(want.is_some());
+                }
+            }
+            // The probes hit records, not only "not found".
+            assert!(known > probes.len() / 8, "{known} of {}", probes.len());
+        }
+    }
+
     #[test]
     fn cached_answers_are_the_database_answers() {
         let (_d, db) = open(
@@ -694,6 +857,21 @@ mod db_tests {
                 (show(&p), k)
             })
             .collect();
+        // Looked up ahead in batches (walked in step, then found in the cache), the answers are
+        // the same.
+        db.forget_lookups();
+        let mut ahead = db.lookup();
+        for (ips, want) in ips.chunks(700).zip(expected.chunks(700)) {
+            ahead.look_ahead(ips);
+            let got: Vec<(String, bool)> = ips
+                .iter()
+                .map(|ip| {
+                    let (p, k) = ahead.place(Some(*ip));
+                    (show(&p), k)
+                })
+                .collect();
+            assert_eq!(got, want);
+        }
         std::thread::scope(|s| {
             for _ in 0..3 {
                 s.spawn(|| {

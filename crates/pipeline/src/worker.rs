@@ -7,7 +7,7 @@ use logcensus_aggregate::{Aggregates, Observation, Rejection, VisitorKeys, Visit
 use logcensus_enrich::{GeoDb, GeoLookup, Place, UaClassifier};
 use logcensus_parse::{LineParser, ParseError};
 use logcensus_policy::rules::{address_bytes, classify_referrer, client_address, dotted_quad};
-use logcensus_policy::{GeoLevel, Pipeline};
+use logcensus_policy::{ClientAddressSource, GeoLevel, Pipeline};
 use logcensus_source::{Batch, Entry};
 
 /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
@@ -34,6 +34,8 @@ pub struct Stages<'p> {
     no_geo: Arc<Place>,
     visitors: VisitorKeys,
     scratch: String,
+    /// A batch's leading addresses, for [`Stages::look_ahead`].
+    addresses: Vec<IpAddr>,
 }
 
 /// What became of a line that parsed.
@@ -57,10 +59,8 @@ impl<'p> LineWorker<'p> {
 
     /// Processes one batch from `input`.
     pub fn batch(&mut self, input: &str, batch: &Batch) {
+        self.stages.look_ahead(batch);
         for (i, entry) in batch.entries.iter().enumerate() {
-            if let Some(Entry::Line { start, end }) = batch.entries.get(i + 1) {
-                self.stages.prefetch(batch.line(*start, *end));
-            }
             let rejection = match *entry {
                 Entry::Line { start, end } => match self.line(batch.line(start, end)) {
                     Ok(()) => continue,
@@ -111,20 +111,41 @@ impl<'p> Stages<'p> {
             }),
             visitors: VisitorKeys::new(secret),
             scratch: String::new(),
+            addresses: Vec::new(),
         }
     }
 
-    /// Starts fetching the geo cache slot of `line`'s address, when the line starts with a
-    /// dotted quad and a space (Apache's `%h` first): the memory read then overlaps the work
-    /// on the line before it. Only a hint: nothing is counted or remembered.
-    pub fn prefetch(&self, line: &[u8]) {
-        let Some(geo) = &self.geo else {
+    /// Looks up the places of a batch's addresses before its lines are processed one by one
+    /// (see [`GeoLookup::look_ahead`]), for lines that start with a dotted quad and a space
+    /// (Apache's `%h` first) or an IPv6 address, when the pipeline reads the connecting address. Only a cache
+    /// fill: each line still finds its own address, and its answer is the database's either way.
+    pub fn look_ahead(&mut self, batch: &Batch) {
+        let Some(geo) = &mut self.geo else {
             return;
         };
-        let head = &line[..line.len().min(16)];
-        if let Some(ip) = memchr::memchr(b' ', head).and_then(|n| dotted_quad(&head[..n])) {
-            geo.prefetch(IpAddr::V4(ip));
+        if !self.pipeline.policy.client_address.read
+            || self.pipeline.client_address != ClientAddressSource::RemoteHost
+        {
+            return;
         }
+        self.addresses.clear();
+        for entry in &batch.entries {
+            if let Entry::Line { start, end } = *entry {
+                let line = batch.line(start, end);
+                let head = &line[..line.len().min(48)];
+                let Some(token) = memchr::memchr(b' ', head).map(|n| &head[..n]) else {
+                    continue;
+                };
+                if let Some(ip) = dotted_quad(token) {
+                    self.addresses.push(IpAddr::V4(ip));
+                } else if token.contains(&b':') {
+                    if let Ok(ip) = std::str::from_utf8(token).unwrap_or("").parse() {
+                        self.addresses.push(IpAddr::V6(ip));
+                    }
+                }
+            }
+        }
+        geo.look_ahead(&self.addresses);
     }
 
     /// Processes one line into `agg`. Only the fields the policy allows are read from the

@@ -1,0 +1,174 @@
+//! The search tree of a MaxMind DB file, walked for many IPv4 addresses at once.
+//!
+//! A lookup in a real database reads one tree node per bit of the address, each node
+//! somewhere in tens of megabytes: a chain of cache misses, every read waiting for the one
+//! before it. Walking [`WAYS`] addresses in step lets their misses overlap. The walk follows
+//! the format's specification (and the `maxminddb` crate's reading of it) exactly; the
+//! records it finds are decoded by the crate.
+
+use std::sync::Arc;
+
+use crate::prefetch::prefetch;
+
+/// How many addresses are walked in step.
+const WAYS: usize = 16;
+
+/// Between the search tree and the data section.
+const SEPARATOR_BYTES: usize = 16;
+
+/// A database's bytes, shared by the `maxminddb` reader and the walker.
+#[derive(Clone)]
+pub(super) struct Bytes(pub(super) Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The search tree, read from a database's bytes and metadata.
+pub(super) struct Tree {
+    bytes: Bytes,
+    node_count: usize,
+    record_bits: u16,
+    node_bytes: usize,
+    ip_version: u16,
+    /// Where IPv4 walks start: the root of an IPv4 database, else the node reached by 96 zero
+    /// bits (which may already be a record or "not found").
+    v4_start: usize,
+}
+
+impl Tree {
+    /// The tree of a database the `maxminddb` crate opened; `None` for a record size the format
+    /// does not define or a tree that does not fit in the file (the crate's own lookups are then
+    /// the only ones).
+    pub(super) fn new(
+        bytes: Bytes,
+        node_count: u32,
+        record_bits: u16,
+        ip_version: u16,
+    ) -> Option<Tree> {
+        let node_count = usize::try_from(node_count).ok()?;
+        let node_bytes = match record_bits {
+            24 => 6,
+            28 => 7,
+            32 => 8,
+            _ => return None,
+        };
+        if node_count.checked_mul(node_bytes)? > bytes.0.len() {
+            return None;
+        }
+        let mut tree = Tree {
+            bytes,
+            node_count,
+            record_bits,
+            node_bytes,
+            ip_version,
+            v4_start: 0,
+        };
+        if ip_version == 6 {
+            for _ in 0..96 {
+                if tree.v4_start >= node_count {
+                    break;
+                }
+                tree.v4_start = tree.record(tree.v4_start, 0);
+            }
+        }
+        Some(tree)
+    }
+
+    /// One of a node's two records (`side` 0 left, 1 right). `node < node_count`, so the node
+    /// lies inside the tree, which `new` checked fits in the file.
+    #[inline(always)]
+    fn record(&self, node: usize, side: u32) -> usize {
+        let at = node * self.node_bytes;
+        let b = &self.bytes.0[at..at + self.node_bytes];
+        let be = |s: &[u8]| s.iter().fold(0usize, |v, &x| (v << 8) | usize::from(x));
+        match (self.record_bits, side) {
+            (24, 0) => be(&b[0..3]),
+            (24, _) => be(&b[3..6]),
+            (28, 0) => (usize::from(b[3] & 0xf0) << 20) | be(&b[0..3]),
+            (28, _) => (usize::from(b[3] & 0x0f) << 24) | be(&b[4..7]),
+            (_, 0) => be(&b[0..4]),
+            (_, _) => be(&b[4..8]),
+        }
+    }
+
+    /// The data-section offset of each address's record (`None`: not in the database), as
+    /// `maxminddb::LookupResult::offset` gives it, appended to `out` in order. `addresses` are
+    /// IPv6 addresses when `v6`, else IPv4 addresses in the low 32 bits; an IPv4 database has
+    /// no IPv6 answers.
+    pub(super) fn find(&self, v6: bool, addresses: &[u128], out: &mut Vec<Option<usize>>) {
+        let (start, bits) = match v6 {
+            true if self.ip_version == 4 => {
+                out.extend(addresses.iter().map(|_| None));
+                return;
+            }
+            true => (0, 128),
+            false => (self.v4_start, 32),
+        };
+        for group in addresses.chunks(WAYS) {
+            let mut nodes = [start; WAYS];
+            for depth in 0..bits {
+                let mut walking = false;
+                for (node, &address) in nodes.iter_mut().zip(group) {
+                    if *node < self.node_count {
+                        let bit = (address >> (bits - 1 - depth)) as u32 & 1;
+                        *node = self.record(*node, bit);
+                        if *node < self.node_count {
+                            prefetch(&self.bytes.0[*node * self.node_bytes]);
+                            walking = true;
+                        }
+                    }
+                }
+                if !walking {
+                    break;
+                }
+            }
+            out.extend(nodes[..group.len()].iter().map(|&n| self.offset(n)));
+        }
+    }
+
+    /// Where a walk ended: a data record's offset, or `None` for "not found" (the empty
+    /// marker, or bits exhausted on an inner node) and for a value that points nowhere valid.
+    fn offset(&self, end: usize) -> Option<usize> {
+        end.checked_sub(self.node_count)?
+            .checked_sub(SEPARATOR_BYTES)
+            .filter(|&o| o < self.data_section_len())
+    }
+
+    /// The data section runs from after the tree and separator up to the metadata marker. The
+    /// crate found the marker when it opened the file; here only an upper bound is needed to
+    /// refuse a pointer past the file, and the crate rejects the rest when it decodes.
+    fn data_section_len(&self) -> usize {
+        self.bytes
+            .0
+            .len()
+            .saturating_sub(self.node_count * self.node_bytes + SEPARATOR_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records read as the MaxMind DB specification lays them out, including the 28-bit
+    /// layout's shared middle byte (high nibble: left record's top bits; low: right's), which
+    /// databases smaller than 2^24 nodes never exercise.
+    #[test]
+    fn records_at_each_size() {
+        let tree = |bits: u16, node: &[u8]| {
+            let mut bytes = node.to_vec();
+            bytes.extend_from_slice(&[0; 32]);
+            Tree::new(Bytes(Arc::new(bytes)), 1, bits, 4).unwrap()
+        };
+        let t = tree(24, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]);
+        assert_eq!((t.record(0, 0), t.record(0, 1)), (0x12_3456, 0x78_9abc));
+        let t = tree(28, &[0x12, 0x34, 0x56, 0xab, 0x78, 0x9a, 0xbc]);
+        assert_eq!((t.record(0, 0), t.record(0, 1)), (0xa12_3456, 0xb78_9abc));
+        let t = tree(32, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0]);
+        assert_eq!((t.record(0, 0), t.record(0, 1)), (0x1234_5678, 0x9abc_def0));
+        assert!(Tree::new(Bytes(Arc::new(vec![0; 64])), 1, 20, 4).is_none());
+        assert!(Tree::new(Bytes(Arc::new(vec![0; 64])), 100, 24, 4).is_none());
+    }
+}
