@@ -14,7 +14,7 @@ use crate::{Str, UNKNOWN};
 
 mod tree;
 
-use tree::{Bytes, Tree};
+use tree::{Bytes, Source, Tree};
 
 /// Where an address is, no finer than the pipeline's level. `None` means "below the level"
 /// (written as null); `(unknown)` means the database had no answer.
@@ -98,11 +98,10 @@ struct Records {
 impl GeoDb {
     /// Opens and checks a database.
     pub fn open(path: &Path, fields: &GeoFields, level: GeoLevel) -> Result<GeoDb, GeoError> {
-        let bytes = read_whole(path).map_err(|source| GeoError::Read {
+        let bytes = map_or_read(path).map_err(|source| GeoError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let bytes = Bytes(Arc::new(bytes));
         let reader =
             maxminddb::Reader::from_source(bytes.clone()).map_err(|e| GeoError::Corrupt {
                 path: path.to_path_buf(),
@@ -132,6 +131,14 @@ impl GeoDb {
     pub fn forget_lookups(&self) {
         self.addresses.clear();
         self.records().by_offset.clear();
+    }
+
+    #[cfg(test)]
+    fn reader_bytes(&self) -> &Bytes {
+        self.tree
+            .as_ref()
+            .map(Tree::bytes)
+            .expect("test databases have a tree")
     }
 
     fn records(&self) -> std::sync::MutexGuard<'_, Records> {
@@ -357,30 +364,26 @@ impl GeoLookup<'_> {
     }
 }
 
-/// Reads a whole file, the two halves on two threads: a GeoIP database is tens of megabytes,
-/// and its read (copy and page faults) is most of a short run's start.
-fn read_whole(path: &Path) -> std::io::Result<Vec<u8>> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        let file = std::fs::File::open(path)?;
-        let len = usize::try_from(file.metadata()?.len())
-            .map_err(|_| std::io::Error::other("file too large"))?;
-        let mut bytes = vec![0u8; len];
-        let half = len / 2;
-        let (first, second) = bytes.split_at_mut(half);
-        std::thread::scope(|s| {
-            let other = s.spawn(|| file.read_exact_at(second, half as u64));
-            let mine = file.read_exact_at(first, 0);
-            other
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-            mine
-        })?;
-        Ok(bytes)
+/// The database's bytes: the file mapped into memory, or read whole when it cannot be mapped
+/// (not a regular file). A mapping costs nothing up front and only the pages lookups touch are
+/// ever loaded, shared with the page cache, where reading copies tens of megabytes before the
+/// first line is counted.
+fn map_or_read(path: &Path) -> std::io::Result<Bytes> {
+    let mut file = std::fs::File::open(path)?;
+    if file.metadata()?.is_file() {
+        // SAFETY: the mapping is read-only and private to this process; it stays valid for
+        // as long as the `Mmap` lives, whatever happens to the file's name. What it cannot
+        // rule out is another process writing into the same file while logcensus runs: the
+        // bytes would then change under the reader. Database updaters (geoipupdate, npm)
+        // write a new file and rename it over the old one, which leaves this mapping intact;
+        // the README asks for exactly that.
+        if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+            return Ok(Bytes(Arc::new(Source::Mapped(map))));
+        }
     }
-    #[cfg(not(unix))]
-    std::fs::read(path)
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    Ok(Bytes(Arc::new(Source::Read(bytes))))
 }
 
 /// What the database said about an address: nothing, or `Records::answers[i]`.
@@ -785,7 +788,7 @@ mod db_tests {
             }
             probes.push("::ffff:1.2.3.4".parse().unwrap());
             probes.push("2002:102:304::1".parse().unwrap());
-            let bytes = Bytes(Arc::new(b.build().unwrap()));
+            let bytes = Bytes(Arc::new(Source::Read(b.build().unwrap())));
             let reader = maxminddb::Reader::from_source(bytes.clone()).unwrap();
             let m = reader.metadata();
             let tree = Tree::new(bytes, m.node_count, m.record_size, m.ip_version).unwrap();
@@ -912,6 +915,35 @@ mod db_tests {
         let (a, _) = l.place(Some("86.144.1.1".parse().unwrap()));
         let (b, _) = l.place(Some("86.130.0.1".parse().unwrap()));
         assert!(Arc::ptr_eq(&a, &b), "GB at country level is one place");
+    }
+
+    /// A database that is not a regular file (here a named pipe, as from process substitution)
+    /// cannot be mapped: it is read whole instead, with the same answers.
+    #[cfg(unix)]
+    #[test]
+    fn a_database_from_a_pipe_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("city.mmdb");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "mkfifo (coreutils) is needed"
+        );
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, logcensus_fixtures::city_mmdb()))
+        };
+        let piped = GeoDb::open(&fifo, &GeoFields::default(), GeoLevel::Region).unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(matches!(&*piped.reader_bytes().0, Source::Read(_)));
+        let (_d, mapped) = open(
+            logcensus_fixtures::city_mmdb(),
+            GeoFields::default(),
+            GeoLevel::Region,
+        );
+        assert!(matches!(&*mapped.reader_bytes().0, Source::Mapped(_)));
+        assert_eq!(lookups(&piped), lookups(&mapped));
+        assert_eq!(lookups(&piped)[0], k("NA US US-VA", true));
     }
 
     #[test]

@@ -18,11 +18,20 @@ const SEPARATOR_BYTES: usize = 16;
 
 /// A database's bytes, shared by the `maxminddb` reader and the walker.
 #[derive(Clone)]
-pub(super) struct Bytes(pub(super) Arc<Vec<u8>>);
+pub(super) struct Bytes(pub(super) Arc<Source>);
+
+/// Where the bytes are: mapped from the file, or read into memory.
+pub(super) enum Source {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
 
 impl AsRef<[u8]> for Bytes {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        match &*self.0 {
+            Source::Mapped(m) => m,
+            Source::Read(v) => v,
+        }
     }
 }
 
@@ -55,7 +64,7 @@ impl Tree {
             32 => 8,
             _ => return None,
         };
-        if node_count.checked_mul(node_bytes)? > bytes.0.len() {
+        if node_count.checked_mul(node_bytes)? > bytes.as_ref().len() {
             return None;
         }
         let mut tree = Tree {
@@ -77,12 +86,17 @@ impl Tree {
         Some(tree)
     }
 
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
     /// One of a node's two records (`side` 0 left, 1 right). `node < node_count`, so the node
     /// lies inside the tree, which `new` checked fits in the file.
     #[inline(always)]
     fn record(&self, node: usize, side: u32) -> usize {
         let at = node * self.node_bytes;
-        let b = &self.bytes.0[at..at + self.node_bytes];
+        let b = &self.bytes.as_ref()[at..at + self.node_bytes];
         let be = |s: &[u8]| s.iter().fold(0usize, |v, &x| (v << 8) | usize::from(x));
         match (self.record_bits, side) {
             (24, 0) => be(&b[0..3]),
@@ -116,7 +130,7 @@ impl Tree {
                         let bit = (address >> (bits - 1 - depth)) as u32 & 1;
                         *node = self.record(*node, bit);
                         if *node < self.node_count {
-                            prefetch(&self.bytes.0[*node * self.node_bytes]);
+                            prefetch(&self.bytes.as_ref()[*node * self.node_bytes]);
                             walking = true;
                         }
                     }
@@ -142,7 +156,7 @@ impl Tree {
     /// refuse a pointer past the file, and the crate rejects the rest when it decodes.
     fn data_section_len(&self) -> usize {
         self.bytes
-            .0
+            .as_ref()
             .len()
             .saturating_sub(self.node_count * self.node_bytes + SEPARATOR_BYTES)
     }
@@ -160,7 +174,7 @@ mod tests {
         let tree = |bits: u16, node: &[u8]| {
             let mut bytes = node.to_vec();
             bytes.extend_from_slice(&[0; 32]);
-            Tree::new(Bytes(Arc::new(bytes)), 1, bits, 4).unwrap()
+            Tree::new(Bytes(Arc::new(Source::Read(bytes))), 1, bits, 4).unwrap()
         };
         let t = tree(24, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc]);
         assert_eq!((t.record(0, 0), t.record(0, 1)), (0x12_3456, 0x78_9abc));
@@ -168,7 +182,7 @@ mod tests {
         assert_eq!((t.record(0, 0), t.record(0, 1)), (0xa12_3456, 0xb78_9abc));
         let t = tree(32, &[0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0]);
         assert_eq!((t.record(0, 0), t.record(0, 1)), (0x1234_5678, 0x9abc_def0));
-        assert!(Tree::new(Bytes(Arc::new(vec![0; 64])), 1, 20, 4).is_none());
-        assert!(Tree::new(Bytes(Arc::new(vec![0; 64])), 100, 24, 4).is_none());
+        assert!(Tree::new(Bytes(Arc::new(Source::Read(vec![0; 64]))), 1, 20, 4).is_none());
+        assert!(Tree::new(Bytes(Arc::new(Source::Read(vec![0; 64]))), 100, 24, 4).is_none());
     }
 }
