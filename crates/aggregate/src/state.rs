@@ -104,6 +104,14 @@ pub struct Contribution {
 }
 
 impl Contribution {
+    /// What one request adds.
+    fn of(obs: &Observation<'_>) -> Contribution {
+        Contribution {
+            requests: 1,
+            bytes: u32::try_from(obs.bytes).unwrap_or(u32::MAX),
+        }
+    }
+
     fn add(&mut self, other: Contribution) {
         self.requests = self.requests.saturating_add(other.requests);
         self.bytes = self.bytes.saturating_add(other.bytes);
@@ -237,13 +245,7 @@ impl Cell {
         self.requests += 1;
         // Byte counts come from the log: a hostile line can claim 2^64 - 1.
         self.bytes = self.bytes.saturating_add(obs.bytes);
-        self.visitors.add(
-            obs.visitor,
-            Contribution {
-                requests: 1,
-                bytes: u32::try_from(obs.bytes).unwrap_or(u32::MAX),
-            },
-        );
+        self.visitors.add(obs.visitor, Contribution::of(obs));
     }
 
     fn merge(&mut self, other: Cell) {
@@ -297,6 +299,19 @@ fn merge_map<K: std::hash::Hash + Eq>(into: &mut HashMap<K, Cell>, from: HashMap
     }
 }
 
+/// The cell of `key` in period `p` of `maps`, made (with key `owned`) if new. A macro, not a
+/// function: a function returning the borrow from `get_mut` or else from `entry` is refused by
+/// the borrow checker, and `entry` alone would build an owned key for every request.
+macro_rules! cell_in {
+    ($maps:expr, $p:expr, $key:expr, $owned:expr) => {{
+        let map = $maps.entry($p).or_default();
+        match map.get_mut($key) {
+            Some(c) => c,
+            None => map.entry($owned).or_default(),
+        }
+    }};
+}
+
 /// Partial (or complete) aggregates of some periods.
 #[derive(Debug, Clone)]
 pub struct Aggregates {
@@ -332,6 +347,25 @@ impl Aggregates {
 
     /// Counts one parsed request.
     pub fn observe(&mut self, obs: &Observation<'_>) {
+        let Some(p) = self.count_quality(obs) else {
+            return;
+        };
+        let region = cell_in!(self.traffic, p, obs.place, obs.place.clone());
+        let client = cell_in!(self.clients, p, obs.client, obs.client.clone());
+        let referrer = cell_in!(self.referrers, p, obs.referrer, Str::from(obs.referrer));
+        // The visitor's place in each of the three tables is usually not in the processor's
+        // caches: ask for all three, then wait once.
+        for cell in [&*region, &*client, &*referrer] {
+            cell.visitors.prefetch(obs.visitor);
+        }
+        region.add(obs);
+        client.add(obs);
+        referrer.add(obs);
+    }
+
+    /// Counts `obs` in its period's traffic quality, and returns that period unless `obs` is
+    /// a crawler's request that the demographic tables exclude.
+    fn count_quality(&mut self, obs: &Observation<'_>) -> Option<i64> {
         let p = self.period.start(obs.time);
         self.last_period = Some(p);
         let q = self.quality.entry(p).or_default();
@@ -363,31 +397,37 @@ impl Aggregates {
             q.unknown_geo += 1;
         }
         if client.crawler && self.crawlers == CrawlerHandling::Exclude {
+            return None;
+        }
+        Some(p)
+    }
+
+    /// The region and client cells of [`Aggregates::observe`], for a request whose period's
+    /// quality and referrer are already counted.
+    fn observe_region_client(&mut self, p: i64, obs: &Observation<'_>) {
+        cell_in!(self.traffic, p, obs.place, obs.place.clone()).add(obs);
+        cell_in!(self.clients, p, obs.client, obs.client.clone()).add(obs);
+    }
+
+    /// Adds cells of period `p` into `maps` (a period with no cell gets no map).
+    fn merge_cells<'k, K: std::hash::Hash + Eq + 'k>(
+        maps: &mut BTreeMap<i64, HashMap<Arc<K>, Cell>>,
+        p: i64,
+        cells: impl Iterator<Item = (&'k Arc<K>, Option<Cell>)>,
+    ) {
+        let mut cells = cells.filter_map(|(k, c)| Some((k, c?))).peekable();
+        if cells.peek().is_none() {
             return;
         }
-        let traffic = self.traffic.entry(p).or_default();
-        let region = match traffic.get_mut(obs.place) {
-            Some(c) => c,
-            None => traffic.entry(obs.place.clone()).or_default(),
-        };
-        let clients = self.clients.entry(p).or_default();
-        let client = match clients.get_mut(obs.client) {
-            Some(c) => c,
-            None => clients.entry(obs.client.clone()).or_default(),
-        };
-        let refs = self.referrers.entry(p).or_default();
-        let referrer = match refs.get_mut(obs.referrer) {
-            Some(c) => c,
-            None => refs.entry(Str::from(obs.referrer)).or_default(),
-        };
-        // The visitor's place in each of the three tables is usually not in the processor's
-        // caches: ask for all three, then wait once.
-        for cell in [&*region, &*client, &*referrer] {
-            cell.visitors.prefetch(obs.visitor);
+        let map = maps.entry(p).or_default();
+        for (key, cell) in cells {
+            match map.get_mut(key) {
+                Some(mine) => mine.merge(cell),
+                None => {
+                    map.insert(key.clone(), cell);
+                }
+            }
         }
-        region.add(obs);
-        client.add(obs);
-        referrer.add(obs);
     }
 
     /// Counts a rejected line. It has no time of its own: it goes to the period of the nearest
@@ -627,9 +667,11 @@ fn ints(it: impl Iterator<Item = u64>) -> Column {
     Column::Int(it.map(|n| i64::try_from(n).unwrap_or(i64::MAX)).collect())
 }
 
+mod front;
 mod split;
 mod table;
 mod wire;
+pub use front::Front;
 pub use wire::DecodeError;
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use logcensus_aggregate::{Aggregates, Observation, Rejection, VisitorKeys, VisitorSecret};
+use logcensus_aggregate::{Aggregates, Front, Observation, Rejection, VisitorKeys, VisitorSecret};
 use logcensus_enrich::{GeoDb, GeoLookup, Place, UaClassifier};
 use logcensus_parse::{LineParser, ParseError};
 use logcensus_policy::rules::{address_bytes, classify_referrer, client_address, dotted_quad};
@@ -22,6 +22,8 @@ const DESCRIBED_REJECTIONS: u32 = 10;
 pub struct LineWorker<'p> {
     stages: Stages<'p>,
     agg: Aggregates,
+    /// Region and client counts on their way into `agg` (see [`Front`]).
+    front: Front,
     described: u32,
 }
 
@@ -53,6 +55,7 @@ impl<'p> LineWorker<'p> {
         LineWorker {
             stages: Stages::new(pipeline, geo, secret),
             agg: Aggregates::new(pipeline.period, pipeline.crawlers),
+            front: Front::new(),
             described: 0,
         }
     }
@@ -85,11 +88,15 @@ impl<'p> LineWorker<'p> {
 
     /// Processes one line.
     pub fn line(&mut self, line: &[u8]) -> Result<(), Rejection> {
-        self.stages.line(line, &mut self.agg, |_| true).map(|_| ())
+        let (front, agg) = (&mut self.front, &mut self.agg);
+        self.stages
+            .count(line, |_| true, |obs| front.observe(obs, agg))
+            .map(|_| ())
     }
 
     /// The worker's partial aggregates.
-    pub fn into_aggregates(self) -> Aggregates {
+    pub fn into_aggregates(mut self) -> Aggregates {
+        self.front.flush_into(&mut self.agg);
         self.agg
     }
 }
@@ -157,6 +164,16 @@ impl<'p> Stages<'p> {
         agg: &mut Aggregates,
         admit: impl FnOnce(i64) -> bool,
     ) -> Result<Outcome, Rejection> {
+        self.count(line, admit, |obs| agg.observe(obs))
+    }
+
+    /// [`Stages::line`], handing the line's observation to `count`.
+    fn count(
+        &mut self,
+        line: &[u8],
+        admit: impl FnOnce(i64) -> bool,
+        count: impl FnOnce(&Observation<'_>),
+    ) -> Result<Outcome, Rejection> {
         let text = std::str::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)?;
         let record = self
             .parser
@@ -207,7 +224,7 @@ impl<'p> Stages<'p> {
             None
         };
         let referrer = classify_referrer(referer, &self.pipeline.own_domains, &mut self.scratch);
-        agg.observe(&Observation {
+        count(&Observation {
             time,
             visitor,
             place: &place,

@@ -13,25 +13,32 @@ use logcensus_enrich::prefetch;
 
 use super::{Contribution, Visitors};
 
-/// Visitor hash → what it contributed. The hash 0 is a valid visitor and lives outside the
-/// slots, where 0 marks an empty slot.
+/// Visitor hash → a value (what it contributed, or more). The hash 0 is a valid visitor and
+/// lives outside the slots, where 0 marks an empty slot.
 #[derive(Debug, Default, Clone)]
-pub(super) struct VisitorTable {
-    slots: Vec<(u64, Contribution)>,
+pub(super) struct Table<V> {
+    slots: Vec<(u64, V)>,
     /// Visitors in `slots`.
     used: usize,
-    zero: Option<Contribution>,
+    zero: Option<V>,
 }
+
+/// Visitor hash → what it contributed.
+pub(super) type VisitorTable = Table<Contribution>;
 
 /// The first allocation: 2 slots (most cells have few visitors).
 const MIN_SLOTS: usize = 2;
 
-impl VisitorTable {
+impl<V: Copy + Default> Table<V> {
     /// A table with room for `n` visitors before it grows.
     pub(super) fn with_capacity(n: usize) -> Self {
-        let mut t = VisitorTable::default();
+        let mut t = Table {
+            slots: Vec::new(),
+            used: 0,
+            zero: None,
+        };
         if n > 0 {
-            t.slots = vec![(0, Contribution::default()); slots_for(n)];
+            t.slots = vec![(0, V::default()); slots_for(n)];
         }
         t
     }
@@ -53,11 +60,11 @@ impl VisitorTable {
         }
     }
 
-    /// Adds `c` to what `visitor` contributed (a new visitor starts at nothing).
-    pub(super) fn add(&mut self, visitor: u64, c: Contribution) {
+    /// `visitor`'s value, and whether it was just added (at `V::default()`).
+    pub(super) fn entry(&mut self, visitor: u64) -> (&mut V, bool) {
         if visitor == 0 {
-            self.zero.get_or_insert_with(Contribution::default).add(c);
-            return;
+            let new = self.zero.is_none();
+            return (self.zero.get_or_insert_with(V::default), new);
         }
         if (self.used + 1) * 8 > self.slots.len() * 7 {
             self.grow();
@@ -65,15 +72,14 @@ impl VisitorTable {
         let mask = self.slots.len() - 1;
         let mut i = self.home(visitor);
         loop {
-            let slot = &mut self.slots[i];
-            if slot.0 == visitor {
-                slot.1.add(c);
-                return;
+            let v = self.slots[i].0;
+            if v == visitor {
+                return (&mut self.slots[i].1, false);
             }
-            if slot.0 == 0 {
-                *slot = (visitor, c);
+            if v == 0 {
                 self.used += 1;
-                return;
+                self.slots[i].0 = visitor;
+                return (&mut self.slots[i].1, true);
             }
             i = (i + 1) & mask;
         }
@@ -81,22 +87,29 @@ impl VisitorTable {
 
     fn grow(&mut self) {
         let size = (self.slots.len() * 2).max(MIN_SLOTS);
-        let old = std::mem::replace(&mut self.slots, vec![(0, Contribution::default()); size]);
+        let old = std::mem::replace(&mut self.slots, vec![(0, V::default()); size]);
         self.used = 0;
-        for (v, c) in old {
+        for (v, value) in old {
             if v != 0 {
-                self.add(v, c);
+                *self.entry(v).0 = value;
             }
         }
     }
 
-    /// Every visitor and its contribution, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, Contribution)> + '_ {
+    /// Every visitor and its value, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (u64, V)> + '_ {
         self.slots
             .iter()
             .filter(|(v, _)| *v != 0)
             .copied()
             .chain(self.zero.map(|c| (0, c)))
+    }
+}
+
+impl VisitorTable {
+    /// Adds `c` to what `visitor` contributed (a new visitor starts at nothing).
+    pub(super) fn add(&mut self, visitor: u64, c: Contribution) {
+        self.entry(visitor).0.add(c);
     }
 
     /// Adds every visitor of `other`.

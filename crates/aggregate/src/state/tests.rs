@@ -221,3 +221,81 @@ fn rejection_names_match_column_names() {
         );
     }
 }
+
+/// A front before the aggregates ends with exactly the rows (visitors and their contributions
+/// included) and traffic quality that the aggregates alone build: over several periods, with
+/// crawlers excluded and included, the visitor hash 0, equal places in separate allocations,
+/// saturating byte counts, rejections between requests, and visitor hashes that two visitors
+/// share (another place, or another client).
+#[test]
+fn a_front_counts_what_the_aggregates_count() {
+    let places: Vec<Arc<Place>> = (0..12)
+        .map(|i| place(["DE", "FR", "ES"][i % 3], &format!("R-{}", i % 5)))
+        .collect();
+    let clients: Vec<Arc<ClientClass>> = (0..9)
+        .map(|i| client(["Firefox", "Chrome", "Googlebot"][i % 3], i % 3 == 2))
+        .collect();
+    let referrers = ["(direct)", "google.com", "(internal)", "example.org"];
+    for (period, crawlers) in [
+        (Period::Hour, CrawlerHandling::Exclude),
+        (Period::Day, CrawlerHandling::Include),
+    ] {
+        let mut plain = Aggregates::new(period, crawlers);
+        let mut fronted = Aggregates::new(period, crawlers);
+        let mut front = Front::new();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut shared = 0;
+        for i in 0..30_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let visitor = match i % 97 {
+                0 => 0,
+                _ => (x % 3_000).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3,
+            };
+            // A visitor keeps its place and client, except for the few that share a hash.
+            let collide = i % 211 == 0;
+            shared += u64::from(collide);
+            let place = &places[((visitor >> 7) as usize + usize::from(collide)) % 12];
+            let client = &clients[((visitor >> 20) as usize + 2 * usize::from(i % 307 == 0)) % 9];
+            let obs = Observation {
+                time: DAY + ((x >> 40) % (3 * 86_400)) as i64,
+                visitor,
+                place,
+                geo_known: !(x >> 8).is_multiple_of(5),
+                client,
+                referrer: referrers[(x >> 16) as usize % 4],
+                status: Some([200, 304, 404, 500, 99][(x >> 24) as usize % 5]),
+                bytes: if i % 1_000 == 0 {
+                    u64::MAX - 1
+                } else {
+                    (x >> 32) % 90_000
+                },
+            };
+            plain.observe(&obs);
+            front.observe(&obs, &mut fronted);
+            if i % 500 == 0 {
+                plain.reject(Rejection::InvalidUtf8, None);
+                fronted.reject(Rejection::InvalidUtf8, None);
+                plain.end_batch();
+                fronted.end_batch();
+            }
+        }
+        assert!(shared > 100);
+        front.flush_into(&mut fronted);
+        for table in [
+            TableName::TrafficByRegion,
+            TableName::Clients,
+            TableName::Referrers,
+        ] {
+            let (want, got) = (plain.rows(table), fronted.rows(table));
+            assert!(want.len() > 5, "{table:?}");
+            assert_eq!(got, want, "{table:?}");
+        }
+        assert_eq!(fronted.rejections(), plain.rejections());
+        assert_eq!(
+            fronted.finish(&TableName::ALL),
+            plain.finish(&TableName::ALL)
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! A quicker way in for one batch worker's requests, in front of its [`Aggregates`].
+//!
+//! A request's region and client are functions of its visitor: the visitor hash is keyed by the
+//! address and the whole User-Agent, the region depends on the address only and the client
+//! class on the User-Agent only. So instead of finding the request's region cell and client
+//! cell and adding the visitor to each (two hashed keys, two visitor tables, each usually a
+//! cache miss), the front keeps one record per visitor and period, with its region, its client
+//! and what it contributed, plus running totals per region and client. Places and classes are
+//! numbered once per allocation the worker hands over (an address compare, not a hash).
+//!
+//! [`Front::flush_into`] turns the records into the cells [`Aggregates::observe`] would have
+//! built, exactly: each visitor joins its region's and client's cells with its summed
+//! contribution. A request whose visitor hash already stands for another region or client (two
+//! visitors sharing a 64-bit hash) is counted the plain way instead, so the cells stay exact
+//! even then. Referrers vary from request to request and go the plain way too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+use std::sync::Arc;
+
+use logcensus_enrich::{ClientClass, Place};
+
+use super::table::{Table, VisitorTable};
+use super::{Aggregates, Cell, Contribution, Observation};
+
+/// One worker's region and client counts, not yet in its aggregates.
+pub struct Front {
+    places: Numbered<Place>,
+    clients: Numbered<ClientClass>,
+    periods: BTreeMap<i64, Guests>,
+}
+
+/// One period's visitors, and totals by region and client number.
+#[derive(Default)]
+struct Guests {
+    visitors: Table<Guest>,
+    places: Vec<Totals>,
+    clients: Vec<Totals>,
+}
+
+/// A visitor's region and client numbers, and what it contributed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Guest {
+    place: u32,
+    client: u32,
+    contribution: Contribution,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    requests: u64,
+    bytes: u64,
+}
+
+impl Totals {
+    fn add(list: &mut Vec<Totals>, i: u32, bytes: u64) {
+        let i = i as usize;
+        if list.len() <= i {
+            list.resize(i + 1, Totals::default());
+        }
+        list[i].requests += 1;
+        list[i].bytes = list[i].bytes.saturating_add(bytes);
+    }
+}
+
+/// Slots in [`Numbered`]'s address memo.
+const RECENT: usize = 64;
+
+/// Distinct keys numbered in order of arrival, with a memo of recently seen allocations.
+struct Numbered<K> {
+    keys: Vec<Arc<K>>,
+    numbers: HashMap<Arc<K>, u32>,
+    /// Allocation → number, one slot per address hash. Each slot holds its `Arc`, so that an
+    /// address cannot be freed and reused for another key while it is remembered.
+    recent: [Option<(Arc<K>, u32)>; RECENT],
+}
+
+impl<K: Hash + Eq> Numbered<K> {
+    fn new() -> Self {
+        Numbered {
+            keys: Vec::new(),
+            numbers: HashMap::new(),
+            recent: std::array::from_fn(|_| None),
+        }
+    }
+
+    fn number(&mut self, key: &Arc<K>) -> u32 {
+        let address = Arc::as_ptr(key) as usize;
+        let slot = &mut self.recent[((address >> 4) ^ (address >> 10)) % RECENT];
+        if let Some((k, n)) = slot {
+            if Arc::ptr_eq(k, key) {
+                return *n;
+            }
+        }
+        let n = match self.numbers.get(key) {
+            Some(&n) => n,
+            None => {
+                let n = u32::try_from(self.keys.len()).expect("fewer than 2^32 places or clients");
+                self.keys.push(key.clone());
+                self.numbers.insert(key.clone(), n);
+                n
+            }
+        };
+        *slot = Some((key.clone(), n));
+        n
+    }
+}
+
+impl Default for Front {
+    fn default() -> Self {
+        Front::new()
+    }
+}
+
+impl Front {
+    pub fn new() -> Self {
+        Front {
+            places: Numbered::new(),
+            clients: Numbered::new(),
+            periods: BTreeMap::new(),
+        }
+    }
+
+    /// Counts one parsed request: what [`Aggregates::observe`] counts, with the region and
+    /// client cells kept here until [`Front::flush_into`].
+    pub fn observe(&mut self, obs: &Observation<'_>, agg: &mut Aggregates) {
+        let Some(p) = agg.count_quality(obs) else {
+            return;
+        };
+        let place = self.places.number(obs.place);
+        let client = self.clients.number(obs.client);
+        let guests = self.periods.entry(p).or_default();
+        let referrer = cell_in!(agg.referrers, p, obs.referrer, obs.referrer.into());
+        // Both places are usually not in the processor's caches: ask for both, then wait once.
+        guests.visitors.prefetch(obs.visitor);
+        referrer.visitors.prefetch(obs.visitor);
+        referrer.add(obs);
+        let contribution = Contribution::of(obs);
+        let (guest, new) = guests.visitors.entry(obs.visitor);
+        if new {
+            *guest = Guest {
+                place,
+                client,
+                contribution,
+            };
+        } else if guest.place == place && guest.client == client {
+            guest.contribution.add(contribution);
+        } else {
+            agg.observe_region_client(p, obs);
+            return;
+        }
+        Totals::add(&mut guests.places, place, obs.bytes);
+        Totals::add(&mut guests.clients, client, obs.bytes);
+    }
+
+    /// Adds everything counted here into `agg`.
+    pub fn flush_into(self, agg: &mut Aggregates) {
+        let Front {
+            places,
+            clients,
+            periods,
+        } = self;
+        for (p, guests) in periods {
+            let (by_place, by_client) = guests.cells();
+            Aggregates::merge_cells(&mut agg.traffic, p, places.keys.iter().zip(by_place));
+            Aggregates::merge_cells(&mut agg.clients, p, clients.keys.iter().zip(by_client));
+        }
+    }
+}
+
+impl Guests {
+    /// The region and client cells, by number (`None` where nothing was counted).
+    fn cells(self) -> (Vec<Option<Cell>>, Vec<Option<Cell>>) {
+        let start = |totals: &[Totals]| -> Vec<Option<Cell>> {
+            totals
+                .iter()
+                .map(|t| {
+                    (t.requests > 0).then(|| Cell {
+                        requests: t.requests,
+                        bytes: t.bytes,
+                        visitors: VisitorTable::default(),
+                    })
+                })
+                .collect()
+        };
+        let mut by_place = start(&self.places);
+        let mut by_client = start(&self.clients);
+        // Sized once: each cell's visitors are counted before they are added.
+        let mut place_sizes = vec![0usize; by_place.len()];
+        let mut client_sizes = vec![0usize; by_client.len()];
+        for (_, g) in self.visitors.iter() {
+            place_sizes[g.place as usize] += 1;
+            client_sizes[g.client as usize] += 1;
+        }
+        for (cells, sizes) in [(&mut by_place, place_sizes), (&mut by_client, client_sizes)] {
+            for (cell, n) in cells.iter_mut().zip(sizes) {
+                if let Some(cell) = cell {
+                    cell.visitors = VisitorTable::with_capacity(n);
+                }
+            }
+        }
+        for (visitor, g) in self.visitors.iter() {
+            for (cells, n) in [(&mut by_place, g.place), (&mut by_client, g.client)] {
+                if let Some(cell) = &mut cells[n as usize] {
+                    cell.visitors.add(visitor, g.contribution);
+                }
+            }
+        }
+        (by_place, by_client)
+    }
+}
