@@ -167,6 +167,19 @@ impl GeoDb {
         }
     }
 
+    /// The answer for `ip`, from the shared cache, else from the database (then cached).
+    fn cached_answer(&self, ip: IpAddr) -> Answer {
+        let key = AddressKey::of(ip);
+        match self.addresses.get(&key) {
+            Some(answer) => answer,
+            None => {
+                let answer = self.answer(ip);
+                self.addresses.put(&key, answer);
+                answer
+            }
+        }
+    }
+
     /// The answer for `ip`, from the database.
     fn answer(&self, ip: IpAddr) -> Answer {
         let Ok(result) = self.reader.lookup(ip) else {
@@ -256,7 +269,7 @@ impl GeoDb {
 pub struct GeoLookup<'db> {
     db: &'db GeoDb,
     /// [`GeoLookup::look_ahead`]'s addresses that missed the cache, and their records.
-    walks: Vec<IpAddr>,
+    walks: Vec<(usize, IpAddr)>,
     bits: Vec<u128>,
     found: Vec<Option<usize>>,
     /// The database's `answers`, as this worker's own allocations (so that counting a place
@@ -267,31 +280,40 @@ pub struct GeoLookup<'db> {
 }
 
 impl GeoLookup<'_> {
-    /// Looks up ahead of time the addresses that the next calls to [`GeoLookup::place`] will
-    /// ask for (a batch of lines), so that they find their answers in the address cache. The
-    /// addresses the cache does not know are walked through the database together, their
-    /// cache misses overlapping, where one at a time each would wait for the last.
-    pub fn look_ahead(&mut self, addresses: &[IpAddr]) {
+    /// Looks up the addresses of a batch of lines at once, appending each one's answer to
+    /// `answers` (for [`GeoLookup::place_of`]). The addresses the shared cache does not know are
+    /// walked through the database together, their cache misses overlapping, where one at a
+    /// time each would wait for the last; their answers go into the cache too.
+    pub fn look_ahead(&mut self, addresses: &[IpAddr], answers: &mut Vec<Answered>) {
+        let cache = &self.db.addresses;
         let Some(tree) = &self.db.tree else {
+            // No walker: one lookup at a time, as `place` does.
+            answers.extend(
+                addresses
+                    .iter()
+                    .map(|&ip| Answered(self.db.cached_answer(ip))),
+            );
             return;
         };
-        let cache = &self.db.addresses;
+        let first = answers.len();
         self.walks.clear();
         for (i, &ip) in addresses.iter().enumerate() {
             if let Some(&next) = addresses.get(i + 8) {
                 cache.prefetch(&AddressKey::of(next));
             }
-            if cache.get(&AddressKey::of(ip)).is_none() {
-                self.walks.push(ip);
+            let answer = cache.get(&AddressKey::of(ip));
+            if answer.is_none() {
+                self.walks.push((i, ip));
             }
+            answers.push(Answered(answer.unwrap_or(Answer::Unknown)));
         }
         if self.walks.is_empty() {
             return;
         }
         // IPv4 first, then IPv6: each family's walks start from its own node.
-        self.walks.sort_unstable_by_key(IpAddr::is_ipv6);
-        let v4 = self.walks.partition_point(IpAddr::is_ipv4);
-        let bits = |ip: &IpAddr| match *ip {
+        self.walks.sort_unstable_by_key(|(_, ip)| ip.is_ipv6());
+        let v4 = self.walks.partition_point(|(_, ip)| ip.is_ipv4());
+        let bits = |(_, ip): &(usize, IpAddr)| match *ip {
             IpAddr::V4(a) => u128::from(u32::from(a)),
             IpAddr::V6(a) => u128::from(a),
         };
@@ -303,43 +325,39 @@ impl GeoLookup<'_> {
         let mut unseen = Vec::new();
         {
             let records = self.db.records();
-            for (&ip, found) in self.walks.iter().zip(&self.found) {
+            for (&(i, ip), found) in self.walks.iter().zip(&self.found) {
                 let answer = match found {
                     None => Answer::Unknown,
                     Some(offset) => match records.by_offset.get(offset) {
-                        Some(&i) => Answer::Known(i),
+                        Some(&n) => Answer::Known(n),
                         None => {
-                            unseen.push(ip);
+                            unseen.push((i, ip));
                             continue;
                         }
                     },
                 };
                 cache.put(&AddressKey::of(ip), answer);
+                answers[first + i] = Answered(answer);
             }
         }
         // Records met for the first time are decoded by the crate, one lookup each.
-        for ip in unseen {
-            let answer = self.db.answer(ip);
-            cache.put(&AddressKey::of(ip), answer);
+        for (i, ip) in unseen {
+            answers[first + i] = Answered(self.db.cached_answer(ip));
         }
     }
 
     /// The place of an address, and whether the database knew its country (or continent at that
     /// level). A missing address, no record, or an unreadable record is the unknown place.
     pub fn place(&mut self, ip: Option<IpAddr>) -> (Arc<Place>, bool) {
-        let Some(ip) = ip else {
-            return (self.unknown_place.clone(), false);
-        };
-        let key = AddressKey::of(ip);
-        let answer = match self.db.addresses.get(&key) {
-            Some(answer) => answer,
-            None => {
-                let answer = self.db.answer(ip);
-                self.db.addresses.put(&key, answer);
-                answer
-            }
-        };
-        let i = match answer {
+        match ip {
+            Some(ip) => self.place_of(Answered(self.db.cached_answer(ip))),
+            None => (self.unknown_place.clone(), false),
+        }
+    }
+
+    /// The place [`GeoLookup::look_ahead`] found for an address, as [`GeoLookup::place`] gives it.
+    pub fn place_of(&mut self, answered: Answered) -> (Arc<Place>, bool) {
+        let i = match answered.0 {
             Answer::Unknown => return (self.unknown_place.clone(), false),
             Answer::Known(i) => i as usize,
         };
@@ -385,6 +403,10 @@ fn map_or_read(path: &Path) -> std::io::Result<Bytes> {
     std::io::Read::read_to_end(&mut file, &mut bytes)?;
     Ok(Bytes(Arc::new(Source::Read(bytes))))
 }
+
+/// What [`GeoLookup::look_ahead`] found for an address, for [`GeoLookup::place_of`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered(Answer);
 
 /// What the database said about an address: nothing, or `Records::answers[i]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -864,8 +886,20 @@ mod db_tests {
         // the same.
         db.forget_lookups();
         let mut ahead = db.lookup();
+        let mut answers = Vec::new();
         for (ips, want) in ips.chunks(700).zip(expected.chunks(700)) {
-            ahead.look_ahead(ips);
+            answers.clear();
+            ahead.look_ahead(ips, &mut answers);
+            assert_eq!(answers.len(), ips.len());
+            let got: Vec<(String, bool)> = answers
+                .iter()
+                .map(|a| {
+                    let (p, k) = ahead.place_of(*a);
+                    (show(&p), k)
+                })
+                .collect();
+            assert_eq!(got, want);
+            // And the cache now holds them.
             let got: Vec<(String, bool)> = ips
                 .iter()
                 .map(|ip| {

@@ -21,7 +21,7 @@ mod key_hash;
 mod prefetch;
 mod ua;
 
-pub use geo::{GeoDb, GeoError, GeoLookup, Place};
+pub use geo::{Answered, GeoDb, GeoError, GeoLookup, Place};
 pub use prefetch::prefetch;
 pub use ua::{ClientClass, UaClassifier};
 

@@ -4,9 +4,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use logcensus_aggregate::{Aggregates, Front, Observation, Rejection, VisitorKeys, VisitorSecret};
-use logcensus_enrich::{GeoDb, GeoLookup, Place, UaClassifier};
+use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, UaClassifier};
 use logcensus_parse::{LineParser, ParseError};
-use logcensus_policy::rules::{address_bytes, classify_referrer, client_address, dotted_quad};
+use logcensus_policy::rules::{address_bytes, classify_referrer, client_address, parse_ip};
 use logcensus_policy::{ClientAddressSource, GeoLevel, Pipeline};
 use logcensus_source::{Batch, Entry};
 
@@ -36,8 +36,22 @@ pub struct Stages<'p> {
     no_geo: Arc<Place>,
     visitors: VisitorKeys,
     scratch: String,
-    /// A batch's leading addresses, for [`Stages::look_ahead`].
+    /// What [`Stages::look_ahead`] found for each entry of the current batch.
+    ahead: Vec<Option<Ahead>>,
+    /// Its working lists: the batch's leading addresses, where they are, and their answers.
     addresses: Vec<IpAddr>,
+    words: Vec<(usize, usize, usize)>,
+    answers: Vec<Answered>,
+}
+
+/// A line's first word (where it is in the batch, and its length), the address it reads as,
+/// and what the database says of that address.
+#[derive(Debug, Clone, Copy)]
+struct Ahead {
+    at: usize,
+    len: usize,
+    ip: IpAddr,
+    answer: Answered,
 }
 
 /// What became of a line that parsed.
@@ -65,10 +79,13 @@ impl<'p> LineWorker<'p> {
         self.stages.look_ahead(batch);
         for (i, entry) in batch.entries.iter().enumerate() {
             let rejection = match *entry {
-                Entry::Line { start, end } => match self.line(batch.line(start, end)) {
-                    Ok(()) => continue,
-                    Err(r) => r,
-                },
+                Entry::Line { start, end } => {
+                    let ahead = self.stages.ahead.get(i).copied().flatten();
+                    match self.count(batch.line(start, end), ahead) {
+                        Ok(()) => continue,
+                        Err(r) => r,
+                    }
+                }
                 Entry::TooLong => Rejection::LineTooLong,
                 Entry::Truncated => Rejection::Truncated,
             };
@@ -88,9 +105,13 @@ impl<'p> LineWorker<'p> {
 
     /// Processes one line.
     pub fn line(&mut self, line: &[u8]) -> Result<(), Rejection> {
+        self.count(line, None)
+    }
+
+    fn count(&mut self, line: &[u8], ahead: Option<Ahead>) -> Result<(), Rejection> {
         let (front, agg) = (&mut self.front, &mut self.agg);
         self.stages
-            .count(line, |_| true, |obs| front.observe(obs, agg))
+            .count(line, ahead, |_| true, |obs| front.observe(obs, agg))
             .map(|_| ())
     }
 
@@ -118,15 +139,20 @@ impl<'p> Stages<'p> {
             }),
             visitors: VisitorKeys::new(secret),
             scratch: String::new(),
+            ahead: Vec::new(),
             addresses: Vec::new(),
+            words: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
     /// Looks up the places of a batch's addresses before its lines are processed one by one
-    /// (see [`GeoLookup::look_ahead`]), for lines that start with a dotted quad and a space
-    /// (Apache's `%h` first) or an IPv6 address, when the pipeline reads the connecting address. Only a cache
-    /// fill: each line still finds its own address, and its answer is the database's either way.
+    /// (see [`GeoLookup::look_ahead`]), for lines that start with an address and a space
+    /// (Apache's `%h` first), when the pipeline reads the connecting address. A line whose
+    /// parsed `%h` is that very first word (the same bytes of the batch) then takes the address
+    /// and its place from here; any other line finds its own, as without looking ahead.
     pub fn look_ahead(&mut self, batch: &Batch) {
+        self.ahead.clear();
         let Some(geo) = &mut self.geo else {
             return;
         };
@@ -136,23 +162,34 @@ impl<'p> Stages<'p> {
             return;
         }
         self.addresses.clear();
-        for entry in &batch.entries {
+        self.words.clear();
+        for (i, entry) in batch.entries.iter().enumerate() {
             if let Entry::Line { start, end } = *entry {
                 let line = batch.line(start, end);
-                let head = &line[..line.len().min(48)];
-                let Some(token) = memchr::memchr(b' ', head).map(|n| &head[..n]) else {
+                // An address with brackets and a port is at most 53 bytes.
+                let head = &line[..line.len().min(56)];
+                let Some(word) = memchr::memchr(b' ', head).map(|n| &head[..n]) else {
                     continue;
                 };
-                if let Some(ip) = dotted_quad(token) {
-                    self.addresses.push(IpAddr::V4(ip));
-                } else if token.contains(&b':') {
-                    if let Ok(ip) = std::str::from_utf8(token).unwrap_or("").parse() {
-                        self.addresses.push(IpAddr::V6(ip));
-                    }
+                if let Some(ip) = parse_ip(word) {
+                    self.addresses.push(ip);
+                    self.words.push((i, word.as_ptr() as usize, word.len()));
                 }
             }
         }
-        geo.look_ahead(&self.addresses);
+        self.answers.clear();
+        geo.look_ahead(&self.addresses, &mut self.answers);
+        self.ahead.resize(batch.entries.len(), None);
+        for ((&(i, at, len), &ip), &answer) in
+            self.words.iter().zip(&self.addresses).zip(&self.answers)
+        {
+            self.ahead[i] = Some(Ahead {
+                at,
+                len,
+                ip,
+                answer,
+            });
+        }
     }
 
     /// Processes one line into `agg`. Only the fields the policy allows are read from the
@@ -164,13 +201,15 @@ impl<'p> Stages<'p> {
         agg: &mut Aggregates,
         admit: impl FnOnce(i64) -> bool,
     ) -> Result<Outcome, Rejection> {
-        self.count(line, admit, |obs| agg.observe(obs))
+        self.count(line, None, admit, |obs| agg.observe(obs))
     }
 
-    /// [`Stages::line`], handing the line's observation to `count`.
+    /// [`Stages::line`], handing the line's observation to `count`; `ahead` is what
+    /// [`Stages::look_ahead`] found for this line of the current batch.
     fn count(
         &mut self,
         line: &[u8],
+        ahead: Option<Ahead>,
         admit: impl FnOnce(i64) -> bool,
         count: impl FnOnce(&Observation<'_>),
     ) -> Result<Outcome, Rejection> {
@@ -201,18 +240,28 @@ impl<'p> Stages<'p> {
         let ua_str = sub_str(text, ua_bytes).or_else(|| std::str::from_utf8(ua_bytes).ok());
         let client = self.ua.classify(ua_str);
 
-        let address = if policy.client_address.read {
-            client_address(
-                self.pipeline.client_address,
-                record.remote_host.as_deref(),
-                record.forwarded_for.as_deref(),
-            )
+        let (address, answered) = if policy.client_address.read {
+            let host = record.remote_host.as_deref();
+            match (ahead, host) {
+                (Some(a), Some(h)) if h.as_ptr() as usize == a.at && h.len() == a.len => {
+                    (Some(a.ip), Some(a.answer))
+                }
+                _ => (
+                    client_address(
+                        self.pipeline.client_address,
+                        host,
+                        record.forwarded_for.as_deref(),
+                    ),
+                    None,
+                ),
+            }
         } else {
-            None
+            (None, None)
         };
-        let (place, geo_known) = match &mut self.geo {
-            Some(g) => g.place(address),
-            None => (self.no_geo.clone(), false),
+        let (place, geo_known) = match (&mut self.geo, answered) {
+            (Some(g), Some(a)) => g.place_of(a),
+            (Some(g), None) => g.place(address),
+            (None, _) => (self.no_geo.clone(), false),
         };
         let visitor = match address {
             Some(ip) => self.visitors.visitor(time, &address_bytes(ip), ua_bytes),
@@ -258,6 +307,85 @@ mod tests {
     use super::*;
     use logcensus_aggregate::Column;
     use logcensus_policy::TableName;
+
+    /// A batch counted with its addresses looked up ahead gives the tables that counting its
+    /// lines one by one gives: first words that are IPv4, IPv6, bracketed, with a port,
+    /// IPv4-mapped, not an address at all, or not the `%h` field (a `vcombined` line starts
+    /// with the virtual host), repeated within the batch and across batches.
+    #[test]
+    fn looking_ahead_changes_no_count() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("city.mmdb");
+        std::fs::write(&db, logcensus_fixtures::city_mmdb()).unwrap();
+        let hosts = [
+            "3.80.0.1",
+            "2a01:4f8::1",
+            "[2804:14c::9]",
+            "[2804:14c::1]:443",
+            "86.144.1.1:8080",
+            "::ffff:126.1.2.3",
+            "-",
+            "client.example",
+            "203.0.113.9",
+            "63.140.0.1",
+        ];
+        for format in ["combined", "vcombined"] {
+            let p = dir.path().join(format!("{format}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "[pipeline]\nname = \"t\"\npolicy = \"{}\"\n[source]\nformat = \"{format}\"\n[geoip]\ndatabase = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"include\"\n",
+                    root.join("pipelines/policies/site-privacy-policy.toml").display(),
+                    db.display(),
+                ),
+            )
+            .unwrap();
+            let pipeline = Pipeline::load(&p).unwrap();
+            let geo = GeoDb::open(&db, &pipeline.geo_fields, pipeline.geo_level).unwrap();
+            let lines: Vec<String> = (0..400)
+                .map(|i| {
+                    let host = hosts[(i * 7 + i / 13) % hosts.len()];
+                    // A virtual host written as an address: the first word reads as one.
+                    let vhost = if format == "vcombined" { "198.51.100.7:80 " } else { "" };
+                    format!(
+                        "{vhost}{host} - - [17/May/2026:10:{:02}:00 +0000] \"GET /a HTTP/1.1\" 200 {} \"https://r{}.example.org/\" \"Mozilla/5.0 (X11; Linux x86_64; rv:{}.0) Gecko/20100101 Firefox/{}.0\"",
+                        i % 60,
+                        100 + i,
+                        i % 3,
+                        100 + i % 4,
+                        100 + i % 4,
+                    )
+                })
+                .collect();
+            let secret = || VisitorSecret::from_bytes([7; 32]);
+            let mut one_by_one = LineWorker::new(&pipeline, Some(&geo), secret());
+            for l in &lines {
+                one_by_one.line(l.as_bytes()).unwrap();
+            }
+            let plain = one_by_one.into_aggregates().finish(&TableName::ALL);
+            geo.forget_lookups();
+            let mut batched = LineWorker::new(&pipeline, Some(&geo), secret());
+            for chunk in lines.chunks(150) {
+                let mut batch = Batch {
+                    data: Vec::new(),
+                    entries: Vec::new(),
+                    first_line: 1,
+                };
+                for l in chunk {
+                    let start = batch.data.len() as u32;
+                    batch.data.extend_from_slice(l.as_bytes());
+                    let end = batch.data.len() as u32;
+                    batch.data.push(b'\n');
+                    batch.entries.push(Entry::Line { start, end });
+                }
+                batched.batch("test", &batch);
+            }
+            let ahead = batched.into_aggregates().finish(&TableName::ALL);
+            assert_eq!(ahead, plain, "{format}");
+            assert!(plain[0].num_rows() >= 5, "{format}: {:?}", plain[0]);
+        }
+    }
 
     /// A policy that forbids reading the address, the User-Agent, the referrer and the status.
     const STRICT: &str = r#"
