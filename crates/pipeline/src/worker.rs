@@ -213,7 +213,7 @@ impl<'p> Stages<'p> {
         admit: impl FnOnce(i64) -> bool,
         count: impl FnOnce(&Observation<'_>),
     ) -> Result<Outcome, Rejection> {
-        let text = std::str::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)?;
+        let text = simdutf8::basic::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)?;
         let record = self
             .parser
             .parse(text.as_bytes())
