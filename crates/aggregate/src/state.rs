@@ -288,6 +288,18 @@ impl Quality {
     }
 }
 
+/// Below this many visitors in a partial's regions, [`Aggregates::merge`] stays on one thread.
+const PARALLEL_MERGE_VISITORS: usize = 20_000;
+
+fn merge_periods<K: std::hash::Hash + Eq>(
+    into: &mut BTreeMap<i64, HashMap<K, Cell>>,
+    from: BTreeMap<i64, HashMap<K, Cell>>,
+) {
+    for (p, m) in from {
+        merge_map(into.entry(p).or_default(), m);
+    }
+}
+
 fn merge_map<K: std::hash::Hash + Eq>(into: &mut HashMap<K, Cell>, from: HashMap<K, Cell>) {
     for (k, c) in from {
         match into.get_mut(&k) {
@@ -490,20 +502,42 @@ impl Aggregates {
     /// Combines another partial aggregate of the same pipeline into this one. Exact: the result
     /// is what one aggregate fed both inputs would hold.
     pub fn merge(&mut self, other: Aggregates) {
-        for (p, m) in other.traffic {
-            merge_map(self.traffic.entry(p).or_default(), m);
+        let Aggregates {
+            traffic,
+            clients,
+            referrers,
+            quality,
+            pending,
+            unattributed,
+            ..
+        } = other;
+        let visitors: usize = traffic
+            .values()
+            .flat_map(HashMap::values)
+            .map(|c| c.visitors.len())
+            .sum();
+        if visitors < PARALLEL_MERGE_VISITORS {
+            merge_periods(&mut self.traffic, traffic);
+            merge_periods(&mut self.clients, clients);
+            merge_periods(&mut self.referrers, referrers);
+        } else {
+            // Large partials (the workers' at the end of a batch run): the three tables side by
+            // side, each on its own thread.
+            std::thread::scope(|s| {
+                let (mine_traffic, mine_clients) = (&mut self.traffic, &mut self.clients);
+                let a = s.spawn(move || merge_periods(mine_traffic, traffic));
+                let b = s.spawn(move || merge_periods(mine_clients, clients));
+                merge_periods(&mut self.referrers, referrers);
+                for h in [a, b] {
+                    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                }
+            });
         }
-        for (p, m) in other.clients {
-            merge_map(self.clients.entry(p).or_default(), m);
-        }
-        for (p, m) in other.referrers {
-            merge_map(self.referrers.entry(p).or_default(), m);
-        }
-        for (p, q) in other.quality {
+        for (p, q) in quality {
             self.quality.entry(p).or_default().merge(&q);
         }
         for i in 0..REJECTION_REASONS {
-            self.unattributed[i] += other.unattributed[i] + other.pending[i];
+            self.unattributed[i] += unattributed[i] + pending[i];
         }
     }
 

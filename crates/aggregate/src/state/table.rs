@@ -117,7 +117,14 @@ impl VisitorTable {
         if self.len() < other.len() {
             std::mem::swap(self, &mut other);
         }
-        for (v, c) in other.iter() {
+        // Each addition asks for the slot of one a few additions ahead: a large table's slots
+        // are mostly not in the processor's caches.
+        const AHEAD: usize = 8;
+        let incoming: Vec<(u64, Contribution)> = other.iter().collect();
+        for (i, &(v, c)) in incoming.iter().enumerate() {
+            if let Some(&(next, _)) = incoming.get(i + AHEAD) {
+                self.prefetch(next);
+            }
             self.add(v, c);
         }
     }

@@ -299,3 +299,51 @@ fn a_front_counts_what_the_aggregates_count() {
         );
     }
 }
+
+/// Partials large enough to merge their tables on separate threads merge exactly as small ones:
+/// the result is what one aggregate fed everything holds.
+#[test]
+fn large_partials_merge_like_one_pass() {
+    let places: Vec<Arc<Place>> = (0..50)
+        .map(|i| place(["DE", "FR"][i % 2], &format!("R-{i}")))
+        .collect();
+    let clients: Vec<Arc<ClientClass>> = (0..7).map(|i| client(&format!("B{i}"), false)).collect();
+    let referrers = ["(direct)", "google.com", "example.org"];
+    let mut whole = Aggregates::new(Period::Day, CrawlerHandling::Exclude);
+    let mut halves = [
+        Aggregates::new(Period::Day, CrawlerHandling::Exclude),
+        Aggregates::new(Period::Day, CrawlerHandling::Exclude),
+    ];
+    for i in 0..120_000u64 {
+        let visitor = (i % 45_000).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let obs = Observation {
+            time: DAY + (i % 2) as i64 * 86_400,
+            visitor,
+            place: &places[(visitor >> 40) as usize % 50],
+            geo_known: true,
+            client: &clients[(visitor >> 50) as usize % 7],
+            referrer: referrers[i as usize % 3],
+            status: Some(200),
+            bytes: i % 1_000,
+        };
+        whole.observe(&obs);
+        halves[(i / 1_000 % 2) as usize].observe(&obs);
+    }
+    let [mut left, right] = halves;
+    let big: usize = right
+        .traffic
+        .values()
+        .flat_map(HashMap::values)
+        .map(|c| c.visitors.len())
+        .sum();
+    assert!(big >= PARALLEL_MERGE_VISITORS, "{big}");
+    left.merge(right);
+    for table in [
+        TableName::TrafficByRegion,
+        TableName::Clients,
+        TableName::Referrers,
+    ] {
+        assert_eq!(left.rows(table), whole.rows(table), "{table:?}");
+    }
+    assert_eq!(left.finish(&TableName::ALL), whole.finish(&TableName::ALL));
+}
