@@ -68,8 +68,8 @@ fn parse_path(key: &'static str, path: &str) -> Result<Vec<Seg>, GeoError> {
 /// An open database with its field mapping. Shared by all workers.
 pub struct GeoDb {
     reader: maxminddb::Reader<Bytes>,
-    /// The same bytes' search tree, for walking many IPv4 addresses at once (`None` if the
-    /// crate's reader is the only way in).
+    /// The same bytes' search tree, for walking many addresses at once (`None` if the crate's
+    /// reader is the only way in).
     tree: Option<Tree>,
     continent: Vec<Seg>,
     country: Vec<Seg>,
@@ -389,10 +389,10 @@ impl GeoLookup<'_> {
 fn map_or_read(path: &Path) -> std::io::Result<Bytes> {
     let mut file = std::fs::File::open(path)?;
     if file.metadata()?.is_file() {
-        // SAFETY: the mapping is read-only and private to this process; it stays valid for
-        // as long as the `Mmap` lives, whatever happens to the file's name. What it cannot
-        // rule out is another process writing into the same file while logcensus runs: the
-        // bytes would then change under the reader. Database updaters (geoipupdate, npm)
+        // SAFETY: the mapping is read-only and stays valid for as long as the `Mmap` lives,
+        // whatever happens to the file's name. What it cannot rule out is another process
+        // writing into or truncating the same file while logcensus runs: the bytes would then
+        // change under the reader, or vanish (a fault). Database updaters (geoipupdate, npm)
         // write a new file and rename it over the old one, which leaves this mapping intact;
         // the README asks for exactly that.
         if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {

@@ -1,4 +1,4 @@
-//! The search tree of a MaxMind DB file, walked for many IPv4 addresses at once.
+//! The search tree of a MaxMind DB file, walked for many addresses at once.
 //!
 //! A lookup in a real database reads one tree node per bit of the address, each node
 //! somewhere in tens of megabytes: a chain of cache misses, every read waiting for the one
