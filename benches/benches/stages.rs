@@ -27,6 +27,7 @@ use logcensus_pipeline::LineWorker;
 use logcensus_policy::rules::{address_bytes, classify_referrer, client_address, parse_ip};
 use logcensus_policy::Pipeline;
 use logcensus_sink::RunMetadata;
+use logcensus_source::{Batch, Entry};
 
 /// Lines in the benchmark log, and in the log of a test-mode run.
 const BENCH_LINES: u64 = 100_000;
@@ -435,7 +436,46 @@ fn line_worker(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // The same in batches of about 256 KiB, as the reader hands them over (so each batch's
+    // addresses are looked up together first), and the worker's end (its visitor records
+    // turned into cells): a run's work per line, reading and the merge apart.
+    let batches = batches_of(&d.lines);
+    g.bench_function(format!("batches_fresh/{}", d.geo_label), |b| {
+        b.iter_batched(
+            || {
+                d.geo.forget_lookups();
+                LineWorker::new(&d.pipeline, Some(&d.geo), secret())
+            },
+            |mut w| {
+                for batch in &batches {
+                    w.batch("bench", black_box(batch));
+                }
+                w.into_aggregates()
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
+}
+
+/// `lines` in batches of about 256 KiB each.
+fn batches_of(lines: &[&[u8]]) -> Vec<Batch> {
+    let mut out = Vec::new();
+    let mut batch = Batch::default();
+    for line in lines {
+        let start = batch.data.len() as u32;
+        batch.data.extend_from_slice(line);
+        let end = batch.data.len() as u32;
+        batch.data.push(b'\n');
+        batch.entries.push(Entry::Line { start, end });
+        if batch.data.len() >= 256 * 1024 {
+            out.push(std::mem::take(&mut batch));
+        }
+    }
+    if !batch.entries.is_empty() {
+        out.push(batch);
+    }
+    out
 }
 
 fn parquet(c: &mut Criterion) {
