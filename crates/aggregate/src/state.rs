@@ -427,18 +427,10 @@ impl Aggregates {
         p: i64,
         cells: impl Iterator<Item = (&'k Arc<K>, Option<Cell>)>,
     ) {
-        let mut cells = cells.filter_map(|(k, c)| Some((k, c?))).peekable();
-        if cells.peek().is_none() {
-            return;
-        }
-        let map = maps.entry(p).or_default();
-        for (key, cell) in cells {
-            match map.get_mut(key) {
-                Some(mine) => mine.merge(cell),
-                None => {
-                    map.insert(key.clone(), cell);
-                }
-            }
+        let cells: HashMap<Arc<K>, Cell> =
+            cells.filter_map(|(k, c)| Some((k.clone(), c?))).collect();
+        if !cells.is_empty() {
+            merge_map(maps.entry(p).or_default(), cells);
         }
     }
 
