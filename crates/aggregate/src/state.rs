@@ -288,19 +288,24 @@ impl Quality {
     }
 }
 
+/// One period's cells of a table, by key. Keys (referrer domains, classes built from
+/// User-Agents) come from the log, so the hash is keyed per map (ahash, randomly seeded): fast on
+/// the per-line path, and which keys collide cannot be chosen by whoever writes the log.
+type Cells<K> = HashMap<K, Cell, ahash::RandomState>;
+
 /// Below this many visitors in a partial's regions, [`Aggregates::merge`] stays on one thread.
 const PARALLEL_MERGE_VISITORS: usize = 20_000;
 
 fn merge_periods<K: std::hash::Hash + Eq>(
-    into: &mut BTreeMap<i64, HashMap<K, Cell>>,
-    from: BTreeMap<i64, HashMap<K, Cell>>,
+    into: &mut BTreeMap<i64, Cells<K>>,
+    from: BTreeMap<i64, Cells<K>>,
 ) {
     for (p, m) in from {
         merge_map(into.entry(p).or_default(), m);
     }
 }
 
-fn merge_map<K: std::hash::Hash + Eq>(into: &mut HashMap<K, Cell>, from: HashMap<K, Cell>) {
+fn merge_map<K: std::hash::Hash + Eq>(into: &mut Cells<K>, from: Cells<K>) {
     for (k, c) in from {
         match into.get_mut(&k) {
             Some(mine) => mine.merge(c),
@@ -329,9 +334,9 @@ macro_rules! cell_in {
 pub struct Aggregates {
     period: Period,
     crawlers: CrawlerHandling,
-    traffic: BTreeMap<i64, HashMap<Arc<Place>, Cell>>,
-    clients: BTreeMap<i64, HashMap<Arc<ClientClass>, Cell>>,
-    referrers: BTreeMap<i64, HashMap<Str, Cell>>,
+    traffic: BTreeMap<i64, Cells<Arc<Place>>>,
+    clients: BTreeMap<i64, Cells<Arc<ClientClass>>>,
+    referrers: BTreeMap<i64, Cells<Str>>,
     quality: BTreeMap<i64, Quality>,
     /// Rejections seen before the first parsed line of the current batch.
     pending: [u64; REJECTION_REASONS],
@@ -423,11 +428,11 @@ impl Aggregates {
 
     /// Adds cells of period `p` into `maps` (a period with no cell gets no map).
     fn merge_cells<'k, K: std::hash::Hash + Eq + 'k>(
-        maps: &mut BTreeMap<i64, HashMap<Arc<K>, Cell>>,
+        maps: &mut BTreeMap<i64, Cells<Arc<K>>>,
         p: i64,
         cells: impl Iterator<Item = (&'k Arc<K>, Option<Cell>)>,
     ) {
-        let cells: HashMap<Arc<K>, Cell> =
+        let cells: Cells<Arc<K>> =
             cells.filter_map(|(k, c)| Some((k.clone(), c?))).collect();
         if !cells.is_empty() {
             merge_map(maps.entry(p).or_default(), cells);
@@ -505,7 +510,7 @@ impl Aggregates {
         } = other;
         let visitors: usize = traffic
             .values()
-            .flat_map(HashMap::values)
+            .flat_map(Cells::values)
             .map(|c| c.visitors.len())
             .sum();
         if visitors < PARALLEL_MERGE_VISITORS {

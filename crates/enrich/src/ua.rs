@@ -32,8 +32,10 @@ pub struct ClientClass {
 /// Classifies User-Agents with a bounded cache. One per worker thread.
 pub struct UaClassifier {
     parser: woothee::parser::Parser,
-    cache: HashMap<Box<str>, Arc<ClientClass>>,
-    interned: HashSet<Arc<ClientClass>>,
+    /// Keyed by the whole User-Agent, which the log chooses: ahash with a random key is fast on
+    /// ~150 bytes per line and keeps collisions out of the log writer's hands.
+    cache: HashMap<Box<str>, Arc<ClientClass>, ahash::RandomState>,
+    interned: HashSet<Arc<ClientClass>, ahash::RandomState>,
     empty: Arc<ClientClass>,
     versions: bool,
 }
@@ -47,8 +49,8 @@ impl UaClassifier {
         let unknown: Str = Arc::from(UNKNOWN);
         UaClassifier {
             parser: woothee::parser::Parser::new(),
-            cache: HashMap::new(),
-            interned: HashSet::new(),
+            cache: HashMap::default(),
+            interned: HashSet::default(),
             empty: Arc::new(ClientClass {
                 device: unknown.clone(),
                 os: unknown.clone(),

@@ -69,7 +69,7 @@ const RECENT: usize = 64;
 /// Distinct keys numbered in order of arrival, with a memo of recently seen allocations.
 struct Numbered<K> {
     keys: Vec<Arc<K>>,
-    numbers: HashMap<Arc<K>, u32>,
+    numbers: HashMap<Arc<K>, u32, ahash::RandomState>,
     /// Allocation → number, one slot per address hash. Each slot holds its `Arc`, so that an
     /// address cannot be freed and reused for another key while it is remembered.
     recent: [Option<(Arc<K>, u32)>; RECENT],
@@ -79,7 +79,7 @@ impl<K: Hash + Eq> Numbered<K> {
     fn new() -> Self {
         Numbered {
             keys: Vec::new(),
-            numbers: HashMap::new(),
+            numbers: HashMap::default(),
             recent: std::array::from_fn(|_| None),
         }
     }

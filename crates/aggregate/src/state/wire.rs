@@ -18,7 +18,7 @@
 //!
 //! The bytes hold the visitor hashes of every row: they are as private as the live state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use logcensus_enrich::{ClientClass, Place};
@@ -26,7 +26,7 @@ use logcensus_policy::{CrawlerHandling, Period};
 use serde::{Deserialize, Serialize};
 
 use super::table::VisitorTable;
-use super::{Aggregates, Cell, Contribution, Quality, Rejection, REJECTION_REASONS};
+use super::{Aggregates, Cell, Cells, Contribution, Quality, Rejection, REJECTION_REASONS};
 use crate::output::Str;
 
 /// Version of the layout below; bumped on any change to it.
@@ -155,7 +155,7 @@ fn index<T: Ord>(values: BTreeSet<T>) -> BTreeMap<T, u32> {
         .collect()
 }
 
-fn wire_cells<K>(cells: Option<&HashMap<K, Cell>>, key: impl Fn(&K) -> u32) -> Vec<WireCell> {
+fn wire_cells<K>(cells: Option<&Cells<K>>, key: impl Fn(&K) -> u32) -> Vec<WireCell> {
     let Some(cells) = cells else {
         return Vec::new();
     };
@@ -192,7 +192,7 @@ impl Aggregates {
         let mut strings: BTreeSet<&str> = BTreeSet::new();
         let mut places: BTreeSet<&Place> = BTreeSet::new();
         let mut clients: BTreeSet<&ClientClass> = BTreeSet::new();
-        for p in self.traffic.values().flat_map(HashMap::keys) {
+        for p in self.traffic.values().flat_map(Cells::keys) {
             strings.extend(
                 [&p.continent, &p.country, &p.region]
                     .into_iter()
@@ -201,7 +201,7 @@ impl Aggregates {
             );
             places.insert(p);
         }
-        for c in self.clients.values().flat_map(HashMap::keys) {
+        for c in self.clients.values().flat_map(Cells::keys) {
             strings.extend([&c.device, &c.os, &c.browser].map(|s| &**s));
             strings.extend(
                 [&c.os_version, &c.browser_version]
@@ -211,7 +211,7 @@ impl Aggregates {
             );
             clients.insert(c);
         }
-        for r in self.referrers.values().flat_map(HashMap::keys) {
+        for r in self.referrers.values().flat_map(Cells::keys) {
             strings.insert(r);
         }
         let strings = index(strings);
@@ -401,8 +401,8 @@ fn cells<K: Clone + std::hash::Hash + Eq>(
     wire: Vec<WireCell>,
     keys: &[K],
     what: &str,
-) -> Result<HashMap<K, Cell>, DecodeError> {
-    let mut out: HashMap<K, Cell> = HashMap::with_capacity(wire.len());
+) -> Result<Cells<K>, DecodeError> {
+    let mut out: Cells<K> = Cells::with_capacity_and_hasher(wire.len(), Default::default());
     for c in wire {
         let key = keys
             .get(c.key as usize)
