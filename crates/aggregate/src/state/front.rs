@@ -63,45 +63,45 @@ impl Totals {
     }
 }
 
-/// Slots in [`Numbered`]'s address memo.
-const RECENT: usize = 64;
-
-/// Distinct keys numbered in order of arrival, with a memo of recently seen allocations.
+/// Distinct keys numbered in order of arrival. Most requests find their number by the key's
+/// allocation (one hashed word): the geo and User-Agent stages hand out shared `Arc`s, so a
+/// worker sees each allocation many times. A new allocation is numbered by value, so that equal
+/// keys in different allocations share one number.
 struct Numbered<K> {
     keys: Vec<Arc<K>>,
-    numbers: HashMap<Arc<K>, u32, ahash::RandomState>,
-    /// Allocation → number, one slot per address hash. Each slot holds its `Arc`, so that an
-    /// address cannot be freed and reused for another key while it is remembered.
-    recent: [Option<(Arc<K>, u32)>; RECENT],
+    by_value: HashMap<Arc<K>, u32, ahash::RandomState>,
+    by_address: HashMap<usize, u32, ahash::RandomState>,
+    /// Every allocation in `by_address`, held so that its address cannot be freed and reused for
+    /// another key while it is remembered.
+    held: Vec<Arc<K>>,
 }
 
 impl<K: Hash + Eq> Numbered<K> {
     fn new() -> Self {
         Numbered {
             keys: Vec::new(),
-            numbers: HashMap::default(),
-            recent: std::array::from_fn(|_| None),
+            by_value: HashMap::default(),
+            by_address: HashMap::default(),
+            held: Vec::new(),
         }
     }
 
     fn number(&mut self, key: &Arc<K>) -> u32 {
         let address = Arc::as_ptr(key) as usize;
-        let slot = &mut self.recent[((address >> 4) ^ (address >> 10)) % RECENT];
-        if let Some((k, n)) = slot {
-            if Arc::ptr_eq(k, key) {
-                return *n;
-            }
+        if let Some(&n) = self.by_address.get(&address) {
+            return n;
         }
-        let n = match self.numbers.get(key) {
+        let n = match self.by_value.get(key) {
             Some(&n) => n,
             None => {
                 let n = u32::try_from(self.keys.len()).expect("fewer than 2^32 places or clients");
                 self.keys.push(key.clone());
-                self.numbers.insert(key.clone(), n);
+                self.by_value.insert(key.clone(), n);
                 n
             }
         };
-        *slot = Some((key.clone(), n));
+        self.held.push(key.clone());
+        self.by_address.insert(address, n);
         n
     }
 }
