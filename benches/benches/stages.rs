@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
 use logcensus_aggregate::{Aggregates, Observation, TableOut, VisitorKeys, VisitorSecret};
-use logcensus_enrich::{ClientClass, GeoDb, Place, UaClassifier};
+use logcensus_enrich::{ClientClass, GeoDb, Place, ReferrerClassifier, UaClassifier};
 use logcensus_fixtures::logs::{AddressSpace, LogFormat, LogOptions};
 use logcensus_parse::{FormatSpec, LineParser};
 use logcensus_pipeline::LineWorker;
@@ -53,7 +53,7 @@ struct Observed {
     place: Arc<Place>,
     geo_known: bool,
     client: Arc<ClientClass>,
-    referrer: String,
+    referrer: Arc<str>,
     status: Option<u16>,
     bytes: u64,
 }
@@ -153,7 +153,7 @@ fn data() -> &'static Data {
         let mut ua = UaClassifier::new(pipeline.policy.user_agent.major_versions);
         let mut places = geo.lookup();
         let mut keys = VisitorKeys::new(VisitorSecret::from_bytes(SECRET));
-        let mut scratch = String::new();
+        let mut referrers = ReferrerClassifier::new(&pipeline.own_domains);
         let observed = fields
             .iter()
             .map(|f| {
@@ -165,13 +165,7 @@ fn data() -> &'static Data {
                     place,
                     geo_known,
                     client: ua.classify(f.user_agent.as_deref()),
-                    referrer: classify_referrer(
-                        f.referer.as_deref(),
-                        &pipeline.own_domains,
-                        &mut scratch,
-                    )
-                    .as_str()
-                    .to_string(),
+                    referrer: referrers.classify(f.referer.as_deref()).clone(),
                     status: f.status,
                     bytes: f.bytes,
                 }
@@ -272,6 +266,15 @@ fn policy(c: &mut Criterion) {
                 let r =
                     classify_referrer(f.referer.as_deref(), &d.pipeline.own_domains, &mut scratch);
                 black_box(r.as_str());
+            }
+        })
+    });
+    // What a worker does: the rule, with each host's class cached (warm after one pass).
+    let mut cached = ReferrerClassifier::new(&d.pipeline.own_domains);
+    g.bench_function("referrer_cached", |b| {
+        b.iter(|| {
+            for f in &d.fields {
+                black_box(cached.classify(f.referer.as_deref()));
             }
         })
     });

@@ -72,7 +72,7 @@ pub struct Observation<'a> {
     pub geo_known: bool,
     pub client: &'a Arc<ClientClass>,
     /// `referrers.referrer_domain` value.
-    pub referrer: &'a str,
+    pub referrer: &'a Str,
     pub status: Option<u16>,
     pub bytes: u64,
 }
@@ -369,7 +369,7 @@ impl Aggregates {
         };
         let region = cell_in!(self.traffic, p, obs.place, obs.place.clone());
         let client = cell_in!(self.clients, p, obs.client, obs.client.clone());
-        let referrer = cell_in!(self.referrers, p, obs.referrer, Str::from(obs.referrer));
+        let referrer = cell_in!(self.referrers, p, obs.referrer, obs.referrer.clone());
         // The visitor's place in each of the three tables is usually not in the processor's
         // caches: ask for all three, then wait once.
         for cell in [&*region, &*client, &*referrer] {
@@ -427,13 +427,12 @@ impl Aggregates {
     }
 
     /// Adds cells of period `p` into `maps` (a period with no cell gets no map).
-    fn merge_cells<'k, K: std::hash::Hash + Eq + 'k>(
+    fn merge_cells<'k, K: std::hash::Hash + Eq + ?Sized + 'k>(
         maps: &mut BTreeMap<i64, Cells<Arc<K>>>,
         p: i64,
         cells: impl Iterator<Item = (&'k Arc<K>, Option<Cell>)>,
     ) {
-        let cells: Cells<Arc<K>> =
-            cells.filter_map(|(k, c)| Some((k.clone(), c?))).collect();
+        let cells: Cells<Arc<K>> = cells.filter_map(|(k, c)| Some((k.clone(), c?))).collect();
         if !cells.is_empty() {
             merge_map(maps.entry(p).or_default(), cells);
         }

@@ -19,10 +19,12 @@
 mod geo;
 mod key_hash;
 mod prefetch;
+mod referrer;
 mod ua;
 
 pub use geo::{Answered, GeoDb, GeoError, GeoLookup, Place};
 pub use prefetch::prefetch;
+pub use referrer::ReferrerClassifier;
 pub use ua::{ClientClass, UaClassifier};
 
 /// A shared, immutable string.

@@ -4,9 +4,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use logcensus_aggregate::{Aggregates, Front, Observation, Rejection, VisitorKeys, VisitorSecret};
-use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, UaClassifier};
+use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, ReferrerClassifier, UaClassifier};
 use logcensus_parse::{LineParser, ParseError};
-use logcensus_policy::rules::{address_bytes, classify_referrer, client_address, parse_ip};
+use logcensus_policy::rules::{address_bytes, client_address, parse_ip};
 use logcensus_policy::{ClientAddressSource, GeoLevel, Pipeline};
 use logcensus_source::{Batch, Entry};
 
@@ -35,7 +35,7 @@ pub struct Stages<'p> {
     geo: Option<GeoLookup<'p>>,
     no_geo: Arc<Place>,
     visitors: VisitorKeys,
-    scratch: String,
+    referrers: ReferrerClassifier,
     /// What [`Stages::look_ahead`] found for each entry of the current batch.
     ahead: Vec<Option<Ahead>>,
     /// Its working lists: the batch's leading addresses, where they are, and their answers.
@@ -138,7 +138,7 @@ impl<'p> Stages<'p> {
                 region: (pipeline.geo_level >= GeoLevel::Region).then(|| unknown.clone()),
             }),
             visitors: VisitorKeys::new(secret),
-            scratch: String::new(),
+            referrers: ReferrerClassifier::new(&pipeline.own_domains),
             ahead: Vec::new(),
             addresses: Vec::new(),
             words: Vec::new(),
@@ -273,14 +273,14 @@ impl<'p> Stages<'p> {
         } else {
             None
         };
-        let referrer = classify_referrer(referer, &self.pipeline.own_domains, &mut self.scratch);
+        let referrer = self.referrers.classify(referer);
         count(&Observation {
             time,
             visitor,
             place: &place,
             geo_known,
             client: &client,
-            referrer: referrer.as_str(),
+            referrer,
             status: if policy.request.status {
                 record.status
             } else {

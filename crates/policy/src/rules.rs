@@ -40,15 +40,34 @@ pub fn classify_referrer<'s>(
     own_domains: &[String],
     scratch: &'s mut String,
 ) -> RefClass<'s> {
+    match referrer_host(referer) {
+        RefHost::Decided(class) => class,
+        RefHost::Host(host) => classify_host(host, own_domains, scratch),
+    }
+}
+
+/// How far a `Referer` value decides its class before its host is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefHost<'r> {
+    /// Decided without the host: direct, not a URL, another scheme, an IPv6 literal.
+    Decided(RefClass<'static>),
+    /// An `http(s)` URL: its class is [`classify_host`] of this host, as written (without
+    /// user-info, port or one trailing dot). The class depends on nothing else, so a caller may
+    /// cache it by these bytes.
+    Host(&'r [u8]),
+}
+
+/// The first half of [`classify_referrer`]: everything but the host's own rules.
+pub fn referrer_host(referer: Option<&[u8]>) -> RefHost<'_> {
     let Some(raw) = referer else {
-        return RefClass::Direct;
+        return RefHost::Decided(RefClass::Direct);
     };
     let raw = trim_ascii(raw);
     if raw.is_empty() || raw == b"-" {
-        return RefClass::Direct;
+        return RefHost::Decided(RefClass::Direct);
     }
     let Some(sep) = memfind(raw, b"://") else {
-        return RefClass::Invalid;
+        return RefHost::Decided(RefClass::Invalid);
     };
     let scheme = &raw[..sep];
     if scheme.is_empty()
@@ -56,10 +75,10 @@ pub fn classify_referrer<'s>(
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
     {
-        return RefClass::Invalid;
+        return RefHost::Decided(RefClass::Invalid);
     }
     if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
-        return RefClass::Other;
+        return RefHost::Decided(RefClass::Other);
     }
     let rest = &raw[sep + 3..];
     let authority_end = rest
@@ -73,13 +92,22 @@ pub fn classify_referrer<'s>(
         None => authority,
     };
     if host_port.first() == Some(&b'[') {
-        return RefClass::Other; // an IPv6 literal
+        return RefHost::Decided(RefClass::Other); // an IPv6 literal
     }
     let host = match host_port.iter().position(|&b| b == b':') {
         Some(colon) => &host_port[..colon],
         None => host_port,
     };
-    let host = host.strip_suffix(b".").unwrap_or(host);
+    RefHost::Host(host.strip_suffix(b".").unwrap_or(host))
+}
+
+/// The second half of [`classify_referrer`]: the class of an `http(s)` referrer's host (as
+/// [`referrer_host`] found it).
+pub fn classify_host<'s>(
+    host: &[u8],
+    own_domains: &[String],
+    scratch: &'s mut String,
+) -> RefClass<'s> {
     if host.is_empty()
         || !host
             .iter()

@@ -131,7 +131,7 @@ mod tests {
                 place: &place,
                 geo_known: true,
                 client: &client,
-                referrer: "(direct)",
+                referrer: &Arc::from("(direct)"),
                 status: Some(200),
                 bytes: 10,
             });

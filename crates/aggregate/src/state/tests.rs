@@ -75,7 +75,7 @@ fn feed(a: &mut Aggregates, f: &Feed, which: std::ops::Range<usize>) {
             place: p,
             geo_known: true,
             client: c,
-            referrer: r,
+            referrer: &Str::from(*r),
             status: Some(*st),
             bytes: *b,
         });
@@ -224,9 +224,9 @@ fn rejection_names_match_column_names() {
 
 /// A front before the aggregates ends with exactly the rows (visitors and their contributions
 /// included) and traffic quality that the aggregates alone build: over several periods, with
-/// crawlers excluded and included, the visitor hash 0, equal places in separate allocations,
-/// saturating byte counts, rejections between requests, and visitor hashes that two visitors
-/// share (another place, or another client).
+/// crawlers excluded and included, the visitor hash 0, equal places and referrers in separate
+/// allocations, saturating byte counts, rejections between requests, and visitor hashes that
+/// two visitors share (another place, or another client).
 #[test]
 fn a_front_counts_what_the_aggregates_count() {
     let places: Vec<Arc<Place>> = (0..12)
@@ -235,7 +235,13 @@ fn a_front_counts_what_the_aggregates_count() {
     let clients: Vec<Arc<ClientClass>> = (0..9)
         .map(|i| client(["Firefox", "Chrome", "Googlebot"][i % 3], i % 3 == 2))
         .collect();
-    let referrers = ["(direct)", "google.com", "(internal)", "example.org"];
+    // Each value twice, in separate allocations.
+    let referrers: Vec<Str> = ["(direct)", "google.com", "(internal)", "example.org"]
+        .iter()
+        .cycle()
+        .take(8)
+        .map(|r| s(r))
+        .collect();
     for (period, crawlers) in [
         (Period::Hour, CrawlerHandling::Exclude),
         (Period::Day, CrawlerHandling::Include),
@@ -264,7 +270,7 @@ fn a_front_counts_what_the_aggregates_count() {
                 place,
                 geo_known: !(x >> 8).is_multiple_of(5),
                 client,
-                referrer: referrers[(x >> 16) as usize % 4],
+                referrer: &referrers[(x >> 16) as usize % 8],
                 status: Some([200, 304, 404, 500, 99][(x >> 24) as usize % 5]),
                 bytes: if i % 1_000 == 0 {
                     u64::MAX - 1
@@ -308,7 +314,7 @@ fn large_partials_merge_like_one_pass() {
         .map(|i| place(["DE", "FR"][i % 2], &format!("R-{i}")))
         .collect();
     let clients: Vec<Arc<ClientClass>> = (0..7).map(|i| client(&format!("B{i}"), false)).collect();
-    let referrers = ["(direct)", "google.com", "example.org"];
+    let referrers = ["(direct)", "google.com", "example.org"].map(s);
     let mut whole = Aggregates::new(Period::Day, CrawlerHandling::Exclude);
     let mut halves = [
         Aggregates::new(Period::Day, CrawlerHandling::Exclude),
@@ -322,7 +328,7 @@ fn large_partials_merge_like_one_pass() {
             place: &places[(visitor >> 40) as usize % 50],
             geo_known: true,
             client: &clients[(visitor >> 50) as usize % 7],
-            referrer: referrers[i as usize % 3],
+            referrer: &referrers[i as usize % 3],
             status: Some(200),
             bytes: i % 1_000,
         };

@@ -71,7 +71,7 @@ pub fn feed(a: &mut Aggregates, lines: &[Line]) {
                     place: &place,
                     geo_known: true,
                     client: &client,
-                    referrer,
+                    referrer: &Arc::from(referrer),
                     status: Some(status),
                     bytes,
                 });

@@ -98,7 +98,7 @@ fn busy(crawlers: CrawlerHandling) -> Aggregates {
             place,
             geo_known: v != 2,
             client,
-            referrer,
+            referrer: &Str::from(referrer),
             status,
             bytes,
         });
@@ -176,7 +176,7 @@ fn pending_rejections_of_an_unfinished_batch_are_kept_as_unattributed() {
         place: &d.de,
         geo_known: true,
         client: &d.ff,
-        referrer: "(direct)",
+        referrer: &Str::from("(direct)"),
         status: Some(200),
         bytes: 1,
     });
@@ -214,7 +214,7 @@ fn visitor_hashes_take_eight_bytes_each() {
             place: &d.de,
             geo_known: true,
             client: &d.ff,
-            referrer: "(direct)",
+            referrer: &Str::from("(direct)"),
             status: Some(200),
             bytes: 100,
         });

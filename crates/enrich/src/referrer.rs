@@ -1,0 +1,131 @@
+//! `Referer` → the value of `referrers.referrer_domain`, with the host's class cached.
+//!
+//! [`classify_referrer`](logcensus_policy::rules::classify_referrer) is the rule; this applies
+//! it a line at a time without redoing the costly half (lowercasing, the public-suffix lookup,
+//! the site's own domains) for a host already seen: a log names few referring hosts, many
+//! times each.
+
+use std::collections::{HashMap, HashSet};
+
+use logcensus_policy::rules::{classify_host, referrer_host, RefClass, RefHost};
+
+use crate::Str;
+
+/// Distinct hosts kept in the cache before it is cleared (bounds memory on hostile input).
+const CACHE_LIMIT: usize = 50_000;
+
+/// Classifies referrers with a bounded cache of hosts. One per worker thread.
+pub struct ReferrerClassifier {
+    own_domains: Vec<String>,
+    /// Host as written → its value. Hosts come from the log: ahash with a random key keeps
+    /// collisions out of the log writer's hands. Holds no path, query or user-info, only hosts.
+    cache: HashMap<Box<[u8]>, Str, ahash::RandomState>,
+    /// One allocation per distinct value, so that the aggregates can tell values apart by address.
+    interned: HashSet<Str, ahash::RandomState>,
+    decided: [Str; 3],
+    scratch: String,
+}
+
+impl ReferrerClassifier {
+    /// A classifier for a site whose own registrable domains are `own_domains` (lowercase).
+    pub fn new(own_domains: &[String]) -> Self {
+        ReferrerClassifier {
+            own_domains: own_domains.to_vec(),
+            cache: HashMap::default(),
+            interned: HashSet::default(),
+            decided: [RefClass::Direct, RefClass::Invalid, RefClass::Other]
+                .map(|c| Str::from(c.as_str())),
+            scratch: String::new(),
+        }
+    }
+
+    /// The `referrer_domain` value of a `Referer` header (`None` when absent): exactly
+    /// `classify_referrer(referer, own_domains, _).as_str()`.
+    pub fn classify(&mut self, referer: Option<&[u8]>) -> &Str {
+        let host = match referrer_host(referer) {
+            RefHost::Decided(RefClass::Direct) => return &self.decided[0],
+            RefHost::Decided(RefClass::Invalid) => return &self.decided[1],
+            RefHost::Decided(RefClass::Other) => return &self.decided[2],
+            RefHost::Decided(other) => unreachable!("decided without a host: {other:?}"),
+            RefHost::Host(host) => host,
+        };
+        // Looked up twice on a miss rather than once through `entry`, which would need an owned
+        // key for every line.
+        if !self.cache.contains_key(host) {
+            if self.cache.len() >= CACHE_LIMIT {
+                self.cache.clear();
+                self.interned.clear();
+            }
+            let class = classify_host(host, &self.own_domains, &mut self.scratch);
+            let value = match self.interned.get(class.as_str()) {
+                Some(v) => v.clone(),
+                None => {
+                    let v = Str::from(class.as_str());
+                    self.interned.insert(v.clone());
+                    v
+                }
+            };
+            self.cache.insert(host.into(), value);
+        }
+        &self.cache[host]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use logcensus_policy::rules::classify_referrer;
+
+    /// Every answer, cached or not, is the rule's, and equal values share one allocation.
+    #[test]
+    fn cached_answers_are_the_rules_answers() {
+        let own = vec!["example.com".to_string()];
+        let referers: Vec<Option<&[u8]>> = vec![
+            None,
+            Some(b"-"),
+            Some(b""),
+            Some(b"https://www.google.com/search?q=marker-query"),
+            Some(b"https://WWW.Google.COM/other"),
+            Some(b"http://user:secret@news.bbc.co.uk:8080/path"),
+            Some(b"https://shop.example.com/cart"),
+            Some(b"https://alice.github.io/"),
+            Some(b"android-app://com.example"),
+            Some(b"https://[2001:db8::1]/x"),
+            Some(b"https://192.0.2.7/"),
+            Some(b"https://localhost/"),
+            Some(b"https://bad host/"),
+            Some(b"not a url"),
+            Some(b"https://www.google.com./"),
+        ];
+        let mut c = ReferrerClassifier::new(&own);
+        let mut scratch = String::new();
+        for round in 0..3 {
+            for r in &referers {
+                let want = classify_referrer(*r, &own, &mut scratch)
+                    .as_str()
+                    .to_string();
+                assert_eq!(&**c.classify(*r), want, "{r:?} in round {round}");
+            }
+        }
+        let a = c.classify(Some(b"https://www.google.com/a")).clone();
+        let b = c.classify(Some(b"https://maps.GOOGLE.com/b")).clone();
+        assert_eq!(&*a, "google.com");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&**c.classify(Some(b"https://example.com/")), "(internal)");
+    }
+
+    /// A log of endless distinct hosts clears the cache instead of growing it, and answers stay
+    /// right across the clearing.
+    #[test]
+    fn the_cache_is_bounded() {
+        let mut c = ReferrerClassifier::new(&[]);
+        for i in 0..(CACHE_LIMIT + 10) {
+            let url = format!("https://h{i}.example.org/");
+            assert_eq!(&**c.classify(Some(url.as_bytes())), "example.org");
+        }
+        assert!(c.cache.len() <= CACHE_LIMIT);
+        assert_eq!(c.cache.len(), 10);
+    }
+}
