@@ -194,7 +194,8 @@ pub enum Entry {
 /// A batch of lines from one input.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// The bytes the entries point into.
+    /// The bytes the entries point into. A reused batch may hold stale bytes after its last
+    /// entry's: only the entries say where lines are.
     pub data: Vec<u8>,
     /// Lines and rejections, in input order.
     pub entries: Vec<Entry>,
@@ -264,40 +265,44 @@ impl<R: Read> LineReader<R> {
             return Ok(None);
         }
         let mut batch = spent;
-        batch.data.clear();
         batch.entries.clear();
         batch.first_line = self.next_line;
-        batch.data.reserve(BATCH_TARGET_BYTES + self.max_line);
-        batch.data.append(&mut self.carry);
+        // The buffer keeps the length it grew to: a spent batch's bytes are overwritten, not
+        // zeroed again first (only growth is zeroed). `len` is how much of it this batch fills.
+        let mut len = self.carry.len();
+        if batch.data.len() < len {
+            batch.data.resize(len, 0);
+        }
+        batch.data[..len].copy_from_slice(&self.carry);
+        self.carry.clear();
         let mut eof = false;
         let mut error = None;
         // Fill to the target size (or the end of the input); always read at least once, so a
         // carried-over line longer than the target still makes progress.
         let mut first = true;
-        while first || batch.data.len() < BATCH_TARGET_BYTES {
+        while first || len < BATCH_TARGET_BYTES {
             first = false;
-            let len = batch.data.len();
             let want = (BATCH_TARGET_BYTES + 64 * 1024)
                 .saturating_sub(len)
                 .max(64 * 1024);
-            batch.data.resize(len + want, 0);
-            match self.reader.read(&mut batch.data[len..]) {
+            if batch.data.len() < len + want {
+                batch.data.resize(len + want, 0);
+            }
+            match self.reader.read(&mut batch.data[len..len + want]) {
                 Ok(0) => {
-                    batch.data.truncate(len);
                     eof = true;
                     break;
                 }
-                Ok(n) => batch.data.truncate(len + n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => batch.data.truncate(len),
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    batch.data.truncate(len);
                     error = Some(e);
                     eof = true;
                     break;
                 }
             }
         }
-        self.split(&mut batch, eof, error.is_some());
+        self.split(&mut batch, len, eof, error.is_some());
         if let Some(error) = error {
             self.failure = Some(ReadFailure {
                 after_line: self.next_line - 2,
@@ -313,11 +318,10 @@ impl<R: Read> LineReader<R> {
         Ok(Some(batch))
     }
 
-    /// Records the lines of `batch.data`, moving an incomplete tail into `carry`.
-    fn split(&mut self, batch: &mut Batch, eof: bool, failed: bool) {
+    /// Records the lines of `batch.data[..data_len]`, moving an incomplete tail into `carry`.
+    fn split(&mut self, batch: &mut Batch, data_len: usize, eof: bool, failed: bool) {
         let mut pos = 0usize;
-        let data_len = batch.data.len();
-        while let Some(nl) = memchr::memchr(b'\n', &batch.data[pos..]) {
+        while let Some(nl) = memchr::memchr(b'\n', &batch.data[pos..data_len]) {
             let end = pos + nl;
             if self.skipping {
                 self.skipping = false;
@@ -368,10 +372,7 @@ impl<R: Read> LineReader<R> {
         } else if self.skipping || tail > self.max_line {
             self.skipping = true;
         } else {
-            self.carry.extend_from_slice(&batch.data[pos..]);
-        }
-        if !eof {
-            batch.data.truncate(pos);
+            self.carry.extend_from_slice(&batch.data[pos..data_len]);
         }
     }
 
