@@ -6,7 +6,7 @@ use std::sync::Arc;
 use logcensus_aggregate::{Aggregates, Front, Observation, Rejection, VisitorKeys, VisitorSecret};
 use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, ReferrerClassifier, UaClassifier};
 use logcensus_parse::{LineParser, ParseError};
-use logcensus_policy::rules::{address_bytes, client_address, parse_ip};
+use logcensus_policy::rules::{address_bytes, client_address, leading_dotted_quad, parse_ip};
 use logcensus_policy::{ClientAddressSource, GeoLevel, Pipeline};
 use logcensus_source::{Batch, Entry};
 
@@ -166,9 +166,16 @@ impl<'p> Stages<'p> {
         for (i, entry) in batch.entries.iter().enumerate() {
             if let Entry::Line { start, end } = *entry {
                 let line = batch.line(start, end);
+                // Most first words are a dotted quad: read it and check for the space after.
+                if let Some((v4, n)) = leading_dotted_quad(line) {
+                    if line.get(n) == Some(&b' ') {
+                        self.addresses.push(IpAddr::V4(v4));
+                        self.words.push((i, line.as_ptr() as usize, n));
+                        continue;
+                    }
+                }
                 // An address with brackets and a port is at most 53 bytes.
                 let head = &line[..line.len().min(56)];
-                // A plain scan: the word is short, and memchr's set-up costs more than it saves.
                 let Some(word) = head.iter().position(|&b| b == b' ').map(|n| &head[..n]) else {
                     continue;
                 };

@@ -287,6 +287,39 @@ pub fn dotted_quad(raw: &[u8]) -> Option<std::net::Ipv4Addr> {
     Some(std::net::Ipv4Addr::from(octets))
 }
 
+/// A [`dotted_quad`] at the start of `line`, and how many bytes it takes: the longest prefix of
+/// digits and dots read as one. `Some((a, n))` means `dotted_quad(&line[..n]) == Some(a)`; what
+/// follows is the caller's to check (an address then a space is a whole first word).
+pub fn leading_dotted_quad(line: &[u8]) -> Option<(std::net::Ipv4Addr, usize)> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if line.get(i) != Some(&b'.') {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut n = 0u16;
+        while let Some(&b) = line.get(i).filter(|b| b.is_ascii_digit()) {
+            if i - start == 3 {
+                return None;
+            }
+            n = n * 10 + u16::from(b - b'0');
+            i += 1;
+        }
+        if i == start || (i - start > 1 && line[start] == b'0') {
+            return None;
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    if matches!(line.get(i), Some(b'.' | b'0'..=b'9')) {
+        return None;
+    }
+    Some((std::net::Ipv4Addr::from(octets), i))
+}
+
 /// The address as 16 bytes (IPv4 mapped), for keyed hashing.
 pub fn address_bytes(ip: IpAddr) -> [u8; 16] {
     match ip {

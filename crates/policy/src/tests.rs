@@ -299,6 +299,16 @@ fn dotted_quads_parse_as_the_standard_library_does() {
         if let Some(v4) = std_v4(c) {
             assert_eq!(parse_ip(c), Some(IpAddr::V4(v4)));
         }
+        // As the first word of a line: a leading quad followed by a space is exactly the first
+        // word read as a quad, and every leading quad is one.
+        let line = [&c[..], b" - - [rest"].concat();
+        let word = &line[..line.iter().position(|&b| b == b' ').unwrap()];
+        let leading = super::rules::leading_dotted_quad(&line);
+        if let Some((v4, n)) = leading {
+            assert_eq!(super::rules::dotted_quad(&line[..n]), Some(v4), "{c:?}");
+        }
+        let whole_word = leading.filter(|&(_, n)| line[n] == b' ').map(|(v4, _)| v4);
+        assert_eq!(whole_word, super::rules::dotted_quad(word), "{c:?}");
     }
 }
 
