@@ -25,6 +25,6 @@ pub use output::{Column, Str, TableOut};
 pub use state::DecodeError;
 pub use state::{
     table_from_rows, Aggregates, Contribution, Front, Observation, Rejection, ReleasedRow, Row,
-    Visitors,
+    TableRows, Visitors,
 };
 pub use visitor::{DayKey, SecretError, VisitorKeys, VisitorSecret};

@@ -187,6 +187,26 @@ impl Row {
     }
 }
 
+/// A demographic table's rows on their way to a release, which takes them as it needs them.
+pub struct TableRows<'a> {
+    agg: &'a Aggregates,
+    table: TableName,
+}
+
+impl TableRows<'_> {
+    /// Each row with the exact set of visitors behind it, for disclosure control
+    /// ([`Aggregates::rows`]).
+    pub fn with_visitors(self) -> Vec<Row> {
+        self.agg.rows(self.table)
+    }
+
+    /// Each row with exact counts, as written when nothing is withheld
+    /// ([`Aggregates::exact_rows`]).
+    pub fn exact(self) -> Vec<ReleasedRow> {
+        self.agg.exact_rows(self.table)
+    }
+}
+
 /// Builds a demographic table from its rows (in the order given).
 pub fn table_from_rows(table: TableName, rows: Vec<ReleasedRow>) -> TableOut {
     let period = Column::Timestamp(rows.iter().map(|r| r.period).collect());
@@ -539,9 +559,7 @@ impl Aggregates {
 
     /// The finished tables, in the order asked. Unattributed rejections go to the last period.
     pub fn finish(self, tables: &[TableName]) -> Vec<TableOut> {
-        self.finish_with(tables, |_, rows| {
-            rows.into_iter().map(ReleasedRow::from).collect()
-        })
+        self.finish_with(tables, |_, rows| rows.exact())
     }
 
     /// Like [`Aggregates::finish`], passing each demographic table's rows (with their exact
@@ -550,7 +568,7 @@ impl Aggregates {
     pub fn finish_with(
         mut self,
         tables: &[TableName],
-        mut release: impl FnMut(TableName, Vec<Row>) -> Vec<ReleasedRow>,
+        mut release: impl FnMut(TableName, TableRows<'_>) -> Vec<ReleasedRow>,
     ) -> Vec<TableOut> {
         self.end_batch();
         if let Some(q) = self.quality.values_mut().next_back() {
@@ -566,7 +584,11 @@ impl Aggregates {
             .map(|&t| match t {
                 TableName::TrafficQuality => self.quality_table(),
                 demographic => {
-                    let rows = release(demographic, self.rows(demographic));
+                    let rows = TableRows {
+                        agg: &self,
+                        table: demographic,
+                    };
+                    let rows = release(demographic, rows);
                     table_from_rows(demographic, rows)
                 }
             })
@@ -576,24 +598,64 @@ impl Aggregates {
     /// The rows of a demographic table, sorted by period and dimensions, each with the exact set
     /// of visitor hashes behind it. `traffic_quality` has no such rows (empty).
     pub fn rows(&self, table: TableName) -> Vec<Row> {
-        let mut rows: Vec<Row> = match table {
-            TableName::TrafficByRegion => self
-                .traffic
-                .iter()
-                .flat_map(|(p, m)| {
-                    m.iter().map(|(k, c)| {
-                        Row::from_cell(
-                            *p,
+        self.cells_by_row(table)
+            .into_iter()
+            .map(|((period, dims), cells)| {
+                let mut row = Row::from_cell(period, dims.clone(), cells[0]);
+                for c in &cells[1..] {
+                    row.absorb(Row::from_cell(period, dims.clone(), c));
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// The rows of [`Aggregates::rows`] as they are written when nothing is withheld or
+    /// perturbed: exact counts. The same as converting those rows, without building each row's
+    /// set of visitors to count it (a row of one cell counts its cell's table).
+    pub fn exact_rows(&self, table: TableName) -> Vec<ReleasedRow> {
+        self.cells_by_row(table)
+            .into_iter()
+            .map(|((period, dims), cells)| match cells[..] {
+                [cell] => ReleasedRow {
+                    period,
+                    dims,
+                    requests: cell.requests,
+                    visitors: cell.visitors.len() as u64,
+                    bytes: cell.bytes,
+                },
+                _ => {
+                    let mut row = Row::from_cell(period, dims.clone(), cells[0]);
+                    for c in &cells[1..] {
+                        row.absorb(Row::from_cell(period, dims.clone(), c));
+                    }
+                    row.into()
+                }
+            })
+            .collect()
+    }
+
+    /// The cells behind each row of a demographic table, by period and dimensions. Client
+    /// classes that differ only in flags (crawler/unknown/empty) print the same: their cells
+    /// make one row.
+    fn cells_by_row(&self, table: TableName) -> BTreeMap<(i64, Vec<Option<Str>>), Vec<&Cell>> {
+        let mut rows: BTreeMap<(i64, Vec<Option<Str>>), Vec<&Cell>> = BTreeMap::new();
+        let mut add =
+            |p: i64, dims: Vec<Option<Str>>, c| rows.entry((p, dims)).or_default().push(c);
+        match table {
+            TableName::TrafficByRegion => {
+                for (&p, m) in &self.traffic {
+                    for (k, c) in m {
+                        add(
+                            p,
                             vec![k.continent.clone(), k.country.clone(), k.region.clone()],
                             c,
-                        )
-                    })
-                })
-                .collect(),
+                        );
+                    }
+                }
+            }
             TableName::Clients => {
-                // Classes differing only in flags (crawler/unknown/empty) print the same: merge.
-                let mut merged: BTreeMap<(i64, Vec<Option<Str>>), Row> = BTreeMap::new();
-                for (p, m) in &self.clients {
+                for (&p, m) in &self.clients {
                     for (k, c) in m {
                         let dims = vec![
                             Some(k.device.clone()),
@@ -602,28 +664,19 @@ impl Aggregates {
                             Some(k.browser.clone()),
                             k.browser_version.clone(),
                         ];
-                        let row = Row::from_cell(*p, dims.clone(), c);
-                        match merged.get_mut(&(*p, dims.clone())) {
-                            Some(r) => r.absorb(row),
-                            None => {
-                                merged.insert((*p, dims), row);
-                            }
-                        }
+                        add(p, dims, c);
                     }
                 }
-                merged.into_values().collect()
             }
-            TableName::Referrers => self
-                .referrers
-                .iter()
-                .flat_map(|(p, m)| {
-                    m.iter()
-                        .map(|(k, c)| Row::from_cell(*p, vec![Some(k.clone())], c))
-                })
-                .collect(),
-            TableName::TrafficQuality => Vec::new(),
-        };
-        rows.sort_by(|a, b| (a.period, &a.dims).cmp(&(b.period, &b.dims)));
+            TableName::Referrers => {
+                for (&p, m) in &self.referrers {
+                    for (k, c) in m {
+                        add(p, vec![Some(k.clone())], c);
+                    }
+                }
+            }
+            TableName::TrafficQuality => {}
+        }
         rows
     }
 

@@ -366,9 +366,9 @@ pub(crate) fn release_and_write(
     let mut release_error = None;
     let tables = total.finish_with(&pipeline.tables, |table, rows| {
         let Some(how) = plan.get(&table) else {
-            return rows.into_iter().map(Into::into).collect();
+            return rows.exact();
         };
-        match logcensus_release::release_table(table, rows, how, key) {
+        match logcensus_release::release_table(table, rows.with_visitors(), how, key) {
             Ok((rows, stats)) => {
                 log_release(table, how, &stats);
                 rows

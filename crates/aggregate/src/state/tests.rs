@@ -297,6 +297,8 @@ fn a_front_counts_what_the_aggregates_count() {
             let (want, got) = (plain.rows(table), fronted.rows(table));
             assert!(want.len() > 5, "{table:?}");
             assert_eq!(got, want, "{table:?}");
+            let converted: Vec<ReleasedRow> = want.into_iter().map(ReleasedRow::from).collect();
+            assert_eq!(fronted.exact_rows(table), converted, "{table:?}");
         }
         assert_eq!(fronted.rejections(), plain.rejections());
         assert_eq!(
@@ -304,6 +306,44 @@ fn a_front_counts_what_the_aggregates_count() {
             plain.finish(&TableName::ALL)
         );
     }
+}
+
+/// Client classes that differ only in flags print the same and make one row, whose visitors
+/// are the union of theirs; exact rows count that union as the rows with visitors do.
+#[test]
+fn classes_that_print_the_same_make_one_row() {
+    let de = place("DE", "DE-BE");
+    let ff = client("Firefox", false);
+    let ff_unknown = Arc::new(ClientClass {
+        unknown: true,
+        ..(*ff).clone()
+    });
+    let referrer = s("(direct)");
+    let mut a = Aggregates::new(Period::Day, CrawlerHandling::Include);
+    // Visitors 1 and 2 as one class, 2 and 3 as the other: three visitors, four requests.
+    for (visitor, class) in [(1, &ff), (2, &ff), (2, &ff_unknown), (3, &ff_unknown)] {
+        a.observe(&Observation {
+            time: DAY + 60,
+            visitor,
+            place: &de,
+            geo_known: true,
+            client: class,
+            referrer: &referrer,
+            status: Some(200),
+            bytes: 10,
+        });
+    }
+    let exact = a.exact_rows(TableName::Clients);
+    assert_eq!(exact.len(), 1);
+    assert_eq!(
+        (exact[0].requests, exact[0].visitors, exact[0].bytes),
+        (4, 3, 40)
+    );
+    let with_visitors = a.rows(TableName::Clients);
+    assert_eq!(with_visitors.len(), 1);
+    assert_eq!(with_visitors[0].visitors.len(), 3);
+    assert_eq!(with_visitors[0].visitors[&2].requests, 2);
+    assert_eq!(exact, vec![ReleasedRow::from(with_visitors[0].clone())]);
 }
 
 /// Partials large enough to merge their tables on separate threads merge exactly as small ones:
