@@ -235,6 +235,13 @@ pub fn parse_ip(raw: &[u8]) -> Option<IpAddr> {
     if let Some(v4) = dotted_quad(raw) {
         return Some(IpAddr::V4(v4));
     }
+    if let Some(v6) = hex_groups(raw) {
+        return Some(
+            v6.to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+        );
+    }
     let s = std::str::from_utf8(raw).ok()?;
     let ip = if let Some(rest) = s.strip_prefix('[') {
         rest.split(']').next()?.parse::<IpAddr>().ok()?
@@ -285,6 +292,80 @@ pub fn dotted_quad(raw: &[u8]) -> Option<std::net::Ipv4Addr> {
         return None;
     }
     Some(std::net::Ipv4Addr::from(octets))
+}
+
+/// The common case of IPv6 for [`parse_ip`], as [`dotted_quad`] is for IPv4: hexadecimal groups
+/// of one to four digits separated by colons, at most one `::` standing for one or more zero
+/// groups, and nothing else (no embedded IPv4, zone or brackets). `None` leaves the text to the
+/// general parser, so an address this accepts is one `str::parse` accepts, with the same value.
+pub fn hex_groups(raw: &[u8]) -> Option<std::net::Ipv6Addr> {
+    if raw.len() > 39 || raw.len() < 2 {
+        return None;
+    }
+    let mut head = [0u16; 8];
+    let mut tail = [0u16; 8];
+    let (mut heads, mut tails) = (0usize, 0usize);
+    let mut gap = false;
+    let mut i = 0;
+    // `::` at the very start.
+    if raw.starts_with(b"::") {
+        gap = true;
+        i = 2;
+        if i == raw.len() {
+            return Some(std::net::Ipv6Addr::UNSPECIFIED);
+        }
+    }
+    loop {
+        let start = i;
+        let mut n = 0u16;
+        while let Some(d) = raw.get(i).and_then(|&b| (b as char).to_digit(16)) {
+            if i - start == 4 {
+                return None;
+            }
+            n = (n << 4) | d as u16;
+            i += 1;
+        }
+        if i == start {
+            return None;
+        }
+        if gap {
+            if heads + tails == 7 {
+                return None;
+            }
+            tail[tails] = n;
+            tails += 1;
+        } else {
+            if heads == 8 {
+                return None;
+            }
+            head[heads] = n;
+            heads += 1;
+        }
+        match raw.get(i) {
+            None => break,
+            Some(b':') => i += 1,
+            Some(_) => return None,
+        }
+        if raw.get(i) == Some(&b':') {
+            if gap {
+                return None;
+            }
+            gap = true;
+            i += 1;
+            if i == raw.len() {
+                break;
+            }
+        }
+    }
+    if gap {
+        if heads + tails > 7 {
+            return None;
+        }
+        head[8 - tails..].copy_from_slice(&tail[..tails]);
+    } else if heads != 8 {
+        return None;
+    }
+    Some(std::net::Ipv6Addr::from(head))
 }
 
 /// A [`dotted_quad`] at the start of `line`, and how many bytes it takes: the longest prefix of

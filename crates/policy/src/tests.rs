@@ -244,6 +244,87 @@ fn client_address_selection() {
     assert_eq!(parse_ip(b"\xff\xfe"), None);
 }
 
+/// `parse_ip` reads plain IPv6 itself; `hex_groups` must agree with the standard library on
+/// every string of hex digits and colons (it accepts them all), and never accept what the
+/// standard library refuses or read it otherwise.
+#[test]
+fn hex_groups_parse_as_the_standard_library_does() {
+    let std_v6 = |s: &[u8]| {
+        std::str::from_utf8(s)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+    };
+    let mut cases: Vec<Vec<u8>> = [
+        "::",
+        "::1",
+        "1::",
+        "1:::2",
+        ":1",
+        "1:",
+        "::1:2:3:4:5:6:7",
+        "::1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7::",
+        "1:2:3:4:5:6:7:8::",
+        "1:2:3:4:5:6:7:8",
+        "1:2:3:4:5:6:7:8:9",
+        "2001:db8::ff00:42:8329",
+        "2001:DB8:0:0:8:800:200C:417A",
+        "00000::1",
+        "0000::1",
+        "fe80::1%eth0",
+        "::ffff:192.0.2.1",
+        "1::2::3",
+        ":::",
+        "1:2:3:4:5:6:7",
+        "g::1",
+        "",
+        ":",
+        "1",
+        "[::1]",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let alphabet = b"0123456789abcdefABCDEF::::::::.g";
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..300_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 42) as usize;
+        let mut c = Vec::with_capacity(len);
+        let mut y = x;
+        for _ in 0..len {
+            y = y.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            c.push(alphabet[(y >> 59) as usize]);
+        }
+        cases.push(c);
+    }
+    // Every one-byte change of a few addresses, to any byte.
+    for base in ["2001:db8::1", "1:2:3:4:5:6:7:8", "::ffff:c000:201"] {
+        for i in 0..base.len() {
+            for b in 0..=255u8 {
+                let mut c = base.as_bytes().to_vec();
+                c[i] = b;
+                cases.push(c);
+            }
+        }
+    }
+    let mut accepted = 0;
+    for c in &cases {
+        let fast = super::rules::hex_groups(c);
+        let name = String::from_utf8_lossy(c);
+        if fast.is_some() {
+            accepted += 1;
+            assert_eq!(fast, std_v6(c), "{name:?}");
+        }
+        if c.iter().all(|b| b.is_ascii_hexdigit() || *b == b':') {
+            assert_eq!(fast, std_v6(c), "{name:?}");
+        }
+    }
+    assert!(accepted > 1_000, "{accepted}");
+}
+
 /// `parse_ip` reads dotted quads itself; it must agree with the standard library's parser on
 /// every input near that form.
 #[test]
