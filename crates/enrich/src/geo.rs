@@ -12,6 +12,7 @@ use maxminddb::PathElement;
 use crate::prefetch::prefetch;
 use crate::{Str, UNKNOWN};
 
+mod record;
 mod tree;
 
 use tree::{Bytes, Source, Tree};
@@ -188,13 +189,7 @@ impl GeoDb {
         let Some(offset) = result.offset() else {
             return Answer::Unknown;
         };
-        if let Some(&i) = self.records().by_offset.get(&offset) {
-            return Answer::Known(i);
-        }
-        let get = |segs: &[Seg]| -> Option<String> {
-            if segs.is_empty() {
-                return None;
-            }
+        self.record_answer(offset, |segs| {
             let path: Vec<PathElement<'_>> = segs
                 .iter()
                 .map(|s| match s {
@@ -202,10 +197,26 @@ impl GeoDb {
                     Seg::Index(i) => PathElement::Index(*i),
                 })
                 .collect();
-            result
-                .decode_path::<String>(&path)
-                .ok()
-                .flatten()
+            result.decode_path::<String>(&path).ok().flatten()
+        })
+    }
+
+    /// The answer for the record at data-section `offset`, which the walker found: read with
+    /// [`record::string_at`], without a lookup through the crate.
+    fn answer_at(&self, tree: &Tree, offset: usize) -> Answer {
+        self.record_answer(offset, |segs| record::string_at(tree.data(), offset, segs))
+    }
+
+    /// The answer for the record at `offset`, whose strings `read` gives by path.
+    fn record_answer(&self, offset: usize, read: impl Fn(&[Seg]) -> Option<String>) -> Answer {
+        if let Some(&i) = self.records().by_offset.get(&offset) {
+            return Answer::Known(i);
+        }
+        let get = |segs: &[Seg]| -> Option<String> {
+            if segs.is_empty() {
+                return None;
+            }
+            read(segs)
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty() && s != "-")
         };
@@ -331,7 +342,7 @@ impl GeoLookup<'_> {
                     Some(offset) => match records.by_offset.get(offset) {
                         Some(&n) => Answer::Known(n),
                         None => {
-                            unseen.push((i, ip));
+                            unseen.push((i, ip, *offset));
                             continue;
                         }
                     },
@@ -340,9 +351,11 @@ impl GeoLookup<'_> {
                 answers[first + i] = Answered(answer);
             }
         }
-        // Records met for the first time are decoded by the crate, one lookup each.
-        for (i, ip) in unseen {
-            answers[first + i] = Answered(self.db.cached_answer(ip));
+        // Records met for the first time are read at the offset the walk found.
+        for (i, ip, offset) in unseen {
+            let answer = self.db.answer_at(tree, offset);
+            cache.put(&AddressKey::of(ip), answer);
+            answers[first + i] = Answered(answer);
         }
     }
 
@@ -842,6 +855,107 @@ mod db_tests {
             // The probes hit records, not only "not found".
             assert!(known > probes.len() / 8, "{known} of {}", probes.len());
         }
+    }
+
+    /// Strings read at the walker's offsets are what the crate's `decode_path` reads, on records
+    /// of every value type the writer has, nested maps and arrays, repeated values stored as
+    /// pointers (of each size, the data section being large), and paths that miss (an absent
+    /// key, an index past the end, a map or a number where a string is asked for).
+    #[test]
+    fn records_read_at_offsets_as_the_crate_reads_them() {
+        use logcensus_fixtures::mmdb::{MmdbBuilder, Value};
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut b = MmdbBuilder::new("record-test", 6);
+        let mut ips = Vec::new();
+        for i in 0..3000u32 {
+            let r = next();
+            let text = |n: u64| Value::String(format!("v{}", n % 300));
+            let filler = match r % 6 {
+                0 => Value::Double((r % 1000) as f64 / 7.0),
+                1 => Value::Uint16(r as u16),
+                2 => Value::Uint64(r),
+                3 => Value::Bool(r % 2 == 0),
+                4 => Value::Array((0..r % 4).map(|j| text(r >> j)).collect()),
+                _ => Value::String(format!("{i}").repeat((r % 1000) as usize)),
+            };
+            let subdivisions = Value::Array(
+                (0..(r >> 8) % 3)
+                    .map(|j| {
+                        Value::map([("iso_code", text(r >> (12 + j))), ("n", Value::Uint32(i))])
+                    })
+                    .collect(),
+            );
+            let mut country = vec![
+                (
+                    "names".to_string(),
+                    Value::map([("en", text(r >> 20)), ("de", text(r >> 24))]),
+                ),
+                ("filler".to_string(), filler),
+            ];
+            if (r >> 30) % 4 != 0 {
+                country.push(("iso_code".to_string(), text(r >> 32)));
+            }
+            let record = Value::map([
+                ("continent", Value::map([("code", text(r >> 40))])),
+                ("country", Value::Map(country)),
+                ("subdivisions", subdivisions),
+                ("location", Value::map([("latitude", Value::Double(1.5))])),
+                ("big", Value::Uint32(i)),
+            ]);
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(i << 12));
+            b.insert((addr, 20), record).unwrap();
+            ips.push(addr);
+        }
+        let bytes = Bytes(Arc::new(Source::Read(b.build().unwrap())));
+        let reader = maxminddb::Reader::from_source(bytes.clone()).unwrap();
+        let m = reader.metadata();
+        let tree = Tree::new(bytes, m.node_count, m.record_size, m.ip_version).unwrap();
+        let paths = [
+            "continent.code",
+            "country.iso_code",
+            "country.names.en",
+            "country.names.de",
+            "country.names.fr",
+            "country.names",
+            "country.filler",
+            "country.filler.0",
+            "country.filler.2",
+            "subdivisions.0.iso_code",
+            "subdivisions.1.iso_code",
+            "subdivisions.2.iso_code",
+            "subdivisions.0.n",
+            "location.latitude",
+            "big",
+            "nothing.here",
+        ];
+        let mut read = 0;
+        for ip in &ips {
+            let result = reader.lookup(*ip).unwrap();
+            let offset = result.offset().unwrap();
+            for path in paths {
+                let segs = parse_path("test", path).unwrap();
+                let elements: Vec<PathElement<'_>> = segs
+                    .iter()
+                    .map(|s| match s {
+                        Seg::Key(k) => PathElement::Key(k),
+                        Seg::Index(i) => PathElement::Index(*i),
+                    })
+                    .collect();
+                let want = result.decode_path::<String>(&elements).ok().flatten();
+                let got = record::string_at(tree.data(), offset, &segs);
+                assert_eq!(got, want, "{path} of {ip}");
+                read += usize::from(got.is_some());
+            }
+        }
+        assert!(read > ips.len() * 4, "{read}");
+        // Far enough into the data section for three-byte pointers.
+        assert!(tree.data().len() > 600_000, "{}", tree.data().len());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! somewhere in tens of megabytes: a chain of cache misses, every read waiting for the one
 //! before it. Walking [`WAYS`] addresses in step lets their misses overlap. The walk follows
 //! the format's specification (and the `maxminddb` crate's reading of it) exactly; the
-//! records it finds are decoded by the crate.
+//! records it finds are read at their offsets by [`super::record`].
 
 use std::sync::Arc;
 
@@ -84,6 +84,13 @@ impl Tree {
             }
         }
         Some(tree)
+    }
+
+    /// The data section, from its start to the end of the file (the metadata after it is
+    /// never pointed into by a well-formed record).
+    pub(super) fn data(&self) -> &[u8] {
+        let start = self.node_count * self.node_bytes + SEPARATOR_BYTES;
+        self.bytes.as_ref().get(start..).unwrap_or_default()
     }
 
     #[cfg(test)]
