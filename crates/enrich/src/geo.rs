@@ -46,6 +46,21 @@ enum Seg {
     Index(usize),
 }
 
+/// The string at `segs` in a looked-up record, as the `maxminddb` crate decodes it.
+fn decode_string<S: AsRef<[u8]>>(
+    result: &maxminddb::LookupResult<'_, S>,
+    segs: &[Seg],
+) -> Option<String> {
+    let path: Vec<PathElement<'_>> = segs
+        .iter()
+        .map(|s| match s {
+            Seg::Key(k) => PathElement::Key(k),
+            Seg::Index(i) => PathElement::Index(*i),
+        })
+        .collect();
+    result.decode_path::<String>(&path).ok().flatten()
+}
+
 fn parse_path(key: &'static str, path: &str) -> Result<Vec<Seg>, GeoError> {
     if path.is_empty() {
         return Ok(Vec::new());
@@ -189,16 +204,7 @@ impl GeoDb {
         let Some(offset) = result.offset() else {
             return Answer::Unknown;
         };
-        self.record_answer(offset, |segs| {
-            let path: Vec<PathElement<'_>> = segs
-                .iter()
-                .map(|s| match s {
-                    Seg::Key(k) => PathElement::Key(k),
-                    Seg::Index(i) => PathElement::Index(*i),
-                })
-                .collect();
-            result.decode_path::<String>(&path).ok().flatten()
-        })
+        self.record_answer(offset, |segs| decode_string(&result, segs))
     }
 
     /// The answer for the record at data-section `offset`, which the walker found: read with
@@ -940,14 +946,7 @@ mod db_tests {
             let offset = result.offset().unwrap();
             for path in paths {
                 let segs = parse_path("test", path).unwrap();
-                let elements: Vec<PathElement<'_>> = segs
-                    .iter()
-                    .map(|s| match s {
-                        Seg::Key(k) => PathElement::Key(k),
-                        Seg::Index(i) => PathElement::Index(*i),
-                    })
-                    .collect();
-                let want = result.decode_path::<String>(&elements).ok().flatten();
+                let want = decode_string(&result, &segs);
                 let got = record::string_at(tree.data(), offset, &segs);
                 assert_eq!(got, want, "{path} of {ip}");
                 read += usize::from(got.is_some());
