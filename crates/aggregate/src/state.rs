@@ -178,6 +178,16 @@ impl Row {
         }
     }
 
+    /// The row of one or more cells (client classes that print the same): their sums, and the
+    /// union of their visitors.
+    fn from_cells(period: i64, dims: Vec<Option<Str>>, cells: &[&Cell]) -> Row {
+        let mut row = Row::from_cell(period, dims, cells[0]);
+        for c in &cells[1..] {
+            row.absorb(Row::from_cell(period, row.dims.clone(), c));
+        }
+        row
+    }
+
     /// Adds another row's sums and visitors into this one (exact: a union of the visitors,
     /// summing what a visitor in both contributed).
     pub fn absorb(&mut self, other: Row) {
@@ -600,13 +610,7 @@ impl Aggregates {
     pub fn rows(&self, table: TableName) -> Vec<Row> {
         self.cells_by_row(table)
             .into_iter()
-            .map(|((period, dims), cells)| {
-                let mut row = Row::from_cell(period, dims.clone(), cells[0]);
-                for c in &cells[1..] {
-                    row.absorb(Row::from_cell(period, dims.clone(), c));
-                }
-                row
-            })
+            .map(|((period, dims), cells)| Row::from_cells(period, dims, &cells))
             .collect()
     }
 
@@ -624,13 +628,7 @@ impl Aggregates {
                     visitors: cell.visitors.len() as u64,
                     bytes: cell.bytes,
                 },
-                _ => {
-                    let mut row = Row::from_cell(period, dims.clone(), cells[0]);
-                    for c in &cells[1..] {
-                        row.absorb(Row::from_cell(period, dims.clone(), c));
-                    }
-                    row.into()
-                }
+                _ => Row::from_cells(period, dims, &cells).into(),
             })
             .collect()
     }

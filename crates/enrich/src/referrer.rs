@@ -5,7 +5,7 @@
 //! the site's own domains) for a host already seen: a log names few referring hosts, many
 //! times each.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use logcensus_policy::rules::{classify_host, referrer_host, RefClass, RefHost};
 
@@ -17,11 +17,14 @@ const CACHE_LIMIT: usize = 50_000;
 /// Classifies referrers with a bounded cache of hosts. One per worker thread.
 pub struct ReferrerClassifier {
     own_domains: Vec<String>,
-    /// Host as written → its value. Hosts come from the log: ahash with a random key keeps
-    /// collisions out of the log writer's hands. Holds no path, query or user-info, only hosts.
-    cache: HashMap<Box<[u8]>, Str, ahash::RandomState>,
-    /// One allocation per distinct value, so that the aggregates can tell values apart by address.
-    interned: HashSet<Str, ahash::RandomState>,
+    /// Host as written → its value's index in `values`. Hosts come from the log: ahash with a
+    /// random key keeps collisions out of the log writer's hands. Holds no path, query or
+    /// user-info, only hosts.
+    cache: HashMap<Box<[u8]>, u32, ahash::RandomState>,
+    /// One allocation per distinct value, so that the aggregates can tell values apart by
+    /// address; `interned` finds a value's index.
+    values: Vec<Str>,
+    interned: HashMap<Str, u32, ahash::RandomState>,
     decided: [Str; 3],
     scratch: String,
 }
@@ -32,7 +35,8 @@ impl ReferrerClassifier {
         ReferrerClassifier {
             own_domains: own_domains.to_vec(),
             cache: HashMap::default(),
-            interned: HashSet::default(),
+            values: Vec::new(),
+            interned: HashMap::default(),
             decided: [RefClass::Direct, RefClass::Invalid, RefClass::Other]
                 .map(|c| Str::from(c.as_str())),
             scratch: String::new(),
@@ -49,25 +53,29 @@ impl ReferrerClassifier {
             RefHost::Decided(other) => unreachable!("decided without a host: {other:?}"),
             RefHost::Host(host) => host,
         };
-        // Looked up twice on a miss rather than once through `entry`, which would need an owned
-        // key for every line.
-        if !self.cache.contains_key(host) {
-            if self.cache.len() >= CACHE_LIMIT {
-                self.cache.clear();
-                self.interned.clear();
-            }
-            let class = classify_host(host, &self.own_domains, &mut self.scratch);
-            let value = match self.interned.get(class.as_str()) {
-                Some(v) => v.clone(),
-                None => {
-                    let v = Str::from(class.as_str());
-                    self.interned.insert(v.clone());
-                    v
-                }
-            };
-            self.cache.insert(host.into(), value);
+        // One lookup on a hit; on a miss a second one, rather than `entry`, which would need an
+        // owned key for every line.
+        if let Some(&i) = self.cache.get(host) {
+            return &self.values[i as usize];
         }
-        &self.cache[host]
+        if self.cache.len() >= CACHE_LIMIT {
+            self.cache.clear();
+            self.values.clear();
+            self.interned.clear();
+        }
+        let class = classify_host(host, &self.own_domains, &mut self.scratch);
+        let i = match self.interned.get(class.as_str()) {
+            Some(&i) => i,
+            None => {
+                let i = u32::try_from(self.values.len()).expect("at most CACHE_LIMIT values");
+                let v = Str::from(class.as_str());
+                self.values.push(v.clone());
+                self.interned.insert(v, i);
+                i
+            }
+        };
+        self.cache.insert(host.into(), i);
+        &self.values[i as usize]
     }
 }
 
