@@ -104,11 +104,11 @@ pub struct Contribution {
 }
 
 impl Contribution {
-    /// What one request adds.
-    fn of(obs: &Observation<'_>) -> Contribution {
+    /// What one request of `bytes` adds.
+    fn of(bytes: u64) -> Contribution {
         Contribution {
             requests: 1,
-            bytes: u32::try_from(obs.bytes).unwrap_or(u32::MAX),
+            bytes: u32::try_from(bytes).unwrap_or(u32::MAX),
         }
     }
 
@@ -272,10 +272,15 @@ struct Cell {
 
 impl Cell {
     fn add(&mut self, obs: &Observation<'_>) {
+        self.add_request(obs.visitor, obs.bytes);
+    }
+
+    /// Counts one request of `visitor` that sent `bytes`.
+    fn add_request(&mut self, visitor: u64, bytes: u64) {
         self.requests += 1;
         // Byte counts come from the log: a hostile line can claim 2^64 - 1.
-        self.bytes = self.bytes.saturating_add(obs.bytes);
-        self.visitors.add(obs.visitor, Contribution::of(obs));
+        self.bytes = self.bytes.saturating_add(bytes);
+        self.visitors.add(visitor, Contribution::of(bytes));
     }
 
     fn merge(&mut self, other: Cell) {
@@ -451,9 +456,16 @@ impl Aggregates {
 
     /// The region and client cells of [`Aggregates::observe`], for a request whose period's
     /// quality and referrer are already counted.
-    fn observe_region_client(&mut self, p: i64, obs: &Observation<'_>) {
-        cell_in!(self.traffic, p, obs.place, obs.place.clone()).add(obs);
-        cell_in!(self.clients, p, obs.client, obs.client.clone()).add(obs);
+    fn observe_region_client(
+        &mut self,
+        p: i64,
+        place: &Arc<Place>,
+        client: &Arc<ClientClass>,
+        visitor: u64,
+        bytes: u64,
+    ) {
+        cell_in!(self.traffic, p, place, place.clone()).add_request(visitor, bytes);
+        cell_in!(self.clients, p, client, client.clone()).add_request(visitor, bytes);
     }
 
     /// Adds cells of period `p` into `maps` (a period with no cell gets no map).

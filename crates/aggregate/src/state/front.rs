@@ -15,6 +15,11 @@
 //! even then. Referrers vary from request to request: their cells are kept here by number (the
 //! referrer stage hands out one allocation per value, as the others do), which saves hashing
 //! the domain per request, and are merged into the aggregates' cells as they are.
+//!
+//! A request is numbered on arrival and counted a few thousand requests later, in order, by
+//! [`Front::settle`], which asks for the table slots of requests further on while it counts one:
+//! the two tables a request touches are mostly not in the processor's caches, and this way many
+//! of those fetches are under way at once instead of one after the other.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
@@ -31,6 +36,8 @@ pub struct Front {
     clients: Numbered<ClientClass>,
     referrers: Numbered<str>,
     periods: BTreeMap<i64, Guests>,
+    /// Requests numbered but not yet in `periods`, in arrival order (see [`Front::settle`]).
+    pending: Vec<Pending>,
 }
 
 /// One period's visitors, totals by region and client number, and referrer cells by number.
@@ -49,6 +56,24 @@ struct Guest {
     client: u32,
     contribution: Contribution,
 }
+
+/// A request as the front counts it: its period, visitor, numbers and bytes.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    period: i64,
+    visitor: u64,
+    bytes: u64,
+    place: u32,
+    client: u32,
+    referrer: u32,
+}
+
+/// Requests held before they are settled: about one batch's. Enough that the table slots of
+/// the requests a few places ahead can be asked for while one is counted.
+const PENDING: usize = 4096;
+
+/// How many requests ahead [`Front::settle`] asks for table slots.
+const AHEAD: usize = 16;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Totals {
@@ -123,52 +148,99 @@ impl Front {
             clients: Numbered::new(),
             referrers: Numbered::new(),
             periods: BTreeMap::new(),
+            pending: Vec::with_capacity(PENDING),
         }
     }
 
-    /// Counts one parsed request: what [`Aggregates::observe`] counts, with the region and
-    /// client cells kept here until [`Front::flush_into`].
+    /// Counts one parsed request: what [`Aggregates::observe`] counts, with the region, client
+    /// and referrer cells kept here until [`Front::flush_into`]. Its traffic quality is counted
+    /// at once; the rest waits in `pending` until [`Front::settle`].
     pub fn observe(&mut self, obs: &Observation<'_>, agg: &mut Aggregates) {
-        let Some(p) = agg.count_quality(obs) else {
+        let Some(period) = agg.count_quality(obs) else {
             return;
         };
-        let place = self.places.number(obs.place);
-        let client = self.clients.number(obs.client);
-        let referrer = self.referrers.number(obs.referrer) as usize;
-        let guests = self.periods.entry(p).or_default();
-        if guests.referrers.len() <= referrer {
-            guests.referrers.resize_with(referrer + 1, Cell::default);
+        self.pending.push(Pending {
+            period,
+            visitor: obs.visitor,
+            bytes: obs.bytes,
+            place: self.places.number(obs.place),
+            client: self.clients.number(obs.client),
+            referrer: self.referrers.number(obs.referrer),
+        });
+        if self.pending.len() >= PENDING {
+            self.settle(agg);
         }
-        let referrer = &mut guests.referrers[referrer];
-        // Both places are usually not in the processor's caches: ask for both, then wait once.
-        guests.visitors.prefetch(obs.visitor);
-        referrer.visitors.prefetch(obs.visitor);
-        referrer.add(obs);
-        let contribution = Contribution::of(obs);
-        let (guest, new) = guests.visitors.entry(obs.visitor);
-        if new {
-            *guest = Guest {
-                place,
-                client,
-                contribution,
-            };
-        } else if guest.place == place && guest.client == client {
-            guest.contribution.add(contribution);
-        } else {
-            agg.observe_region_client(p, obs);
-            return;
+    }
+
+    /// Counts the pending requests into their periods' visitor records and referrer cells.
+    ///
+    /// Each request adds its visitor to two tables (its period's visitor records and its
+    /// referrer's cell), each usually far larger than the processor's caches; one at a time,
+    /// each addition would wait for memory. Here the slots of the requests [`AHEAD`] places
+    /// further on are asked for first, so that many fetches are under way at once. Requests are
+    /// settled in arrival order, so the counts are those of counting each on arrival.
+    pub fn settle(&mut self, agg: &mut Aggregates) {
+        let pending = std::mem::take(&mut self.pending);
+        let mut rest = &pending[..];
+        while let Some(first) = rest.first() {
+            // One period at a time (a log rarely has more than one in a batch).
+            let run = rest
+                .iter()
+                .position(|r| r.period != first.period)
+                .unwrap_or(rest.len());
+            let (now, later) = rest.split_at(run);
+            rest = later;
+            let guests = self.periods.entry(first.period).or_default();
+            let referrers = self.referrers.keys.len();
+            if guests.referrers.len() < referrers {
+                guests.referrers.resize_with(referrers, Cell::default);
+            }
+            for (i, r) in now.iter().enumerate() {
+                if let Some(next) = now.get(i + AHEAD) {
+                    guests.visitors.prefetch(next.visitor);
+                    guests.referrers[next.referrer as usize]
+                        .visitors
+                        .prefetch(next.visitor);
+                }
+                guests.referrers[r.referrer as usize].add_request(r.visitor, r.bytes);
+                let contribution = Contribution::of(r.bytes);
+                let (guest, new) = guests.visitors.entry(r.visitor);
+                if new {
+                    *guest = Guest {
+                        place: r.place,
+                        client: r.client,
+                        contribution,
+                    };
+                } else if guest.place == r.place && guest.client == r.client {
+                    guest.contribution.add(contribution);
+                } else {
+                    agg.observe_region_client(
+                        first.period,
+                        &self.places.keys[r.place as usize],
+                        &self.clients.keys[r.client as usize],
+                        r.visitor,
+                        r.bytes,
+                    );
+                    continue;
+                }
+                Totals::add(&mut guests.places, r.place, r.bytes);
+                Totals::add(&mut guests.clients, r.client, r.bytes);
+            }
         }
-        Totals::add(&mut guests.places, place, obs.bytes);
-        Totals::add(&mut guests.clients, client, obs.bytes);
+        // The buffer is kept for the next requests.
+        self.pending = pending;
+        self.pending.clear();
     }
 
     /// Adds everything counted here into `agg`.
-    pub fn flush_into(self, agg: &mut Aggregates) {
+    pub fn flush_into(mut self, agg: &mut Aggregates) {
+        self.settle(agg);
         let Front {
             places,
             clients,
             referrers,
             mut periods,
+            pending: _,
         } = self;
         for (&p, guests) in &mut periods {
             let cells = std::mem::take(&mut guests.referrers)

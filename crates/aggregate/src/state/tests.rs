@@ -265,7 +265,14 @@ fn a_front_counts_what_the_aggregates_count() {
             let place = &places[((visitor >> 7) as usize + usize::from(collide)) % 12];
             let client = &clients[((visitor >> 20) as usize + 2 * usize::from(i % 307 == 0)) % 9];
             let obs = Observation {
-                time: DAY + ((x >> 40) % (3 * 86_400)) as i64,
+                // In order over three days (long runs of one period, as in a log), one
+                // request in fifty at any time of them.
+                time: DAY
+                    + if i % 50 == 0 {
+                        ((x >> 40) % (3 * 86_400)) as i64
+                    } else {
+                        (i * 8 + (x >> 40) % 8) as i64
+                    },
                 visitor,
                 place,
                 geo_known: !(x >> 8).is_multiple_of(5),
