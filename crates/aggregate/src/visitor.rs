@@ -1,5 +1,10 @@
 //! Distinct visitors without an identifier: a keyed hash of (address, User-Agent) under a key
 //! that changes every UTC day and is derived from a secret that never reaches an output.
+//!
+//! The hash is SipHash-1-3 of the address and a digest of the User-Agent (SipHash-1-3 too, under
+//! the same key, with a different first byte), so that the long User-Agent is hashed once per
+//! distinct value and day rather than with every request. Partials written before this layout
+//! (state format 1) hold hashes of the old one and are refused by version.
 
 use siphasher::sip::SipHasher13;
 use std::hash::Hasher;
@@ -117,10 +122,27 @@ impl DayKey {
 
     /// A visitor's hash: equal for the same (address, User-Agent) on the same day.
     pub fn visitor(&self, address: &[u8; 16], user_agent: &[u8]) -> u64 {
+        self.visitor_of(address, self.user_agent(user_agent))
+    }
+
+    /// The day's digest of a User-Agent, for [`DayKey::visitor_of`]. A worker computes it once
+    /// per distinct User-Agent and day, where hashing the whole User-Agent with every request's
+    /// address took a tenth of a line's time.
+    pub fn user_agent(&self, user_agent: &[u8]) -> u64 {
         let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        h.write(address);
-        h.write_usize(user_agent.len());
+        // Its own first byte: no digest input is also a visitor input (those start with 1).
+        h.write_u8(0);
         h.write(user_agent);
+        h.finish()
+    }
+
+    /// A visitor's hash from its address and its User-Agent's [`DayKey::user_agent`] digest:
+    /// the same as [`DayKey::visitor`].
+    pub fn visitor_of(&self, address: &[u8; 16], user_agent: u64) -> u64 {
+        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write_u8(1);
+        h.write(address);
+        h.write_u64(user_agent);
         h.finish()
     }
 }
@@ -141,13 +163,18 @@ impl VisitorKeys {
 
     /// The visitor hash of (address, User-Agent) at `unix_seconds`.
     pub fn visitor(&mut self, unix_seconds: i64, address: &[u8; 16], user_agent: &[u8]) -> u64 {
+        self.key(unix_seconds).visitor(address, user_agent)
+    }
+
+    /// The key of the day of `unix_seconds`.
+    pub fn key(&mut self, unix_seconds: i64) -> &DayKey {
         let day = unix_seconds.div_euclid(86_400);
         if self.current.as_ref().is_none_or(|k| k.day != day) {
             // The previous day's key is dropped here, which overwrites it.
             self.current = Some(self.secret.day_key(day));
         }
         match &self.current {
-            Some(key) => key.visitor(address, user_agent),
+            Some(key) => key,
             None => unreachable!("set just above"),
         }
     }
@@ -171,6 +198,9 @@ mod tests {
             keys.visitor(t + 86_400, &a, b"UA"),
             "a new day, a new key"
         );
+        let key = keys.key(t).clone();
+        assert_eq!(v1, key.visitor_of(&a, key.user_agent(b"UA")));
+        assert_ne!(key.user_agent(b"UA"), key.user_agent(b"UA2"));
         let mut other = VisitorKeys::new(VisitorSecret::from_bytes([8; 32]));
         assert_ne!(
             v1,

@@ -25,7 +25,7 @@ mod ua;
 pub use geo::{Answered, GeoDb, GeoError, GeoLookup, Place};
 pub use prefetch::prefetch;
 pub use referrer::ReferrerClassifier;
-pub use ua::{ClientClass, UaClassifier};
+pub use ua::{ClientClass, Kept, UaClassifier};
 
 /// A shared, immutable string.
 pub type Str = std::sync::Arc<str>;

@@ -34,11 +34,23 @@ pub struct UaClassifier {
     parser: woothee::parser::Parser,
     /// Keyed by the whole User-Agent, which the log chooses: ahash with a random key is fast on
     /// ~150 bytes per line and keeps collisions out of the log writer's hands.
-    cache: HashMap<Box<str>, Arc<ClientClass>, ahash::RandomState>,
+    cache: HashMap<Box<str>, u32, ahash::RandomState>,
+    /// What the cache knows of each User-Agent, by the index it maps it to.
+    known: Vec<Known>,
     interned: HashSet<Arc<ClientClass>, ahash::RandomState>,
     empty: Arc<ClientClass>,
     versions: bool,
 }
+
+/// A User-Agent the cache knows: its class, and a value its caller keeps with it.
+struct Known {
+    class: Arc<ClientClass>,
+    kept: Kept,
+}
+
+/// What a caller keeps with a cached User-Agent (see [`UaClassifier::classify_keeping`]):
+/// `None` until it sets it.
+pub type Kept = Option<(i64, u64)>;
 
 /// Distinct User-Agents kept in the cache before it is cleared (bounds memory on hostile input).
 const CACHE_LIMIT: usize = 50_000;
@@ -50,6 +62,7 @@ impl UaClassifier {
         UaClassifier {
             parser: woothee::parser::Parser::new(),
             cache: HashMap::default(),
+            known: Vec::new(),
             interned: HashSet::default(),
             empty: Arc::new(ClientClass {
                 device: unknown.clone(),
@@ -67,14 +80,24 @@ impl UaClassifier {
 
     /// Classifies one User-Agent (`None`, `-` and empty are "empty").
     pub fn classify(&mut self, ua: Option<&str>) -> Arc<ClientClass> {
-        let ua = match ua.map(str::trim) {
-            None | Some("") | Some("-") => return self.empty.clone(),
-            Some(ua) => ua,
+        self.classify_keeping(ua).0
+    }
+
+    /// [`UaClassifier::classify`], with a value the caller keeps with this User-Agent while it
+    /// is cached (a per-User-Agent digest, say), found with the same lookup. There is none for
+    /// an empty User-Agent, which is not cached.
+    pub fn classify_keeping(&mut self, ua: Option<&str>) -> (Arc<ClientClass>, Option<&mut Kept>) {
+        let ua = match ua {
+            Some(ua) if !matches!(ua.trim(), "" | "-") => ua,
+            _ => return (self.empty.clone(), None),
         };
-        if let Some(hit) = self.cache.get(ua) {
-            return hit.clone();
+        // Looked up as written (cheaper than trimming first; a User-Agent with surrounding
+        // space is rare and only takes a second entry), classified trimmed.
+        if let Some(&i) = self.cache.get(ua) {
+            let known = &mut self.known[i as usize];
+            return (known.class.clone(), Some(&mut known.kept));
         }
-        let class = self.compute(ua);
+        let class = self.compute(ua.trim());
         // Identical classes share one allocation, so aggregation keys compare cheaply.
         let class = match self.interned.get(&class) {
             Some(k) => k.clone(),
@@ -86,10 +109,16 @@ impl UaClassifier {
         };
         if self.cache.len() >= CACHE_LIMIT {
             self.cache.clear();
+            self.known.clear();
             self.interned.clear();
         }
-        self.cache.insert(ua.into(), class.clone());
-        class
+        let i = self.known.len();
+        self.cache.insert(ua.into(), i as u32);
+        self.known.push(Known {
+            class: class.clone(),
+            kept: None,
+        });
+        (class, Some(&mut self.known[i].kept))
     }
 
     fn compute(&self, ua: &str) -> ClientClass {

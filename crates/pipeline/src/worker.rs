@@ -246,7 +246,7 @@ impl<'p> Stages<'p> {
         // The whole line is valid UTF-8 and escapes are undone on whole characters, so this
         // only fails for a JSON value with an escaped lone surrogate: treat that as no value.
         let ua_str = sub_str(text, ua_bytes).or_else(|| std::str::from_utf8(ua_bytes).ok());
-        let client = self.ua.classify(ua_str);
+        let (client, kept) = self.ua.classify_keeping(ua_str);
 
         let (address, answered) = if policy.client_address.read {
             let host = record.remote_host.as_deref();
@@ -271,9 +271,20 @@ impl<'p> Stages<'p> {
             (Some(g), None) => g.place(address),
             (None, _) => (self.no_geo.clone(), false),
         };
+        let key = self.visitors.key(time);
+        // The User-Agent's digest is kept with it in the classifier's cache, for its day.
+        let digest = match kept {
+            Some(Some((day, digest))) if *day == key.day() => *digest,
+            Some(kept) => {
+                let digest = key.user_agent(ua_bytes);
+                *kept = Some((key.day(), digest));
+                digest
+            }
+            None => key.user_agent(ua_bytes),
+        };
         let visitor = match address {
-            Some(ip) => self.visitors.visitor(time, &address_bytes(ip), ua_bytes),
-            None => self.visitors.visitor(time, &[0; 16], ua_bytes),
+            Some(ip) => key.visitor_of(&address_bytes(ip), digest),
+            None => key.visitor_of(&[0; 16], digest),
         };
         let referer = if policy.referrer.read {
             record.referer.as_deref()
@@ -393,6 +404,65 @@ mod tests {
             assert_eq!(ahead, plain, "{format}");
             assert!(plain[0].num_rows() >= 5, "{format}: {:?}", plain[0]);
         }
+    }
+
+    /// Each line's visitor hash is the day key's hash of its address and User-Agent, computed
+    /// afresh: the per-User-Agent digests kept in the classifier's cache are those of the
+    /// line's day (days alternate, so a digest of the wrong day would be reused), and User-Agents
+    /// that trim alike, are empty, `-`, or missing get their own.
+    #[test]
+    fn visitor_hashes_are_the_day_keys_hash_of_address_and_user_agent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.toml");
+        let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../pipelines/policies/site-privacy-policy.toml");
+        std::fs::write(
+            &p,
+            format!("[pipeline]\nname = \"s\"\npolicy = \"{}\"\n[aggregate]\nperiod = \"day\"\ntables = [\"traffic_quality\"]\ncrawlers = \"include\"\n", policy.display()),
+        )
+        .unwrap();
+        let pipeline = Pipeline::load(&p).unwrap();
+        let secret = VisitorSecret::from_bytes([3; 32]);
+        let mut stages = Stages::new(&pipeline, None, secret.clone());
+        let user_agents = [
+            "curl/8.0",
+            " curl/8.0",
+            "curl/8.0 ",
+            "",
+            "-",
+            "Mozilla/5.0 (X11)",
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..60u32 {
+            let (day, hour) = (16 + (i / 4) % 3, i % 24);
+            let address = format!("192.0.2.{}", i % 7);
+            let ua = user_agents[i as usize % user_agents.len()];
+            let line = format!("{address} - - [{day}/May/2026:{hour:02}:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"{ua}\"");
+            let mut got = None;
+            let outcome = stages
+                .count(
+                    line.as_bytes(),
+                    None,
+                    |_| true,
+                    |obs| got = Some(obs.visitor),
+                )
+                .unwrap();
+            let Outcome::Counted(time) = outcome else {
+                panic!("{outcome:?}");
+            };
+            let ip: IpAddr = address.parse().unwrap();
+            // A `-` field is no User-Agent, as an empty one.
+            let ua = if ua == "-" { "" } else { ua };
+            let want = secret
+                .day_key(time.div_euclid(86_400))
+                .visitor(&address_bytes(ip), ua.as_bytes());
+            assert_eq!(got, Some(want), "{line}");
+            seen.insert((address, ua, day, want));
+        }
+        // One hash per (address, User-Agent, day), and no two alike.
+        let hashes: std::collections::BTreeSet<u64> = seen.iter().map(|s| s.3).collect();
+        assert_eq!(hashes.len(), seen.len());
+        assert!(seen.len() > 30, "{}", seen.len());
     }
 
     /// A policy that forbids reading the address, the User-Agent, the referrer and the status.

@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::{OffsetRange, PartialMeta};
 
 pub(crate) const MAGIC: [u8; 8] = *b"\x89LCPART\n";
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// 2: visitor hashes of an address and a User-Agent digest (see `logcensus_aggregate::DayKey`);
+/// version 1's hashes count the same visitors differently, so its partials are not merged.
+pub(crate) const FORMAT_VERSION: u16 = 2;
 const CHECKSUM_LEN: usize = 32;
 const PREFIX_LEN: usize = MAGIC.len() + 2 + 4;
 

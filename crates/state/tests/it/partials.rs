@@ -187,7 +187,7 @@ fn damage_to_the_header_or_length_is_reported_too() {
     assert_eq!(
         state.list_partials().unwrap_err().to_string(),
         format!(
-            "partial {} has format version 9, this logcensus reads version 1: publish it with the logcensus version that wrote it before upgrading",
+            "partial {} has format version 9, this logcensus reads version 2: publish it with the logcensus version that wrote it before upgrading",
             path.display()
         )
     );
