@@ -2,19 +2,41 @@
 //!
 //! A lookup in a real database reads one tree node per bit of the address, each node
 //! somewhere in tens of megabytes: a chain of cache misses, every read waiting for the one
-//! before it. Walking [`WAYS`] addresses in step lets their misses overlap. The walk follows
+//! before it. Walking [`WAYS`] addresses in step lets their misses overlap, and the first
+//! [`JUMP_BITS`] steps are one read of a table made from the top of the tree. The walk follows
 //! the format's specification (and the `maxminddb` crate's reading of it) exactly; the
 //! records it finds are read at their offsets by [`super::record`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::prefetch::prefetch;
 
 /// How many addresses are walked in step.
 const WAYS: usize = 16;
 
+/// A walk's first bits are looked up in a table of where they lead ([`Tree::jumps`]).
+const JUMP_BITS: u32 = 16;
+
 /// Between the search tree and the data section.
 const SEPARATOR_BYTES: usize = 16;
+
+/// One of a node's two records (`side` 0 left, 1 right) in a tree of `BITS`-bit records
+/// starting at `tree[0]`.
+#[inline(always)]
+fn record_in<const BITS: u16>(tree: &[u8], node: usize, side: u32) -> usize {
+    let node_bytes = usize::from(BITS) / 4;
+    let at = node * node_bytes;
+    let b = &tree[at..at + node_bytes];
+    let be = |s: &[u8]| s.iter().fold(0usize, |v, &x| (v << 8) | usize::from(x));
+    match (BITS, side) {
+        (24, 0) => be(&b[0..3]),
+        (24, _) => be(&b[3..6]),
+        (28, 0) => (usize::from(b[3] & 0xf0) << 20) | be(&b[0..3]),
+        (28, _) => (usize::from(b[3] & 0x0f) << 24) | be(&b[4..7]),
+        (_, 0) => be(&b[0..4]),
+        (_, _) => be(&b[4..8]),
+    }
+}
 
 /// A database's bytes, shared by the `maxminddb` reader and the walker.
 #[derive(Clone)]
@@ -45,6 +67,9 @@ pub(super) struct Tree {
     /// Where IPv4 walks start: the root of an IPv4 database, else the node reached by 96 zero
     /// bits (which may already be a record or "not found").
     v4_start: usize,
+    /// Where the first [`JUMP_BITS`] bits of an IPv4 and an IPv6 address lead, made when the
+    /// first address of the family is walked.
+    jumps: [OnceLock<Box<[u32]>>; 2],
 }
 
 impl Tree {
@@ -74,6 +99,7 @@ impl Tree {
             node_bytes,
             ip_version,
             v4_start: 0,
+            jumps: [OnceLock::new(), OnceLock::new()],
         };
         if ip_version == 6 {
             for _ in 0..96 {
@@ -100,18 +126,11 @@ impl Tree {
 
     /// One of a node's two records (`side` 0 left, 1 right). `node < node_count`, so the node
     /// lies inside the tree, which `new` checked fits in the file.
-    #[inline(always)]
     fn record(&self, node: usize, side: u32) -> usize {
-        let at = node * self.node_bytes;
-        let b = &self.bytes.as_ref()[at..at + self.node_bytes];
-        let be = |s: &[u8]| s.iter().fold(0usize, |v, &x| (v << 8) | usize::from(x));
-        match (self.record_bits, side) {
-            (24, 0) => be(&b[0..3]),
-            (24, _) => be(&b[3..6]),
-            (28, 0) => (usize::from(b[3] & 0xf0) << 20) | be(&b[0..3]),
-            (28, _) => (usize::from(b[3] & 0x0f) << 24) | be(&b[4..7]),
-            (_, 0) => be(&b[0..4]),
-            (_, _) => be(&b[4..8]),
+        match self.record_bits {
+            24 => record_in::<24>(self.bytes.as_ref(), node, side),
+            28 => record_in::<28>(self.bytes.as_ref(), node, side),
+            _ => record_in::<32>(self.bytes.as_ref(), node, side),
         }
     }
 
@@ -120,6 +139,15 @@ impl Tree {
     /// IPv6 addresses when `v6`, else IPv4 addresses in the low 32 bits; an IPv4 database has
     /// no IPv6 answers.
     pub(super) fn find(&self, v6: bool, addresses: &[u128], out: &mut Vec<Option<usize>>) {
+        match self.record_bits {
+            24 => self.find_in::<24>(v6, addresses, out),
+            28 => self.find_in::<28>(v6, addresses, out),
+            _ => self.find_in::<32>(v6, addresses, out),
+        }
+    }
+
+    /// [`Tree::find`] for records of `BITS` bits (`record_bits`).
+    fn find_in<const BITS: u16>(&self, v6: bool, addresses: &[u128], out: &mut Vec<Option<usize>>) {
         let (start, bits) = match v6 {
             true if self.ip_version == 4 => {
                 out.extend(addresses.iter().map(|_| None));
@@ -128,16 +156,24 @@ impl Tree {
             true => (0, 128),
             false => (self.v4_start, 32),
         };
+        let jumps = self.jumps[usize::from(v6)].get_or_init(|| self.jumps_from(start));
+        let tree = self.bytes.as_ref();
         for group in addresses.chunks(WAYS) {
-            let mut nodes = [start; WAYS];
-            for depth in 0..bits {
+            let mut nodes = [0; WAYS];
+            for (node, &address) in nodes.iter_mut().zip(group) {
+                *node = jumps[(address >> (bits - JUMP_BITS)) as usize] as usize;
+                if *node < self.node_count {
+                    prefetch(&tree[*node * self.node_bytes]);
+                }
+            }
+            for depth in JUMP_BITS..bits {
                 let mut walking = false;
                 for (node, &address) in nodes.iter_mut().zip(group) {
                     if *node < self.node_count {
                         let bit = (address >> (bits - 1 - depth)) as u32 & 1;
-                        *node = self.record(*node, bit);
+                        *node = record_in::<BITS>(tree, *node, bit);
                         if *node < self.node_count {
-                            prefetch(&self.bytes.as_ref()[*node * self.node_bytes]);
+                            prefetch(&tree[*node * self.node_bytes]);
                             walking = true;
                         }
                     }
@@ -148,6 +184,25 @@ impl Tree {
             }
             out.extend(nodes[..group.len()].iter().map(|&n| self.offset(n)));
         }
+    }
+
+    /// For each value of an address's first [`JUMP_BITS`] bits, the node a walk from `start`
+    /// reaches after them, or the record or "not found" it ends at on the way.
+    fn jumps_from(&self, start: usize) -> Box<[u32]> {
+        let mut jumps = vec![0u32; 1 << JUMP_BITS].into_boxed_slice();
+        // Depth first through the top of the tree: each node once.
+        let mut stack = vec![(start, 0u32, 0usize)];
+        while let Some((node, depth, prefix)) = stack.pop() {
+            if depth == JUMP_BITS || node >= self.node_count {
+                let shift = JUMP_BITS - depth;
+                // Record values are at most 32 bits wide.
+                jumps[prefix << shift..(prefix + 1) << shift].fill(node as u32);
+                continue;
+            }
+            stack.push((self.record(node, 1), depth + 1, prefix << 1 | 1));
+            stack.push((self.record(node, 0), depth + 1, prefix << 1));
+        }
+        jumps
     }
 
     /// Where a walk ended: a data record's offset, or `None` for "not found" (the empty
