@@ -640,7 +640,25 @@ impl Aggregates {
                     visitors: cell.visitors.len() as u64,
                     bytes: cell.bytes,
                 },
-                _ => Row::from_cells(period, dims, &cells).into(),
+                // Classes that print the same: the union of their visitors, counted in a
+                // table of hashes alone (a row's map of contributions is not needed here).
+                _ => {
+                    let mut union = table::Table::<()>::with_capacity(
+                        cells.iter().map(|c| c.visitors.len()).sum(),
+                    );
+                    for cell in &cells {
+                        for (visitor, _) in cell.visitors.iter() {
+                            union.entry(visitor);
+                        }
+                    }
+                    ReleasedRow {
+                        period,
+                        dims,
+                        requests: cells.iter().map(|c| c.requests).sum(),
+                        visitors: union.len() as u64,
+                        bytes: cells.iter().fold(0u64, |b, c| b.saturating_add(c.bytes)),
+                    }
+                }
             })
             .collect()
     }

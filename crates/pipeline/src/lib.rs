@@ -365,7 +365,8 @@ pub(crate) fn release_and_write(
     let key = SelectionKey::new(secret.selection_key());
     let mut release_error = None;
     let tables = total.finish_with(&pipeline.tables, |table, rows| {
-        let Some(how) = plan.get(&table) else {
+        // A table released as counted needs no row's set of visitors.
+        let Some(how) = plan.get(&table).filter(|how| !how.is_exact()) else {
             return rows.exact();
         };
         match logcensus_release::release_table(table, rows.with_visitors(), how, key) {

@@ -59,6 +59,11 @@ pub struct TableRelease {
 }
 
 impl TableRelease {
+    /// True when the table is released as counted: no minimum, no bound, no noise.
+    pub fn is_exact(&self) -> bool {
+        self.min_visitors.is_none() && !self.bounds.any() && self.dp.is_none()
+    }
+
     /// The `logcensus.release.*` metadata of the table's files.
     pub fn metadata(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();

@@ -103,3 +103,32 @@ fn no_bounds_leave_rows_untouched() {
     assert_eq!(out, rows);
     assert_eq!(stats, BoundStats::default());
 }
+
+/// A table with no minimum, no bound and no noise is exact: releasing it gives its rows as
+/// counted (so a run may count them without building each row's visitors); any one of the three
+/// makes it not exact.
+#[test]
+fn a_release_that_changes_nothing_is_exact() {
+    let plain = TableRelease::default();
+    assert!(plain.is_exact());
+    let rows: Vec<Row> = ["a.com", "b.com"]
+        .iter()
+        .map(|d| row_with(0, d, [7, 100, 101].into_iter(), 4, 10))
+        .collect();
+    let want: Vec<ReleasedRow> = rows.iter().cloned().map(ReleasedRow::from).collect();
+    let (got, _) =
+        release_table(TableName::Referrers, rows, &plain, SelectionKey::new(KEY)).unwrap();
+    assert_eq!(got, want);
+    for how in [
+        TableRelease {
+            min_visitors: Some(2),
+            ..TableRelease::default()
+        },
+        TableRelease {
+            bounds: bounds(None, Some(3), None),
+            ..TableRelease::default()
+        },
+    ] {
+        assert!(!how.is_exact(), "{how:?}");
+    }
+}
