@@ -367,22 +367,30 @@ impl GeoLookup<'_> {
 
     /// The place of an address, and whether the database knew its country (or continent at that
     /// level). A missing address, no record, or an unreadable record is the unknown place.
-    pub fn place(&mut self, ip: Option<IpAddr>) -> (Arc<Place>, bool) {
+    pub fn place(&mut self, ip: Option<IpAddr>) -> (&Arc<Place>, bool) {
         match ip {
             Some(ip) => self.place_of(Answered(self.db.cached_answer(ip))),
-            None => (self.unknown_place.clone(), false),
+            None => (&self.unknown_place, false),
         }
     }
 
     /// The place [`GeoLookup::look_ahead`] found for an address, as [`GeoLookup::place`] gives it.
-    pub fn place_of(&mut self, answered: Answered) -> (Arc<Place>, bool) {
+    pub fn place_of(&mut self, answered: Answered) -> (&Arc<Place>, bool) {
         let i = match answered.0 {
-            Answer::Unknown => return (self.unknown_place.clone(), false),
+            Answer::Unknown => return (&self.unknown_place, false),
             Answer::Known(i) => i as usize,
         };
-        if let Some(Some(hit)) = self.local.get(i) {
-            return hit.clone();
+        if !matches!(self.local.get(i), Some(Some(_))) {
+            self.learn(i);
         }
+        match &self.local[i] {
+            Some((place, known)) => (place, *known),
+            None => unreachable!("learnt just above"),
+        }
+    }
+
+    /// Makes the database's answer `i` this worker's own (see `local`).
+    fn learn(&mut self, i: usize) {
         let (place, known) = self.db.records().answers[i].clone();
         // Identical places share one allocation, so aggregation keys compare cheaply.
         let place = match self.interned.get(&place) {
@@ -396,8 +404,7 @@ impl GeoLookup<'_> {
         if self.local.len() <= i {
             self.local.resize(i + 1, None);
         }
-        self.local[i] = Some((place.clone(), known));
-        (place, known)
+        self.local[i] = Some((place, known));
     }
 }
 

@@ -80,22 +80,23 @@ impl UaClassifier {
 
     /// Classifies one User-Agent (`None`, `-` and empty are "empty").
     pub fn classify(&mut self, ua: Option<&str>) -> Arc<ClientClass> {
-        self.classify_keeping(ua).0
+        self.classify_keeping(ua).0.clone()
     }
 
     /// [`UaClassifier::classify`], with a value the caller keeps with this User-Agent while it
     /// is cached (a per-User-Agent digest, say), found with the same lookup. There is none for
-    /// an empty User-Agent, which is not cached.
-    pub fn classify_keeping(&mut self, ua: Option<&str>) -> (Arc<ClientClass>, Option<&mut Kept>) {
+    /// an empty User-Agent, which is not cached. The class is lent, not cloned: a worker
+    /// counts a request without touching a reference count.
+    pub fn classify_keeping(&mut self, ua: Option<&str>) -> (&Arc<ClientClass>, Option<&mut Kept>) {
         let ua = match ua {
             Some(ua) if !matches!(ua.trim(), "" | "-") => ua,
-            _ => return (self.empty.clone(), None),
+            _ => return (&self.empty, None),
         };
         // Looked up as written (cheaper than trimming first; a User-Agent with surrounding
         // space is rare and only takes a second entry), classified trimmed.
         if let Some(&i) = self.cache.get(ua) {
             let known = &mut self.known[i as usize];
-            return (known.class.clone(), Some(&mut known.kept));
+            return (&known.class, Some(&mut known.kept));
         }
         let class = self.compute(ua.trim());
         // Identical classes share one allocation, so aggregation keys compare cheaply.
@@ -114,11 +115,9 @@ impl UaClassifier {
         }
         let i = self.known.len();
         self.cache.insert(ua.into(), i as u32);
-        self.known.push(Known {
-            class: class.clone(),
-            kept: None,
-        });
-        (class, Some(&mut self.known[i].kept))
+        self.known.push(Known { class, kept: None });
+        let known = &mut self.known[i];
+        (&known.class, Some(&mut known.kept))
     }
 
     fn compute(&self, ua: &str) -> ClientClass {

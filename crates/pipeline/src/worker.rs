@@ -269,7 +269,7 @@ impl<'p> Stages<'p> {
         let (place, geo_known) = match (&mut self.geo, answered) {
             (Some(g), Some(a)) => g.place_of(a),
             (Some(g), None) => g.place(address),
-            (None, _) => (self.no_geo.clone(), false),
+            (None, _) => (&self.no_geo, false),
         };
         let key = self.visitors.key(time);
         // The User-Agent's digest is kept with it in the classifier's cache, for its day.
@@ -295,9 +295,9 @@ impl<'p> Stages<'p> {
         count(&Observation {
             time,
             visitor,
-            place: &place,
+            place,
             geo_known,
-            client: &client,
+            client,
             referrer,
             status: if policy.request.status {
                 record.status
