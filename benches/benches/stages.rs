@@ -162,7 +162,7 @@ fn data() -> &'static Data {
                 Observed {
                     time: f.time,
                     visitor: keys.visitor(f.time, &key_address(f.address), ua_bytes),
-                    place,
+                    place: place.clone(),
                     geo_known,
                     client: ua.classify(f.user_agent.as_deref()),
                     referrer: referrers.classify(f.referer.as_deref()).clone(),
