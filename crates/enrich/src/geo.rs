@@ -733,11 +733,11 @@ mod db_tests {
             .iter()
             .map(|ip| {
                 let (p, known) = l.place(Some(ip.parse().unwrap()));
-                (show(&p), known)
+                (show(p), known)
             })
             .collect();
         let (p, known) = l.place(None);
-        out.push((show(&p), known));
+        out.push((show(p), known));
         out
     }
 
@@ -999,7 +999,7 @@ mod db_tests {
             .iter()
             .map(|ip| {
                 let (p, k) = one.place(Some(*ip));
-                (show(&p), k)
+                (show(p), k)
             })
             .collect();
         // Looked up ahead in batches (walked in step, then found in the cache), the answers are
@@ -1015,7 +1015,7 @@ mod db_tests {
                 .iter()
                 .map(|a| {
                     let (p, k) = ahead.place_of(*a);
-                    (show(&p), k)
+                    (show(p), k)
                 })
                 .collect();
             assert_eq!(got, want);
@@ -1024,7 +1024,7 @@ mod db_tests {
                 .iter()
                 .map(|ip| {
                     let (p, k) = ahead.place(Some(*ip));
-                    (show(&p), k)
+                    (show(p), k)
                 })
                 .collect();
             assert_eq!(got, want);
@@ -1036,7 +1036,7 @@ mod db_tests {
                     for _ in 0..3 {
                         for (ip, want) in ips.iter().zip(&expected) {
                             let (p, k) = l.place(Some(*ip));
-                            assert_eq!(&(show(&p), k), want, "{ip}");
+                            assert_eq!(&(show(p), k), want, "{ip}");
                         }
                     }
                 });
