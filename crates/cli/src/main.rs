@@ -441,10 +441,20 @@ fn print_summary(s: &Summary) {
         println!("  rejected {reason}: {n}");
     }
     for f in &s.input_failures {
-        println!(
-            "  input {} ended early after line {}: {}",
-            f.input, f.after_line, f.error
-        );
+        if f.ended {
+            println!(
+                "  input {} ended early after line {}: {}",
+                f.input, f.after_line, f.error
+            );
+        } else {
+            println!(
+                "  input {} could not be read after line {} (up to {} KiB of it counted as truncated_input; the rest was read): {}",
+                f.input,
+                f.after_line,
+                logcensus_source::PIECE_BYTES / 1024,
+                f.error
+            );
+        }
     }
     for (table, rows) in &s.rows {
         let files = s.files.iter().filter(|f| f.table == *table).count();

@@ -11,6 +11,7 @@
 //! nothing else through.
 
 mod metrics;
+mod pieces;
 mod publish;
 mod stream;
 mod worker;
@@ -26,7 +27,11 @@ use logcensus_enrich::{GeoDb, GeoError};
 use logcensus_policy::{Pipeline, TableName};
 use logcensus_release::{Calibration, SelectionKey, TableRelease};
 use logcensus_sink::{RunMetadata, SinkError, WrittenFile};
-use logcensus_source::{open_counted, open_input, ByteCounter, Input, LineReader, SourceError};
+use logcensus_source::{
+    open_counted, open_input, ByteCounter, Input, LineReader, PieceFile, SourceError,
+};
+
+use pieces::{Numbering, Piece, PieceQueue, PieceReads};
 
 pub use metrics::Metrics;
 pub use publish::{date_name, publish, PublishOptions, PublishSummary};
@@ -113,12 +118,15 @@ pub fn release_plan(
     Ok(plan)
 }
 
-/// An input that ended early (its complete lines were counted).
+/// An input that ended early (its complete lines were counted), or, for a plain file read in
+/// pieces, a piece that could not be read (the rest of the file was).
 #[derive(Debug, Clone)]
 pub struct InputFailure {
     pub input: String,
     pub after_line: u64,
     pub error: String,
+    /// True when the input ended there; false when only one piece after that line was lost.
+    pub ended: bool,
 }
 
 /// What a run did.
@@ -163,39 +171,82 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let plan = release_plan(pipeline)?;
     // Check that every file can be opened and read before reading any, so an unreadable file
     // fails the run at once; then open them one at a time (thousands of inputs must not hold
-    // thousands of descriptors and buffers).
-    for input in &opts.inputs {
-        if matches!(input, Input::File(_)) {
-            drop(open_input(input)?);
+    // thousands of descriptors and buffers). Plain files are read in pieces by the workers;
+    // compressed files and stdin are streams, cut into batches by reader threads.
+    let mut plain = Vec::new();
+    let mut streams = Vec::new();
+    for (i, input) in opts.inputs.iter().enumerate() {
+        match input {
+            Input::File(path) if PieceFile::open(path)?.is_some() => {
+                plain.push((i, path.as_path()))
+            }
+            Input::File(_) => {
+                drop(open_input(input)?);
+                streams.push((i, input));
+            }
+            Input::Stdin => streams.push((i, input)),
         }
     }
+    let pieces = PieceQueue::new(plain);
 
     let threads = opts.threads.max(1);
     let (tx, rx) = crossbeam_channel::bounded::<(Arc<str>, logcensus_source::Batch)>(threads * 2);
     // Spent batches go back to the readers, which refill them: no allocation per batch, and
     // a reader writes into memory that is already mapped (fresh pages cost a fault each).
     let (spent_tx, spent_rx) = crossbeam_channel::bounded::<logcensus_source::Batch>(threads * 2);
-    // Several inputs are read (and decompressed) at once, one reader per two workers: a
+    // Several streams are read (and decompressed) at once, one reader per two workers: a
     // compressed file is read on one core, and one core decompressing gzip feeds about two
     // workers, so a backfill of many `.gz` files on many cores would otherwise wait on one.
     // (With 2 workers, one reader: on 2 cores a second one only competes with the workers.)
-    let readers = threads.div_ceil(2).min(opts.inputs.len());
+    let readers = threads.div_ceil(2).min(streams.len());
     let next_input = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let (partials, reads): (Vec<Aggregates>, Vec<Reads>) = std::thread::scope(|scope| {
+    type Worked = (Aggregates, PieceReads, Option<(usize, SourceError)>);
+    let (worked, reads): (Vec<Worked>, Vec<Reads>) = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let rx = rx.clone();
                 let spent_tx = spent_tx.clone();
                 let geo = geo.as_ref();
+                let (pieces, stop) = (&pieces, &stop);
                 scope.spawn(move || {
                     let mut w = LineWorker::new(pipeline, geo, opts.secret.clone());
-                    for (input, batch) in rx {
+                    let mut piece_reads = PieceReads::default();
+                    let mut open_error = None;
+                    // This worker's buffer for the pieces it reads.
+                    let mut own = logcensus_source::Batch::default();
+                    loop {
+                        // The readers' batches first: a reader waits while its batches do.
+                        let (input, batch) = match rx.try_recv() {
+                            Ok(got) => got,
+                            Err(_) => match pieces.next() {
+                                Ok(Some(p)) => {
+                                    read_piece(
+                                        &mut w,
+                                        &p,
+                                        pipeline,
+                                        progress,
+                                        &mut own,
+                                        &mut piece_reads,
+                                    );
+                                    continue;
+                                }
+                                Ok(None) => match rx.recv() {
+                                    Ok(got) => got,
+                                    Err(_) => break,
+                                },
+                                Err(e) => {
+                                    open_error = Some(e);
+                                    stop.store(true, Ordering::Relaxed);
+                                    continue;
+                                }
+                            },
+                        };
                         w.batch(&input, &batch);
                         // When the readers already have enough spares, this one is freed.
                         let _ = spent_tx.try_send(batch);
                     }
-                    w.into_aggregates()
+                    (w.into_aggregates(), piece_reads, open_error)
                 })
             })
             .collect();
@@ -205,12 +256,12 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .map(|_| {
                 let tx = tx.clone();
                 let spent_rx = spent_rx.clone();
-                let (next_input, stop) = (&next_input, &stop);
+                let (next_input, stop, pieces, streams) = (&next_input, &stop, &pieces, &streams);
                 scope.spawn(move || {
                     let mut reads = Reads::default();
                     while !stop.load(Ordering::Relaxed) {
-                        let i = next_input.fetch_add(1, Ordering::Relaxed);
-                        let Some(input) = opts.inputs.get(i) else {
+                        let next = next_input.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(i, input)) = streams.get(next) else {
                             break;
                         };
                         if let Err(e) =
@@ -218,6 +269,7 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
                         {
                             reads.open_error = Some((i, e));
                             stop.store(true, Ordering::Relaxed);
+                            pieces.stop();
                         }
                     }
                     reads
@@ -229,26 +281,67 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .into_iter()
             .map(|h| h.join().expect("a reader thread panicked"))
             .collect();
-        let partials = workers
+        let worked = workers
             .into_iter()
             .map(|h| h.join().expect("a worker thread panicked"))
             .collect();
-        (partials, reads)
+        (worked, reads)
     });
-    let lines_read = reads.iter().map(|r| r.lines).sum();
-    // In the order of the inputs, whichever reader met them.
-    let mut failures: Vec<(usize, InputFailure)> = Vec::new();
-    let mut open_error: Option<(usize, SourceError)> = None;
-    for r in reads {
-        failures.extend(r.failures);
-        if let Some((i, e)) = r.open_error {
-            if open_error.as_ref().is_none_or(|(j, _)| i < *j) {
-                open_error = Some((i, e));
-            }
+    let mut partials = Vec::with_capacity(worked.len());
+    let mut piece_reads = Vec::with_capacity(worked.len());
+    let mut open_errors = Vec::new();
+    for (partial, pr, open_error) in worked {
+        partials.push(partial);
+        piece_reads.push(pr);
+        open_errors.extend(open_error);
+    }
+    let numbering = Numbering::new(&piece_reads);
+    let lines_read = reads.iter().map(|r| r.lines).sum::<u64>()
+        + piece_reads
+            .iter()
+            .flat_map(|r| &r.pieces)
+            .map(|p| p.2)
+            .sum::<u64>();
+    // In the order of the inputs, whichever reader or worker met them.
+    let mut failures: Vec<(usize, u64, InputFailure)> = Vec::new();
+    for r in &piece_reads {
+        for (input, name, k, index, reason) in &r.described {
+            let line = numbering.line(*input, *k, *index);
+            tracing::debug!(input = %name, line, reason, "line rejected");
+        }
+        for (input, name, k, error) in &r.failures {
+            let after_line = numbering.line(*input, *k, 0) - 1;
+            tracing::warn!(
+                input = %name,
+                after_line,
+                error = %error,
+                "read error in the input; what it held after this line, up to the next piece (at most {} KiB), is counted once as rejected (truncated_input), and the rest of the input is read",
+                logcensus_source::PIECE_BYTES / 1024
+            );
+            failures.push((
+                *input,
+                after_line,
+                InputFailure {
+                    input: name.to_string(),
+                    after_line,
+                    error: error.clone(),
+                    ended: false,
+                },
+            ));
         }
     }
-    failures.sort_by_key(|(i, _)| *i);
-    let failures: Vec<InputFailure> = failures.into_iter().map(|(_, f)| f).collect();
+    let mut open_error: Option<(usize, SourceError)> = None;
+    for r in reads {
+        failures.extend(r.failures.into_iter().map(|(i, f)| (i, f.after_line, f)));
+        open_errors.extend(r.open_error);
+    }
+    for (i, e) in open_errors {
+        if open_error.as_ref().is_none_or(|(j, _)| i < *j) {
+            open_error = Some((i, e));
+        }
+    }
+    failures.sort_by_key(|(i, line, _)| (*i, *line));
+    let failures: Vec<InputFailure> = failures.into_iter().map(|(_, _, f)| f).collect();
     let open_error = open_error.map(|(_, e)| e);
 
     if let Some(e) = open_error {
@@ -325,10 +418,37 @@ fn read_input(
                 input: name.to_string(),
                 after_line: f.after_line,
                 error: f.error.to_string(),
+                ended: true,
             },
         ));
     }
     Ok(())
+}
+
+/// Reads piece `p` into `own` and counts it; what the end of the run has to number goes to
+/// `reads`.
+fn read_piece(
+    w: &mut LineWorker<'_>,
+    p: &Piece,
+    pipeline: &Pipeline,
+    progress: &ByteCounter,
+    own: &mut logcensus_source::Batch,
+    reads: &mut PieceReads,
+) {
+    let error = p
+        .file
+        .read_piece(p.k, pipeline.max_line_bytes, own, progress);
+    w.batch_describing(own, |index, reason| {
+        reads
+            .described
+            .push((p.input, p.name.clone(), p.k, index, reason));
+    });
+    reads.pieces.push((p.input, p.k, own.entries.len() as u64));
+    if let Some(e) = error {
+        reads
+            .failures
+            .push((p.input, p.name.clone(), p.k, e.to_string()));
+    }
 }
 
 /// Opens the GeoIP database, if any; an error when `traffic_by_region` needs one.

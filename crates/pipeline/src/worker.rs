@@ -74,8 +74,17 @@ impl<'p> LineWorker<'p> {
         }
     }
 
-    /// Processes one batch from `input`.
+    /// Processes one batch from `input`, describing the first rejected lines at debug level.
     pub fn batch(&mut self, input: &str, batch: &Batch) {
+        self.batch_describing(batch, |i, reason| {
+            tracing::debug!(input, line = batch.first_line + i, reason, "line rejected");
+        });
+    }
+
+    /// Processes one batch whose line numbers are not known yet (a piece of a file): the
+    /// worker's first rejected lines are handed to `describe` as (entry index, reason), to be
+    /// described once they are.
+    pub fn batch_describing(&mut self, batch: &Batch, mut describe: impl FnMut(u64, &'static str)) {
         self.stages.look_ahead(batch);
         for (i, entry) in batch.entries.iter().enumerate() {
             let rejection = match *entry {
@@ -91,12 +100,7 @@ impl<'p> LineWorker<'p> {
             };
             if self.described < DESCRIBED_REJECTIONS {
                 self.described += 1;
-                tracing::debug!(
-                    input,
-                    line = batch.first_line + i as u64,
-                    reason = rejection.name(),
-                    "line rejected"
-                );
+                describe(i as u64, rejection.name());
             }
             self.agg.reject(rejection, None);
         }

@@ -81,7 +81,7 @@ fn line_limit_larger_than_batch_target_still_progresses() {
     assert_eq!(got[1].1, b"end");
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).unwrap();
     enc.finish().unwrap()
