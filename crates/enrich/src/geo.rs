@@ -204,29 +204,46 @@ impl GeoDb {
         let Some(offset) = result.offset() else {
             return Answer::Unknown;
         };
-        self.record_answer(offset, |segs| decode_string(&result, segs))
+        self.record_answer(offset, |paths| {
+            paths.map(|segs| decode_string(&result, segs))
+        })
     }
 
     /// The answer for the record at data-section `offset`, which the walker found: read with
-    /// [`record::string_at`], without a lookup through the crate.
+    /// [`record::strings_at`], without a lookup through the crate.
     fn answer_at(&self, tree: &Tree, offset: usize) -> Answer {
-        self.record_answer(offset, |segs| record::string_at(tree.data(), offset, segs))
+        self.record_answer(offset, |paths| {
+            record::strings_at(tree.data(), offset, paths)
+        })
     }
 
-    /// The answer for the record at `offset`, whose strings `read` gives by path.
-    fn record_answer(&self, offset: usize, read: impl Fn(&[Seg]) -> Option<String>) -> Answer {
+    /// The answer for the record at `offset`, whose strings at the paths of the continent, the
+    /// country and the subdivision `read` gives.
+    fn record_answer(
+        &self,
+        offset: usize,
+        read: impl FnOnce([&[Seg]; 3]) -> [Option<String>; 3],
+    ) -> Answer {
         if let Some(&i) = self.records().by_offset.get(&offset) {
             return Answer::Known(i);
         }
-        let get = |segs: &[Seg]| -> Option<String> {
-            if segs.is_empty() {
-                return None;
-            }
-            read(segs)
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty() && s != "-")
-        };
         let level = self.level;
+        let subdivision: &[Seg] = if level >= GeoLevel::Region {
+            &self.subdivision
+        } else {
+            &[]
+        };
+        let paths = [&self.continent[..], &self.country[..], subdivision];
+        // An empty path (a field the mapping leaves out) reads nothing.
+        let [continent, country, subdivision] = std::iter::zip(paths, read(paths))
+            .map(|(segs, s)| {
+                s.filter(|_| !segs.is_empty())
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty() && s != "-")
+            })
+            .collect::<Vec<_>>()
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("three paths, three strings"));
         // Values are checked, not trusted: a country or continent is two letters, a subdivision
         // a short code or name. Anything else (a mapping pointing at the wrong field, a damaged
         // record) is unknown rather than written out.
@@ -234,18 +251,15 @@ impl GeoDb {
             (c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()))
                 .then(|| c.to_ascii_uppercase())
         };
-        let country = get(&self.country).and_then(two_letters);
-        let continent = get(&self.continent).and_then(two_letters).or_else(|| {
+        let country = country.and_then(two_letters);
+        let continent = continent.and_then(two_letters).or_else(|| {
             country
                 .as_deref()
                 .and_then(continent_of)
                 .map(str::to_string)
         });
         let region = if level >= GeoLevel::Region {
-            match (
-                &country,
-                get(&self.subdivision).filter(|s| plausible_subdivision(s)),
-            ) {
+            match (&country, subdivision.filter(|s| plausible_subdivision(s))) {
                 (Some(c), Some(s)) => Some(region_code(c, &s)),
                 _ => None,
             }
@@ -957,6 +971,26 @@ mod db_tests {
                 let got = record::string_at(tree.data(), offset, &segs);
                 assert_eq!(got, want, "{path} of {ip}");
                 read += usize::from(got.is_some());
+            }
+            // Three paths read in one pass over the record give what each gives alone: every
+            // run of three neighbours in the list, and a place's usual three.
+            let segs: Vec<Vec<Seg>> = paths
+                .iter()
+                .map(|p| parse_path("test", p).unwrap())
+                .collect();
+            let mut triples: Vec<[&[Seg]; 3]> = segs
+                .windows(3)
+                .map(|w| [&w[0][..], &w[1][..], &w[2][..]])
+                .collect();
+            triples.push([&segs[0], &segs[1], &segs[9]]);
+            triples.push([&segs[9], &segs[1], &segs[1]]);
+            for triple in triples {
+                let want = triple.map(|p| record::string_at(tree.data(), offset, p));
+                assert_eq!(
+                    record::strings_at(tree.data(), offset, triple),
+                    want,
+                    "{triple:?} of {ip}"
+                );
             }
         }
         assert!(read > ips.len() * 4, "{read}");
