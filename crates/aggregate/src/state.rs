@@ -539,6 +539,16 @@ impl Aggregates {
 
     /// Combines another partial aggregate of the same pipeline into this one. Exact: the result
     /// is what one aggregate fed both inputs would hold.
+    /// Visitor records kept in the region cells: one per visitor and period.
+    #[cfg(test)]
+    pub(crate) fn visitor_records(&self) -> usize {
+        self.traffic
+            .values()
+            .flat_map(Cells::values)
+            .map(|c| c.visitors.len())
+            .sum()
+    }
+
     pub fn merge(&mut self, other: Aggregates) {
         let Aggregates {
             traffic,

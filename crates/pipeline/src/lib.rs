@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logcensus_aggregate::{Aggregates, Rejection, VisitorSecret};
+use logcensus_aggregate::{Aggregates, Front, Rejection, VisitorSecret};
 use logcensus_enrich::{GeoDb, GeoError};
 use logcensus_policy::{Pipeline, TableName};
 use logcensus_release::{Calibration, SelectionKey, TableRelease};
@@ -203,14 +203,16 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let stop = AtomicBool::new(false);
     type Worked = (Aggregates, PieceReads, Option<(usize, SourceError)>);
     let (worked, reads): (Vec<Worked>, Vec<Reads>) = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
+        // The workers share their visitors out: each visitor's records are kept by one worker.
+        let workers: Vec<_> = Front::shared(threads)
+            .into_iter()
+            .map(|front| {
                 let rx = rx.clone();
                 let spent_tx = spent_tx.clone();
                 let geo = geo.as_ref();
                 let (pieces, stop) = (&pieces, &stop);
                 scope.spawn(move || {
-                    let mut w = LineWorker::new(pipeline, geo, opts.secret.clone());
+                    let mut w = LineWorker::with_front(pipeline, geo, opts.secret.clone(), front);
                     let mut piece_reads = PieceReads::default();
                     let mut open_error = None;
                     // This worker's buffer for the pieces it reads.
@@ -347,10 +349,18 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     if let Some(e) = open_error {
         return Err(e.into());
     }
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "every line counted"
+    );
     let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
     for p in partials {
         total.merge(p);
     }
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "partials merged"
+    );
     let parsed = total.requests();
     let rejections = total.rejections();
     let rejected = Rejection::all()
@@ -484,6 +494,8 @@ pub(crate) fn release_and_write(
 ) -> Result<(RowCounts, Vec<WrittenFile>), RunError> {
     let key = SelectionKey::new(secret.selection_key());
     let mut release_error = None;
+    // Phase times at debug level, from the start of this step.
+    let begun = Instant::now();
     let tables = total.finish_with(&pipeline.tables, |table, rows| {
         // A table released as counted needs no row's set of visitors.
         let Some(how) = plan.get(&table).filter(|how| !how.is_exact()) else {
@@ -549,8 +561,16 @@ pub(crate) fn release_and_write(
             })
             .collect(),
     };
+    tracing::debug!(
+        elapsed_ms = begun.elapsed().as_millis() as u64,
+        "tables released"
+    );
     // One call: the sink checks every table against its contract before writing any.
     let files = logcensus_sink::write_tables(out, &tables, &meta)?;
+    tracing::debug!(
+        elapsed_ms = begun.elapsed().as_millis() as u64,
+        "tables written"
+    );
     Ok((rows, files))
 }
 

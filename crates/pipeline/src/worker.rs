@@ -66,10 +66,21 @@ pub enum Outcome {
 impl<'p> LineWorker<'p> {
     /// A worker for a loaded pipeline. The format was checked when the pipeline was loaded.
     pub fn new(pipeline: &'p Pipeline, geo: Option<&'p GeoDb>, secret: VisitorSecret) -> Self {
+        Self::with_front(pipeline, geo, secret, Front::new())
+    }
+
+    /// A worker that counts its visitors through `front`: one of [`Front::shared`], for a run
+    /// whose workers share their visitors out.
+    pub fn with_front(
+        pipeline: &'p Pipeline,
+        geo: Option<&'p GeoDb>,
+        secret: VisitorSecret,
+        front: Front,
+    ) -> Self {
         LineWorker {
             stages: Stages::new(pipeline, geo, secret),
             agg: Aggregates::new(pipeline.period, pipeline.crawlers),
-            front: Front::new(),
+            front,
             described: 0,
         }
     }

@@ -20,10 +20,21 @@
 //! [`Front::settle`], which asks for the table slots of requests further on while it counts one:
 //! the two tables a request touches are mostly not in the processor's caches, and this way many
 //! of those fetches are under way at once instead of one after the other.
+//!
+//! The workers of one run share their visitors out ([`Front::shared`]): each visitor hash has
+//! one owner among them, and a worker sends the requests of visitors it does not own to their
+//! owner, which counts them with its own. A visitor's records are then kept once, whatever the
+//! number of workers, instead of once in each worker whose lines it appears in (with 2 workers,
+//! nearly every visitor was in both tables; with 16, in up to 16), and the partials merged at the
+//! end have disjoint visitors. Places, clients and referrers are numbered for the whole run (a
+//! lock taken only for an allocation a worker has not met yet), so a number means the same in
+//! every worker.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use logcensus_enrich::{ClientClass, Place};
 
@@ -38,6 +49,27 @@ pub struct Front {
     periods: BTreeMap<i64, Guests>,
     /// Requests numbered but not yet in `periods`, in arrival order (see [`Front::settle`]).
     pending: Vec<Pending>,
+    /// The other workers, when visitors are shared out among several.
+    exchange: Option<Exchange>,
+}
+
+/// One worker's part in sharing visitors out: who it is, and the way to every other worker.
+struct Exchange {
+    me: usize,
+    /// To each worker (`None` for this one), requests of the visitors it owns.
+    to: Vec<Option<Sender<Vec<Pending>>>>,
+    /// Requests other workers sent here, of visitors this one owns.
+    inbox: Receiver<Vec<Pending>>,
+    /// Requests on their way to each worker, until the next settle.
+    outboxes: Vec<Vec<Pending>>,
+}
+
+/// Which of `n` workers owns `visitor`: each about 1/n of them. The high bits of a product with
+/// every bit of the hash in it, so the owner says nothing of the low bits that place a visitor
+/// in a table (and hashes that differ only in their low bits still spread out).
+fn owner(visitor: u64, n: usize) -> usize {
+    let mixed = visitor.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32;
+    ((mixed * n as u64) >> 32) as usize
 }
 
 /// One period's visitors, totals by region and client number, and referrer cells by number.
@@ -94,24 +126,41 @@ impl Totals {
 
 /// Distinct keys numbered in order of arrival. Most requests find their number by the key's
 /// allocation (one hashed word): the geo and User-Agent stages hand out shared `Arc`s, so a
-/// worker sees each allocation many times. A new allocation is numbered by value, so that equal
-/// keys in different allocations share one number.
+/// worker sees each allocation many times. A new allocation is numbered by value in `shared`
+/// (the run's numbers, when visitors are shared out), so that equal keys in different
+/// allocations, and in different workers, share one number.
 struct Numbered<K: ?Sized> {
-    keys: Vec<Arc<K>>,
-    by_value: HashMap<Arc<K>, u32, ahash::RandomState>,
+    shared: Arc<Mutex<Numbers<K>>>,
     by_address: HashMap<usize, u32, ahash::RandomState>,
     /// Every allocation in `by_address`, held so that its address cannot be freed and reused for
     /// another key while it is remembered.
     held: Vec<Arc<K>>,
+    /// This worker's copy of `shared`'s keys, as far as it has needed them.
+    keys: Vec<Arc<K>>,
+}
+
+/// Keys by number, and numbers by value.
+struct Numbers<K: ?Sized> {
+    keys: Vec<Arc<K>>,
+    by_value: HashMap<Arc<K>, u32, ahash::RandomState>,
+}
+
+impl<K: ?Sized> Default for Numbers<K> {
+    fn default() -> Self {
+        Numbers {
+            keys: Vec::new(),
+            by_value: HashMap::default(),
+        }
+    }
 }
 
 impl<K: Hash + Eq + ?Sized> Numbered<K> {
-    fn new() -> Self {
+    fn new(shared: Arc<Mutex<Numbers<K>>>) -> Self {
         Numbered {
-            keys: Vec::new(),
-            by_value: HashMap::default(),
+            shared,
             by_address: HashMap::default(),
             held: Vec::new(),
+            keys: Vec::new(),
         }
     }
 
@@ -120,18 +169,39 @@ impl<K: Hash + Eq + ?Sized> Numbered<K> {
         if let Some(&n) = self.by_address.get(&address) {
             return n;
         }
-        let n = match self.by_value.get(key) {
-            Some(&n) => n,
-            None => {
-                let n = u32::try_from(self.keys.len()).expect("fewer than 2^32 places or clients");
-                self.keys.push(key.clone());
-                self.by_value.insert(key.clone(), n);
-                n
+        let n = {
+            // The lock guards plain inserts: a panic while holding it leaves nothing half-done.
+            let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            match shared.by_value.get(key) {
+                Some(&n) => n,
+                None => {
+                    let n = u32::try_from(shared.keys.len())
+                        .expect("fewer than 2^32 places or clients");
+                    shared.keys.push(key.clone());
+                    shared.by_value.insert(key.clone(), n);
+                    n
+                }
             }
         };
         self.held.push(key.clone());
         self.by_address.insert(address, n);
         n
+    }
+
+    /// The key numbered `n` (by this worker or another).
+    fn key(&mut self, n: u32) -> &Arc<K> {
+        let n = n as usize;
+        if n >= self.keys.len() {
+            self.refresh();
+        }
+        &self.keys[n]
+    }
+
+    /// Brings `keys` up to every number given so far.
+    fn refresh(&mut self) {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let known = self.keys.len();
+        self.keys.extend_from_slice(&shared.keys[known..]);
     }
 }
 
@@ -142,13 +212,59 @@ impl Default for Front {
 }
 
 impl Front {
+    /// A front for a worker on its own.
     pub fn new() -> Self {
+        Front::numbered_by(Arc::default(), Arc::default(), Arc::default(), None)
+    }
+
+    /// Fronts for `n` workers of one run, which share their visitors out: each visitor is
+    /// counted by one of them, whichever worker reads its lines (see the module docs). Every
+    /// front's [`Front::flush_into`] waits until all of them are flushing, so each must be
+    /// flushed (or dropped) on its own thread.
+    pub fn shared(n: usize) -> Vec<Front> {
+        let (places, clients, referrers) = (Arc::default(), Arc::default(), Arc::default());
+        if n <= 1 {
+            return vec![Front::numbered_by(places, clients, referrers, None)];
+        }
+        let (senders, inboxes): (Vec<_>, Vec<_>) =
+            (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
+        inboxes
+            .into_iter()
+            .enumerate()
+            .map(|(me, inbox)| {
+                let to = senders
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| (j != me).then(|| s.clone()))
+                    .collect();
+                Front::numbered_by(
+                    places.clone(),
+                    clients.clone(),
+                    referrers.clone(),
+                    Some(Exchange {
+                        me,
+                        to,
+                        inbox,
+                        outboxes: vec![Vec::new(); n],
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    fn numbered_by(
+        places: Arc<Mutex<Numbers<Place>>>,
+        clients: Arc<Mutex<Numbers<ClientClass>>>,
+        referrers: Arc<Mutex<Numbers<str>>>,
+        exchange: Option<Exchange>,
+    ) -> Front {
         Front {
-            places: Numbered::new(),
-            clients: Numbered::new(),
-            referrers: Numbered::new(),
+            places: Numbered::new(places),
+            clients: Numbered::new(clients),
+            referrers: Numbered::new(referrers),
             periods: BTreeMap::new(),
             pending: Vec::with_capacity(PENDING),
+            exchange,
         }
     }
 
@@ -179,9 +295,41 @@ impl Front {
     /// each addition would wait for memory. Here the slots of the requests [`AHEAD`] places
     /// further on are asked for first, so that many fetches are under way at once. Requests are
     /// settled in arrival order, so the counts are those of counting each on arrival.
+    ///
+    /// When visitors are shared out, the requests of visitors another worker owns are sent to
+    /// it instead, and those other workers sent here are counted too.
     pub fn settle(&mut self, agg: &mut Aggregates) {
-        let pending = std::mem::take(&mut self.pending);
-        let mut rest = &pending[..];
+        let mut pending = std::mem::take(&mut self.pending);
+        if let Some(x) = &mut self.exchange {
+            let n = x.to.len();
+            pending.retain(|r| {
+                let o = owner(r.visitor, n);
+                if o == x.me {
+                    return true;
+                }
+                x.outboxes[o].push(*r);
+                false
+            });
+            for (outbox, to) in x.outboxes.iter_mut().zip(&x.to) {
+                if let (false, Some(to)) = (outbox.is_empty(), to) {
+                    // The owner's inbox outlives it only if it panicked: then so does the run.
+                    let _ = to.send(std::mem::take(outbox));
+                }
+            }
+        }
+        self.count(&pending, agg);
+        // The buffer is kept for the next requests.
+        self.pending = pending;
+        self.pending.clear();
+        while let Some(inbound) = self.exchange.as_ref().and_then(|x| x.inbox.try_recv().ok()) {
+            self.count(&inbound, agg);
+        }
+    }
+
+    /// Counts `requests` (of visitors this worker owns) into their periods' visitor records and
+    /// referrer cells, in order.
+    fn count(&mut self, requests: &[Pending], agg: &mut Aggregates) {
+        let mut rest = requests;
         while let Some(first) = rest.first() {
             // One period at a time (a log rarely has more than one in a batch).
             let run = rest
@@ -191,7 +339,11 @@ impl Front {
             let (now, later) = rest.split_at(run);
             rest = later;
             let guests = self.periods.entry(first.period).or_default();
-            let referrers = self.referrers.keys.len();
+            let referrers = now
+                .iter()
+                .map(|r| r.referrer as usize + 1)
+                .max()
+                .unwrap_or(0);
             if guests.referrers.len() < referrers {
                 guests.referrers.resize_with(referrers, Cell::default);
             }
@@ -216,8 +368,8 @@ impl Front {
                 } else {
                     agg.observe_region_client(
                         first.period,
-                        &self.places.keys[r.place as usize],
-                        &self.clients.keys[r.client as usize],
+                        self.places.key(r.place),
+                        self.clients.key(r.client),
                         r.visitor,
                         r.bytes,
                     );
@@ -227,20 +379,29 @@ impl Front {
                 Totals::add(&mut guests.clients, r.client, r.bytes);
             }
         }
-        // The buffer is kept for the next requests.
-        self.pending = pending;
-        self.pending.clear();
     }
 
-    /// Adds everything counted here into `agg`.
+    /// Adds everything counted here into `agg`. When visitors are shared out, this first waits
+    /// for the requests the other workers still send here, until every one of them is flushing.
     pub fn flush_into(mut self, agg: &mut Aggregates) {
         self.settle(agg);
+        if let Some(mut x) = self.exchange.take() {
+            // Nothing more goes out from here; the inbox ends when every other worker says so.
+            x.to.clear();
+            for inbound in x.inbox.iter() {
+                self.count(&inbound, agg);
+            }
+        }
+        self.places.refresh();
+        self.clients.refresh();
+        self.referrers.refresh();
         let Front {
             places,
             clients,
             referrers,
             mut periods,
             pending: _,
+            exchange: _,
         } = self;
         for (&p, guests) in &mut periods {
             let cells = std::mem::take(&mut guests.referrers)

@@ -86,7 +86,18 @@ impl<V: Copy + Default> Table<V> {
     }
 
     fn grow(&mut self) {
-        let size = (self.slots.len() * 2).max(MIN_SLOTS);
+        self.resize((self.slots.len() * 2).max(MIN_SLOTS));
+    }
+
+    /// Makes room for `more` visitors beyond those already in, growing at most once.
+    pub(super) fn reserve(&mut self, more: usize) {
+        let size = slots_for(self.used + more);
+        if size > self.slots.len() {
+            self.resize(size);
+        }
+    }
+
+    fn resize(&mut self, size: usize) {
         let old = std::mem::replace(&mut self.slots, vec![(0, V::default()); size]);
         self.used = 0;
         for (v, value) in old {
@@ -117,6 +128,11 @@ impl VisitorTable {
         if self.len() < other.len() {
             std::mem::swap(self, &mut other);
         }
+        // Grown once, before any addition: `other`'s visitors come in the order of its slots,
+        // so when they are mostly new (the workers' visitors are disjoint), adding them to a
+        // table only as large as `other` would pile them up in long runs of full slots (a
+        // merge took 75 ms instead of 15).
+        self.reserve(other.len());
         // Each addition asks for the slot of one a few additions ahead: a large table's slots
         // are mostly not in the processor's caches.
         const AHEAD: usize = 8;
@@ -192,6 +208,32 @@ mod tests {
         assert_eq!(t.to_visitors(), expect);
         assert_eq!(small_first.to_visitors(), expect);
         assert_eq!(expect[&7].bytes, u32::MAX, "contributions saturate");
+    }
+
+    /// Merging tables of disjoint visitors keeps every one of both, with each contribution,
+    /// and grows the table once, to the size its visitors need.
+    #[test]
+    fn merging_disjoint_tables_keeps_both_and_grows_once() {
+        let (mut a, mut b) = (VisitorTable::default(), VisitorTable::default());
+        for i in 1..=100_000u64 {
+            let v = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            if i % 2 == 0 {
+                a.add(v, c(1, i as u32));
+            } else {
+                b.add(v, c(2, 1));
+            }
+        }
+        a.merge(b);
+        assert_eq!(a.len(), 100_000);
+        assert_eq!(a.slots.len(), slots_for(100_000));
+        let mut m: Vec<(u64, Contribution)> = a.iter().collect();
+        m.sort_by_key(|(v, _)| *v);
+        for i in 1..=100_000u64 {
+            let v = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let got = m[m.binary_search_by_key(&v, |(v, _)| *v).unwrap()].1;
+            let want = if i % 2 == 0 { c(1, i as u32) } else { c(2, 1) };
+            assert_eq!(got, want, "{i}");
+        }
     }
 
     #[test]

@@ -251,6 +251,7 @@ fn a_front_counts_what_the_aggregates_count() {
         let mut front = Front::new();
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut shared = 0;
+        let mut all = Vec::new();
         for i in 0..30_000u64 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -287,6 +288,7 @@ fn a_front_counts_what_the_aggregates_count() {
             };
             plain.observe(&obs);
             front.observe(&obs, &mut fronted);
+            all.push(obs);
             if i % 500 == 0 {
                 plain.reject(Rejection::InvalidUtf8, None);
                 fronted.reject(Rejection::InvalidUtf8, None);
@@ -308,6 +310,49 @@ fn a_front_counts_what_the_aggregates_count() {
             assert_eq!(fronted.exact_rows(table), converted, "{table:?}");
         }
         assert_eq!(fronted.rejections(), plain.rejections());
+        // Three workers sharing their visitors out, each reading every third run of 777
+        // requests, end with the same rows once their partials are merged.
+        let partials: Vec<Aggregates> = std::thread::scope(|scope| {
+            let handles: Vec<_> = Front::shared(3)
+                .into_iter()
+                .enumerate()
+                .map(|(w, mut front)| {
+                    let all = &all;
+                    scope.spawn(move || {
+                        let mut agg = Aggregates::new(period, crawlers);
+                        for (i, obs) in all.iter().enumerate() {
+                            if (i / 777) % 3 == w {
+                                front.observe(obs, &mut agg);
+                            }
+                        }
+                        front.flush_into(&mut agg);
+                        agg
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Each worker kept only the visitors it owns.
+        let kept: Vec<usize> = partials.iter().map(|p| p.visitor_records()).collect();
+        assert_eq!(
+            kept.iter().sum::<usize>(),
+            plain.visitor_records(),
+            "{kept:?}"
+        );
+        assert!(kept.iter().all(|&k| k > 0), "{kept:?}");
+        let mut merged = Aggregates::new(period, crawlers);
+        for p in partials {
+            merged.merge(p);
+        }
+        assert_eq!(merged.requests(), plain.requests());
+        let demographic = [
+            TableName::TrafficByRegion,
+            TableName::Clients,
+            TableName::Referrers,
+        ];
+        for table in demographic {
+            assert_eq!(merged.rows(table), plain.rows(table), "{table:?}, shared");
+        }
         assert_eq!(
             fronted.finish(&TableName::ALL),
             plain.finish(&TableName::ALL)
