@@ -125,25 +125,53 @@ pub(crate) fn write_tables_with(
         }
         checked.push(check(t)?);
     }
+    // Each table on its own thread: most of a file's time is waiting for its fsync, and a
+    // backfill writes a file per table and date. Files come back in table order; the first
+    // table (in order) that fails gives the error, as when they were written one by one.
+    let per_table: Vec<Result<Vec<WrittenFile>, SinkError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = tables
+            .iter()
+            .zip(checked)
+            .map(|(table, contract)| {
+                scope.spawn(move || write_table(out, table, contract, meta, max_row_group_rows))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     let mut written = Vec::new();
-    for (table, contract) in tables.iter().zip(checked) {
-        let schema = arrow_schema(contract);
-        for (date, rows) in partitions(table) {
-            let columns: Vec<ArrayRef> =
-                table.columns.iter().map(|(_, c)| take(c, &rows)).collect();
-            let batch = RecordBatch::try_new(schema.clone(), columns)
-                .map_err(|e| contract_error(table.name, e.to_string()))?;
-            let dir = out.join(table.name).join(format!("date={date}"));
-            let kv = key_values(meta, table.name, &date);
-            let (path, replaced_different) = write_partition(&dir, &batch, kv, max_row_group_rows)?;
-            written.push(WrittenFile {
-                table: table.name,
-                partition: date,
-                path,
-                rows: batch.num_rows(),
-                replaced_different,
-            });
-        }
+    for files in per_table {
+        written.extend(files?);
+    }
+    Ok(written)
+}
+
+/// Writes one table's partitions (one file per date).
+fn write_table(
+    out: &Path,
+    table: &TableOut,
+    contract: &'static TableContract,
+    meta: &RunMetadata,
+    max_row_group_rows: usize,
+) -> Result<Vec<WrittenFile>, SinkError> {
+    let schema = arrow_schema(contract);
+    let mut written = Vec::new();
+    for (date, rows) in partitions(table) {
+        let columns: Vec<ArrayRef> = table.columns.iter().map(|(_, c)| take(c, &rows)).collect();
+        let batch = RecordBatch::try_new(schema.clone(), columns)
+            .map_err(|e| contract_error(table.name, e.to_string()))?;
+        let dir = out.join(table.name).join(format!("date={date}"));
+        let kv = key_values(meta, table.name, &date);
+        let (path, replaced_different) = write_partition(&dir, &batch, kv, max_row_group_rows)?;
+        written.push(WrittenFile {
+            table: table.name,
+            partition: date,
+            path,
+            rows: batch.num_rows(),
+            replaced_different,
+        });
     }
     Ok(written)
 }
