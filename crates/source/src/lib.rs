@@ -391,15 +391,21 @@ fn read_all_entries<R: Read>(reader: R, max_line: usize) -> Vec<(Entry, Vec<u8>)
     let mut lr = LineReader::new(reader, max_line);
     let mut out = Vec::new();
     while let Ok(Some(batch)) = lr.next_batch() {
-        for e in &batch.entries {
-            let bytes = match *e {
-                Entry::Line { start, end } => batch.line(start, end).to_vec(),
-                _ => Vec::new(),
-            };
-            out.push((*e, bytes));
-        }
+        out.extend(entries_with_bytes(&batch));
     }
     out
+}
+
+/// A batch's entries, each with its line's bytes (none for a rejection), for tests.
+#[cfg(test)]
+fn entries_with_bytes(batch: &Batch) -> impl Iterator<Item = (Entry, Vec<u8>)> + '_ {
+    batch.entries.iter().map(|e| {
+        let bytes = match *e {
+            Entry::Line { start, end } => batch.line(start, end).to_vec(),
+            _ => Vec::new(),
+        };
+        (*e, bytes)
+    })
 }
 
 /// Size of a file in bytes, for progress bars (0 for stdin or on error).

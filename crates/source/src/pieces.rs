@@ -265,13 +265,7 @@ mod tests {
                 .read_piece(k, max_line, &mut batch, &ByteCounter::default())
                 .is_none());
             assert_eq!(batch.first_line, 0);
-            for e in &batch.entries {
-                let bytes = match *e {
-                    Entry::Line { start, end } => batch.line(start, end).to_vec(),
-                    _ => Vec::new(),
-                };
-                out.push((*e, bytes));
-            }
+            out.extend(crate::entries_with_bytes(&batch));
         }
         out
     }
