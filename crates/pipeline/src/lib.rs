@@ -177,14 +177,17 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let mut streams = Vec::new();
     for (i, input) in opts.inputs.iter().enumerate() {
         match input {
-            Input::File(path) if PieceFile::open(path)?.is_some() => {
-                plain.push((i, path.as_path()))
+            Input::File(path) if is_regular(path)? => {
+                if PieceFile::open(path)?.is_some() {
+                    plain.push((i, path.as_path()));
+                } else {
+                    drop(open_input(input)?);
+                    streams.push((i, input));
+                }
             }
-            Input::File(_) => {
-                drop(open_input(input)?);
-                streams.push((i, input));
-            }
-            Input::Stdin => streams.push((i, input)),
+            // A named pipe (or `<(zcat ...)`) is opened once, when it is read: opening it to
+            // check would take its writer's first bytes, or its writer.
+            Input::File(_) | Input::Stdin => streams.push((i, input)),
         }
     }
     let pieces = PieceQueue::new(plain);
@@ -433,6 +436,16 @@ fn read_input(
         ));
     }
     Ok(())
+}
+
+/// Whether `path` is a regular file (not a pipe or a device).
+fn is_regular(path: &std::path::Path) -> Result<bool, SourceError> {
+    std::fs::metadata(path)
+        .map(|m| m.is_file())
+        .map_err(|source| SourceError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 /// Reads piece `p` into `own` and counts it; what the end of the run has to number goes to

@@ -367,3 +367,43 @@ fn a_plain_file_read_in_pieces_counts_as_one_stream_does() {
     assert_eq!(sum(&stream, "traffic_quality", "rejected_invalid_utf8"), 13);
     assert_eq!(sum(&stream, "traffic_quality", "rejected_bad_layout"), 13);
 }
+
+/// A named pipe (what `<(zcat access.log.gz)` gives) is read once, whole: checking it before
+/// the run must not take its writer's first lines, or its writer.
+#[cfg(unix)]
+#[test]
+fn a_named_pipe_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("access.pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let text: String = (0..5_000).map(|_| GOOD).collect();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            // Blocks until logcensus opens the pipe to read it.
+            std::fs::write(&fifo, text).unwrap();
+        })
+    };
+    let p = pipeline(
+        dir.path(),
+        "pipe",
+        "[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\ntables = [\"traffic_quality\"]\ncrawlers = \"include\"\n",
+    );
+    let out = dir.path().join("out");
+    let t = ok(&logcensus(&[
+        "run",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--input",
+        fifo.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    writer.join().unwrap();
+    assert!(t.contains("read 5000 lines"), "{t}");
+    assert_eq!(sum(&out, "traffic_quality", "requests"), 5_000);
+}
