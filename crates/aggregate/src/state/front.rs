@@ -222,10 +222,12 @@ impl Front {
     /// front's [`Front::flush_into`] waits until all of them are flushing, so each must be
     /// flushed (or dropped) on its own thread.
     pub fn shared(n: usize) -> Vec<Front> {
-        let (places, clients, referrers) = (Arc::default(), Arc::default(), Arc::default());
         if n <= 1 {
-            return vec![Front::numbered_by(places, clients, referrers, None)];
+            return vec![Front::new()];
         }
+        let places: Arc<Mutex<Numbers<Place>>> = Arc::default();
+        let clients: Arc<Mutex<Numbers<ClientClass>>> = Arc::default();
+        let referrers: Arc<Mutex<Numbers<str>>> = Arc::default();
         let (senders, inboxes): (Vec<_>, Vec<_>) =
             (0..n).map(|_| crossbeam_channel::unbounded()).unzip();
         inboxes

@@ -394,15 +394,7 @@ fn a_named_pipe_is_read_whole() {
         "[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"day\"\ntables = [\"traffic_quality\"]\ncrawlers = \"include\"\n",
     );
     let out = dir.path().join("out");
-    let t = ok(&logcensus(&[
-        "run",
-        "--pipeline",
-        p.to_str().unwrap(),
-        "--input",
-        fifo.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    let t = ok(&run_with(&p, &fifo, &out, &test_mmdb(), "info"));
     writer.join().unwrap();
     assert!(t.contains("read 5000 lines"), "{t}");
     assert_eq!(sum(&out, "traffic_quality", "requests"), 5_000);
