@@ -138,13 +138,60 @@ impl DayKey {
 
     /// A visitor's hash from its address and its User-Agent's [`DayKey::user_agent`] digest:
     /// the same as [`DayKey::visitor`].
+    ///
+    /// SipHash-1-3 of the 25 bytes `1`, the address, the digest (little-endian), computed on
+    /// the message's four 8-byte words directly: the streaming hasher's buffering took half of
+    /// this function's time, once per request.
+    #[inline]
     pub fn visitor_of(&self, address: &[u8; 16], user_agent: u64) -> u64 {
-        let mut h = SipHasher13::new_with_keys(self.k0, self.k1);
-        h.write_u8(1);
-        h.write(address);
-        h.write_u64(user_agent);
-        h.finish()
+        let lo = u64::from_le_bytes(address[..8].try_into().expect("8 bytes"));
+        let hi = u64::from_le_bytes(address[8..].try_into().expect("8 bytes"));
+        sip13(
+            self.k0,
+            self.k1,
+            [
+                1 | lo << 8,
+                lo >> 56 | hi << 8,
+                hi >> 56 | user_agent << 8,
+                // The last word: the message's 25th byte, and its length in the top byte.
+                user_agent >> 56 | 25 << 56,
+            ],
+        )
     }
+}
+
+/// SipHash-1-3 under (`k0`, `k1`) of a message whose words, the last one with the length in its
+/// top byte as SipHash pads it, are `words`.
+#[inline]
+fn sip13(k0: u64, k1: u64, words: [u64; 4]) -> u64 {
+    let mut v = [
+        k0 ^ 0x736f_6d65_7073_6575,
+        k1 ^ 0x646f_7261_6e64_6f6d,
+        k0 ^ 0x6c79_6765_6e65_7261,
+        k1 ^ 0x7465_6462_7974_6573,
+    ];
+    let round = |v: &mut [u64; 4]| {
+        v[0] = v[0].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(13) ^ v[0];
+        v[0] = v[0].rotate_left(32);
+        v[2] = v[2].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(16) ^ v[2];
+        v[0] = v[0].wrapping_add(v[3]);
+        v[3] = v[3].rotate_left(21) ^ v[0];
+        v[2] = v[2].wrapping_add(v[1]);
+        v[1] = v[1].rotate_left(17) ^ v[2];
+        v[2] = v[2].rotate_left(32);
+    };
+    for m in words {
+        v[3] ^= m;
+        round(&mut v);
+        v[0] ^= m;
+    }
+    v[2] ^= 0xff;
+    round(&mut v);
+    round(&mut v);
+    round(&mut v);
+    v[0] ^ v[1] ^ v[2] ^ v[3]
 }
 
 /// Keeps the current day's key and derives a new one when the day changes.
@@ -207,6 +254,39 @@ mod tests {
             other.visitor(t, &a, b"UA"),
             "another secret, other hashes"
         );
+    }
+
+    /// The word-wise hash is the streaming SipHash-1-3 of the same bytes (so hashes in
+    /// checkpoints written before it still match), for many keys, addresses and digests.
+    #[test]
+    fn visitor_of_is_siphash_of_its_bytes() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for i in 0..2_000 {
+            let key = DayKey {
+                day: 0,
+                k0: next(),
+                k1: next(),
+            };
+            let mut address = [0u8; 16];
+            address[..8].copy_from_slice(&next().to_le_bytes());
+            address[8..].copy_from_slice(&next().to_le_bytes());
+            // Some all-zero and all-ones bytes, where a wrong shift would show.
+            if i % 7 == 0 {
+                address = [0xff; 16];
+            }
+            let digest = if i % 5 == 0 { u64::MAX } else { next() };
+            let mut h = SipHasher13::new_with_keys(key.k0, key.k1);
+            h.write_u8(1);
+            h.write(&address);
+            h.write(&digest.to_le_bytes());
+            assert_eq!(key.visitor_of(&address, digest), h.finish(), "case {i}");
+        }
     }
 
     #[test]

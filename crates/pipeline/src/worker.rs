@@ -97,11 +97,16 @@ impl<'p> LineWorker<'p> {
     /// described once they are.
     pub fn batch_describing(&mut self, batch: &Batch, mut describe: impl FnMut(u64, &'static str)) {
         self.stages.look_ahead(batch);
+        let mut text = Utf8Stretch::new(&batch.data);
         for (i, entry) in batch.entries.iter().enumerate() {
             let rejection = match *entry {
                 Entry::Line { start, end } => {
                     let ahead = self.stages.ahead.get(i).copied().flatten();
-                    match self.count(batch.line(start, end), ahead) {
+                    let counted = match text.line(start as usize, end as usize) {
+                        Some(line) => self.count(line, ahead),
+                        None => Err(Rejection::InvalidUtf8),
+                    };
+                    match counted {
                         Ok(()) => continue,
                         Err(r) => r,
                     }
@@ -120,10 +125,10 @@ impl<'p> LineWorker<'p> {
 
     /// Processes one line.
     pub fn line(&mut self, line: &[u8]) -> Result<(), Rejection> {
-        self.count(line, None)
+        self.count(utf8(line)?, None)
     }
 
-    fn count(&mut self, line: &[u8], ahead: Option<Ahead>) -> Result<(), Rejection> {
+    fn count(&mut self, line: &str, ahead: Option<Ahead>) -> Result<(), Rejection> {
         let (front, agg) = (&mut self.front, &mut self.agg);
         self.stages
             .count(line, ahead, |_| true, |obs| front.observe(obs, agg))
@@ -224,19 +229,18 @@ impl<'p> Stages<'p> {
         agg: &mut Aggregates,
         admit: impl FnOnce(i64) -> bool,
     ) -> Result<Outcome, Rejection> {
-        self.count(line, None, admit, |obs| agg.observe(obs))
+        self.count(utf8(line)?, None, admit, |obs| agg.observe(obs))
     }
 
     /// [`Stages::line`], handing the line's observation to `count`; `ahead` is what
     /// [`Stages::look_ahead`] found for this line of the current batch.
     fn count(
         &mut self,
-        line: &[u8],
+        text: &str,
         ahead: Option<Ahead>,
         admit: impl FnOnce(i64) -> bool,
         count: impl FnOnce(&Observation<'_>),
     ) -> Result<Outcome, Rejection> {
-        let text = simdutf8::basic::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)?;
         let record = self
             .parser
             .parse(text.as_bytes())
@@ -329,6 +333,61 @@ impl<'p> Stages<'p> {
     }
 }
 
+/// A line as text, or its rejection.
+fn utf8(line: &[u8]) -> Result<&str, Rejection> {
+    simdutf8::basic::from_utf8(line).map_err(|_| Rejection::InvalidUtf8)
+}
+
+/// A batch's lines as text, checked a stretch of many lines at a time rather than line by line
+/// (a check has a fixed cost, and a line is short). A stretch runs from a line's start to the
+/// end of the batch's bytes, or to just before the first byte that is not UTF-8; a line that
+/// does not fit in the current stretch starts a new one, and a line that does not fit in the
+/// stretch it starts has bytes that are not UTF-8. After a stretch that ends early the next one is short (4 KiB, doubling while
+/// they end well), so that a batch of bad lines is not read to its end once per line.
+struct Utf8Stretch<'b> {
+    data: &'b [u8],
+    /// Where `text` starts in `data`.
+    start: usize,
+    text: &'b str,
+    /// The most bytes the next stretch checks.
+    reach: usize,
+}
+
+impl<'b> Utf8Stretch<'b> {
+    fn new(data: &'b [u8]) -> Self {
+        Utf8Stretch {
+            data,
+            start: 0,
+            text: "",
+            reach: usize::MAX,
+        }
+    }
+
+    /// `data[start..end]` as text, or `None` when it is not UTF-8.
+    fn line(&mut self, start: usize, end: usize) -> Option<&'b str> {
+        if start < self.start || end > self.start + self.text.len() {
+            let limit = start.saturating_add(self.reach.max(end - start));
+            let stretch = &self.data[start..limit.min(self.data.len())];
+            self.start = start;
+            match simdutf8::compat::from_utf8(stretch) {
+                Ok(text) => {
+                    self.text = text;
+                    self.reach = self.reach.saturating_mul(2);
+                }
+                Err(e) => {
+                    self.text = simdutf8::basic::from_utf8(&stretch[..e.valid_up_to()])
+                        .expect("the bytes before the first error are UTF-8");
+                    self.reach = 4096;
+                }
+            }
+        }
+        // The stretch starts at this line or before, at a line's start. A line that is UTF-8 is
+        // then in it whole, and cut at ASCII bytes, on character boundaries; a line that is not
+        // ends past it.
+        self.text.get(start - self.start..end - self.start)
+    }
+}
+
 /// `part` as a `&str` without validating it again, when it is a slice of `text` that starts and
 /// ends on character boundaries (a field borrowed from the line, cut at ASCII delimiters).
 fn sub_str<'t>(text: &'t str, part: &[u8]) -> Option<&'t str> {
@@ -341,6 +400,63 @@ mod tests {
     use super::*;
     use logcensus_aggregate::Column;
     use logcensus_policy::TableName;
+
+    /// Checked a stretch at a time, each line is text exactly when it is UTF-8 on its own:
+    /// batches of lines with multi-byte characters, bytes that are not UTF-8 (a lone
+    /// continuation byte, a character cut short, at a line's start, middle or end), runs of many
+    /// bad lines, a first line that starts after a cut character, and stale bytes after the last.
+    #[test]
+    fn stretches_agree_with_line_by_line_checks() {
+        let pieces: [&[u8]; 8] = [
+            b"plain ascii line",
+            "caf\u{e9} \u{1f600} na\u{ef}ve".as_bytes(),
+            b"bad \x80 continuation",
+            b"cut \xe2\x82",
+            b"\xff at the start",
+            b"at the end \xc3",
+            b"",
+            "\u{4e2d}\u{6587}".as_bytes(),
+        ];
+        let mut rng = 0x853c_49e6_748f_ea9bu64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut bad_lines = 0;
+        for round in 0..300 {
+            // A cut character before the first line, as a piece read from a little earlier has.
+            let mut data = if round % 3 == 0 {
+                vec![0xa9, b'\n']
+            } else {
+                Vec::new()
+            };
+            let mut lines = Vec::new();
+            let n = 1 + next() % 400;
+            // Some batches are mostly bad lines, some nearly all good.
+            let bad_share = [0, 2, 50, 95][round % 4];
+            for _ in 0..n {
+                let mut piece = pieces[(next() % 8) as usize];
+                let is_bad = std::str::from_utf8(piece).is_err();
+                if is_bad && next() % 100 >= bad_share {
+                    piece = pieces[0];
+                }
+                let start = data.len();
+                data.extend_from_slice(piece);
+                lines.push((start, data.len()));
+                data.push(b'\n');
+            }
+            data.extend_from_slice(b"stale \xff\xfe");
+            let mut stretch = Utf8Stretch::new(&data);
+            for &(start, end) in &lines {
+                let want = std::str::from_utf8(&data[start..end]).ok();
+                bad_lines += usize::from(want.is_none());
+                assert_eq!(stretch.line(start, end), want, "round {round}");
+            }
+        }
+        assert!(bad_lines > 10_000, "{bad_lines}");
+    }
 
     /// A batch counted with its addresses looked up ahead gives the tables that counting its
     /// lines one by one gives: first words that are IPv4, IPv6, bracketed, with a port,
@@ -455,12 +571,7 @@ mod tests {
             let line = format!("{address} - - [{day}/May/2026:{hour:02}:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"{ua}\"");
             let mut got = None;
             let outcome = stages
-                .count(
-                    line.as_bytes(),
-                    None,
-                    |_| true,
-                    |obs| got = Some(obs.visitor),
-                )
+                .count(&line, None, |_| true, |obs| got = Some(obs.visitor))
                 .unwrap();
             let Outcome::Counted(time) = outcome else {
                 panic!("{outcome:?}");

@@ -62,44 +62,93 @@ pub fn referrer_host(referer: Option<&[u8]>) -> RefHost<'_> {
     let Some(raw) = referer else {
         return RefHost::Decided(RefClass::Direct);
     };
-    let raw = trim_ascii(raw);
+    let raw = raw.trim_ascii();
     if raw.is_empty() || raw == b"-" {
         return RefHost::Decided(RefClass::Direct);
     }
-    let Some(sep) = memfind(raw, b"://") else {
-        return RefHost::Decided(RefClass::Invalid);
+    // Nearly every referrer starts `http://` or `https://`: then that `://` is the first one, and
+    // the scheme needs no other check.
+    let rest = match http_rest(raw) {
+        Some(rest) => rest,
+        None => {
+            let Some(sep) = memchr::memmem::find(raw, b"://") else {
+                return RefHost::Decided(RefClass::Invalid);
+            };
+            let scheme = &raw[..sep];
+            if scheme.is_empty()
+                || !scheme
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
+            {
+                return RefHost::Decided(RefClass::Invalid);
+            }
+            if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+                return RefHost::Decided(RefClass::Other);
+            }
+            &raw[sep + 3..]
+        }
     };
-    let scheme = &raw[..sep];
-    if scheme.is_empty()
-        || !scheme
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(b))
-    {
-        return RefHost::Decided(RefClass::Invalid);
+    // One pass over the authority (up to the first `/`, `?`, `#` or `\\`): the host and port
+    // follow the last `@` (user-info, which can hold personal data and is never a site), and the
+    // host ends at the first `:` after it.
+    let mut host_start = 0;
+    let mut colon = None;
+    let mut end = rest.len();
+    for (i, &b) in rest.iter().enumerate() {
+        if !AUTHORITY_MARK[usize::from(b)] {
+            continue;
+        }
+        match b {
+            b'@' => {
+                host_start = i + 1;
+                colon = None;
+            }
+            b':' => {
+                colon.get_or_insert(i);
+            }
+            _ => {
+                end = i;
+                break;
+            }
+        }
     }
-    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
-        return RefHost::Decided(RefClass::Other);
-    }
-    let rest = &raw[sep + 3..];
-    let authority_end = rest
-        .iter()
-        .position(|b| matches!(b, b'/' | b'?' | b'#' | b'\\'))
-        .unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    // Drop any user-info: it can hold personal data and is never a site.
-    let host_port = match authority.iter().rposition(|&b| b == b'@') {
-        Some(at) => &authority[at + 1..],
-        None => authority,
-    };
-    if host_port.first() == Some(&b'[') {
+    if rest.get(host_start) == Some(&b'[') && host_start < end {
         return RefHost::Decided(RefClass::Other); // an IPv6 literal
     }
-    let host = match host_port.iter().position(|&b| b == b':') {
-        Some(colon) => &host_port[..colon],
-        None => host_port,
-    };
+    let host = &rest[host_start..colon.unwrap_or(end)];
     RefHost::Host(host.strip_suffix(b".").unwrap_or(host))
 }
+
+/// What follows `http://` or `https://` (in any case) at the start of `raw`.
+fn http_rest(raw: &[u8]) -> Option<&[u8]> {
+    let head = raw.get(..8)?;
+    // Setting bit 5 lowercases ASCII letters; the `:` and `/` it would change are compared as
+    // they are.
+    let lower = |b: u8| b | 0x20;
+    if lower(head[0]) != b'h' || lower(head[1]) != b't' || lower(head[2]) != b't' {
+        return None;
+    }
+    if lower(head[3]) != b'p' {
+        return None;
+    }
+    match &head[4..] {
+        [b':', b'/', b'/', _] => Some(&raw[7..]),
+        [s, b':', b'/', b'/'] if lower(*s) == b's' => Some(&raw[8..]),
+        _ => None,
+    }
+}
+
+/// The bytes that end a URL's authority (`/`, `?`, `#`, `\\`) or split it (`@`, `:`).
+static AUTHORITY_MARK: [bool; 256] = {
+    let mut t = [false; 256];
+    let marks = *b"/?#\\@:";
+    let mut i = 0;
+    while i < marks.len() {
+        t[marks[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
 
 /// The second half of [`classify_referrer`]: the class of an `http(s)` referrer's host (as
 /// [`referrer_host`] found it).
@@ -171,22 +220,6 @@ fn icann_registrable_len(host: &[u8]) -> Option<usize> {
     Some(label + 1 + suffix_len)
 }
 
-fn trim_ascii(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    &b[start..end]
-}
-
-fn memfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(hay, needle)
-}
-
 /// The major part of a version string: `32.0.1700.77` → `32`, `10_9_1` → `10`, `NT 10.0` →
 /// `NT 10`; anything else → `None`. Only a version's first *number* may be output: User-Agent
 /// parsers copy free text from the header into version fields (woothee does for FreeBSD,
@@ -221,7 +254,7 @@ pub fn client_address(
         if let Some(xff) = forwarded_for {
             if let Some(ip) = xff
                 .split(|&b| b == b',')
-                .find_map(|part| parse_ip(trim_ascii(part)))
+                .find_map(|part| parse_ip(part.trim_ascii()))
             {
                 return Some(ip);
             }
