@@ -419,9 +419,10 @@ impl Aggregates {
     /// a crawler's request that the demographic tables exclude.
     fn count_quality(&mut self, obs: &Observation<'_>) -> Option<i64> {
         let p = self.period.start(obs.time);
-        self.last_period = Some(p);
+        // Rejections wait in `pending` only until the batch's first parsed line.
+        let first_in_batch = self.last_period.replace(p).is_none();
         let q = self.quality.entry(p).or_default();
-        if self.pending.iter().any(|&n| n > 0) {
+        if first_in_batch && self.pending.iter().any(|&n| n > 0) {
             for (i, n) in std::mem::take(&mut self.pending).into_iter().enumerate() {
                 q.rejected[i] += n;
             }

@@ -55,6 +55,18 @@ pub type Kept = Option<(i64, u64)>;
 /// Distinct User-Agents kept in the cache before it is cleared (bounds memory on hostile input).
 const CACHE_LIMIT: usize = 50_000;
 
+/// Whether a User-Agent is "empty": blank or `-` once trimmed. Nearly every one starts and ends
+/// with a visible ASCII character and is longer than one byte, which decides it without
+/// trimming (a character that `trim` removes is either one of the ASCII whitespace bytes or
+/// starts with a byte of 0x80 or more).
+fn is_empty_ua(ua: &str) -> bool {
+    let visible = |b: u8| b.is_ascii_graphic();
+    match ua.as_bytes() {
+        [first, .., last] if visible(*first) && visible(*last) => false,
+        _ => matches!(ua.trim(), "" | "-"),
+    }
+}
+
 impl UaClassifier {
     /// A classifier; `versions` is the policy's `major_versions`.
     pub fn new(versions: bool) -> Self {
@@ -89,7 +101,7 @@ impl UaClassifier {
     /// counts a request without touching a reference count.
     pub fn classify_keeping(&mut self, ua: Option<&str>) -> (&Arc<ClientClass>, Option<&mut Kept>) {
         let ua = match ua {
-            Some(ua) if !matches!(ua.trim(), "" | "-") => ua,
+            Some(ua) if !is_empty_ua(ua) => ua,
             _ => return (&self.empty, None),
         };
         // Looked up as written (cheaper than trimming first; a User-Agent with surrounding
@@ -169,6 +181,26 @@ impl UaClassifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The quick emptiness check says what trimming says, for values with whitespace of every
+    /// kind `trim` removes (ASCII, vertical tab, NEL, no-break and em spaces) at either end.
+    #[test]
+    fn emptiness_is_decided_as_trimming_decides_it() {
+        let ends = [
+            "", " ", "\t", "\u{b}", "\r\n", "\u{85}", "\u{a0}", "\u{2003}", "-", "a", "é", "~",
+        ];
+        let middles = ["", "-", "--", "x", "curl/8.0", " ", "\u{85}"];
+        for a in ends {
+            for m in middles {
+                for b in ends {
+                    let ua = format!("{a}{m}{b}");
+                    assert_eq!(is_empty_ua(&ua), matches!(ua.trim(), "" | "-"), "{ua:?}");
+                }
+            }
+        }
+        assert!(is_empty_ua(" - "));
+        assert!(!is_empty_ua("-a"));
+    }
 
     #[test]
     fn classifies_browsers_crawlers_and_empty() {

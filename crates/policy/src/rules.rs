@@ -351,11 +351,14 @@ pub fn hex_groups(raw: &[u8]) -> Option<std::net::Ipv6Addr> {
     loop {
         let start = i;
         let mut n = 0u16;
-        while let Some(d) = raw.get(i).and_then(|&b| (b as char).to_digit(16)) {
+        while let Some(&d) = raw.get(i).map(|&b| &HEX_VALUE[usize::from(b)]) {
+            if d > 15 {
+                break;
+            }
             if i - start == 4 {
                 return None;
             }
-            n = (n << 4) | d as u16;
+            n = (n << 4) | u16::from(d);
             i += 1;
         }
         if i == start {
@@ -401,34 +404,67 @@ pub fn hex_groups(raw: &[u8]) -> Option<std::net::Ipv6Addr> {
     Some(std::net::Ipv6Addr::from(head))
 }
 
+/// The value of each hexadecimal digit (either case); 255 for every other byte.
+static HEX_VALUE: [u8; 256] = {
+    let mut t = [255u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// A [`dotted_quad`] at the start of `line`, and how many bytes it takes: the longest prefix of
 /// digits and dots read as one. `Some((a, n))` means `dotted_quad(&line[..n]) == Some(a)`; what
 /// follows is the caller's to check (an address then a space is a whole first word).
 pub fn leading_dotted_quad(line: &[u8]) -> Option<(std::net::Ipv4Addr, usize)> {
+    // An address takes at most 15 bytes, and the byte after it is looked at: 16 bytes, with
+    // zeros (neither digits nor dots) past the end of a shorter line.
+    let mut head = [0u8; 16];
+    match line.first_chunk::<16>() {
+        Some(first) => head = *first,
+        None => head[..line.len()].copy_from_slice(line),
+    }
+    let digit = |b: u8| {
+        let d = b.wrapping_sub(b'0');
+        (d < 10).then_some(d)
+    };
     let mut octets = [0u8; 4];
     let mut i = 0;
     for (k, octet) in octets.iter_mut().enumerate() {
         if k > 0 {
-            if line.get(i) != Some(&b'.') {
+            if head[i] != b'.' {
                 return None;
             }
             i += 1;
         }
-        let start = i;
-        let mut n = 0u16;
-        while let Some(&b) = line.get(i).filter(|b| b.is_ascii_digit()) {
-            if i - start == 3 {
-                return None;
-            }
-            n = n * 10 + u16::from(b - b'0');
+        // One to three digits; a second one after a `0` is a leading zero. A fourth digit is
+        // then neither the dot before the next octet nor the end checked below.
+        let d0 = digit(head[i])?;
+        let Some(d1) = digit(head[i + 1]) else {
+            *octet = d0;
             i += 1;
-        }
-        if i == start || (i - start > 1 && line[start] == b'0') {
+            continue;
+        };
+        if d0 == 0 {
             return None;
         }
-        *octet = u8::try_from(n).ok()?;
+        let Some(d2) = digit(head[i + 2]) else {
+            *octet = d0 * 10 + d1;
+            i += 2;
+            continue;
+        };
+        *octet = u8::try_from(u16::from(d0) * 100 + u16::from(d1) * 10 + u16::from(d2)).ok()?;
+        i += 3;
     }
-    if matches!(line.get(i), Some(b'.' | b'0'..=b'9')) {
+    if head[i] == b'.' || digit(head[i]).is_some() {
         return None;
     }
     Some((std::net::Ipv4Addr::from(octets), i))

@@ -390,6 +390,9 @@ fn dotted_quads_parse_as_the_standard_library_does() {
         }
         let whole_word = leading.filter(|&(_, n)| line[n] == b' ').map(|(v4, _)| v4);
         assert_eq!(whole_word, super::rules::dotted_quad(word), "{c:?}");
+        // A line that is the address alone (shorter than the 16 bytes read at once).
+        let alone = super::rules::leading_dotted_quad(c).filter(|&(_, n)| n == c.len());
+        assert_eq!(alone.map(|(v4, _)| v4), std_v4(c), "{c:?}");
     }
 }
 
