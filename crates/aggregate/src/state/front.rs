@@ -104,6 +104,9 @@ struct Pending {
 /// the requests a few places ahead can be asked for while one is counted.
 const PENDING: usize = 4096;
 
+/// Places in [`Numbered`]'s `recent` (a few kilobytes each).
+const RECENT: usize = 256;
+
 /// How many requests ahead [`Front::settle`] asks for table slots.
 const AHEAD: usize = 16;
 
@@ -131,6 +134,9 @@ impl Totals {
 /// allocations, and in different workers, share one number.
 struct Numbered<K: ?Sized> {
     shared: Arc<Mutex<Numbers<K>>>,
+    /// The last allocation met at each of a few places picked by its address, with its number:
+    /// a request's three numbers are found here nearly always, without hashing.
+    recent: Box<[(usize, u32); RECENT]>,
     by_address: HashMap<usize, u32, ahash::RandomState>,
     /// Every allocation in `by_address`, held so that its address cannot be freed and reused for
     /// another key while it is remembered.
@@ -158,6 +164,8 @@ impl<K: Hash + Eq + ?Sized> Numbered<K> {
     fn new(shared: Arc<Mutex<Numbers<K>>>) -> Self {
         Numbered {
             shared,
+            // Address 0 is no allocation's.
+            recent: Box::new([(0, 0); RECENT]),
             by_address: HashMap::default(),
             held: Vec::new(),
             keys: Vec::new(),
@@ -166,6 +174,19 @@ impl<K: Hash + Eq + ?Sized> Numbered<K> {
 
     fn number(&mut self, key: &Arc<K>) -> u32 {
         let address = Arc::as_ptr(key).cast::<u8>() as usize;
+        // Allocations are at least 8-byte aligned: the bits above those pick the place.
+        let place = (address >> 3 ^ address >> 11) % RECENT;
+        let (seen, n) = self.recent[place];
+        if seen == address {
+            return n;
+        }
+        let n = self.number_by_hash(key, address);
+        self.recent[place] = (address, n);
+        n
+    }
+
+    /// [`Numbered::number`] of an allocation not in `recent`.
+    fn number_by_hash(&mut self, key: &Arc<K>, address: usize) -> u32 {
         if let Some(&n) = self.by_address.get(&address) {
             return n;
         }
