@@ -4,7 +4,7 @@
 //! leap year) and return Unix seconds in UTC. Years are limited to 0001–9999, which every
 //! real log satisfies and which keeps the arithmetic far from overflow.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
 /// Earliest accepted time: 0001-01-01T00:00:00Z.
 pub(crate) const MIN_TIME: i64 = -62_135_596_800;
@@ -37,20 +37,26 @@ pub fn parse_apache_time(s: &[u8]) -> Option<i64> {
     parse_clf(s.try_into().ok()?, None)
 }
 
-/// The last valid date a parser read from a `%t` timestamp and its day number, so that the many
-/// lines of one day skip the calendar arithmetic.
+/// The last `%t` timestamp a parser read, so that the many lines of one minute skip most of the
+/// parsing, and the last date, so that the many lines of one day skip the calendar arithmetic.
 ///
-/// One `u64`: in the low 32 bits the date's key, `day | month << 7 | year << 11` (never 0, as
-/// every month is at least one), and in the high 32 bits its day number since 1970-01-01.
-/// Key and value are read and written in one atomic word, so a parser shared between threads
-/// never pairs a date with another date's day number; `Relaxed` suffices because the word is
-/// self-contained. A clone starts from the same date; equality ignores the cache.
+/// A parser belongs to one worker (it is `Send`, not `Sync`). A clone starts from the same
+/// timestamps; equality ignores them.
 #[derive(Debug, Default)]
-pub(crate) struct DayCache(AtomicU64);
+pub(crate) struct DayCache {
+    /// The last timestamp with its seconds written `00`, and its time.
+    minute: Cell<Option<([u8; 26], i64)>>,
+    /// In the low 32 bits the date's key, `day | month << 7 | year << 11` (never 0, as every
+    /// month is at least one), and in the high 32 bits its day number since 1970-01-01.
+    day: Cell<u64>,
+}
 
 impl Clone for DayCache {
     fn clone(&self) -> Self {
-        DayCache(AtomicU64::new(self.0.load(Ordering::Relaxed)))
+        DayCache {
+            minute: Cell::new(self.minute.get()),
+            day: Cell::new(self.day.get()),
+        }
     }
 }
 
@@ -68,16 +74,40 @@ impl DayCache {
     fn days(&self, year: i64, month: u32, day: u32) -> Option<i64> {
         // Only called with a year of four digits, a month of 1..=12 and a day of two digits.
         let key = u64::from(day) | u64::from(month) << 7 | (year as u64) << 11;
-        let cached = self.0.load(Ordering::Relaxed);
+        let cached = self.day.get();
         if cached & 0xffff_ffff == key {
             return Some(i64::from((cached >> 32) as u32 as i32));
         }
         let days = days_from_civil(year, month, day)?;
         // Every valid day number (years 0001–9999) fits in an i32.
-        let packed = key | u64::from(days as i32 as u32) << 32;
-        self.0.store(packed, Ordering::Relaxed);
+        self.day.set(key | u64::from(days as i32 as u32) << 32);
         Some(days)
     }
+}
+
+/// [`parse_clf`] with a [`DayCache`]: a timestamp that differs from the last one read only in
+/// its seconds (bytes 18 and 19) is that one's minute plus its seconds, once they are checked
+/// as [`parse_clf`] checks them (two digits, at most 60). Every other byte was checked when
+/// that minute was parsed.
+#[inline]
+pub(crate) fn parse_clf_cached(s: &[u8; 26], cache: &DayCache) -> Option<i64> {
+    let mut minute = *s;
+    minute[18] = b'0';
+    minute[19] = b'0';
+    let seconds = |s: &[u8; 26]| {
+        let (a, b) = (s[18].wrapping_sub(b'0'), s[19].wrapping_sub(b'0'));
+        let sec = i64::from(a) * 10 + i64::from(b);
+        (a < 10 && b < 10 && sec <= 60).then_some(sec)
+    };
+    if let Some((last, start)) = cache.minute.get() {
+        if last == minute {
+            return Some(start + seconds(s)?);
+        }
+    }
+    let time = parse_clf(s, Some(cache))?;
+    let start = time - seconds(s).expect("a timestamp that parsed has its seconds");
+    cache.minute.set(Some((minute, start)));
+    Some(time)
 }
 
 /// The month (1–12) named by three bytes `Jan`…`Dec` (exact case), by a perfect hash of the
@@ -510,6 +540,8 @@ mod tests {
     #[test]
     fn fixed_width_parser_and_cache_agree_with_the_reference() {
         let cache = DayCache::default();
+        // Another one for `parse_clf_cached`, whose minute then comes from the last timestamp.
+        let minutes = DayCache::default();
         let check = |s: &[u8]| {
             let want = reference_apache_time(s);
             assert_eq!(
@@ -521,6 +553,12 @@ mod tests {
             if let Ok(fixed) = <&[u8; 26]>::try_from(s) {
                 assert_eq!(
                     parse_clf(fixed, Some(&cache)),
+                    want,
+                    "{:?}",
+                    String::from_utf8_lossy(s)
+                );
+                assert_eq!(
+                    parse_clf_cached(fixed, &minutes),
                     want,
                     "{:?}",
                     String::from_utf8_lossy(s)
@@ -552,6 +590,24 @@ mod tests {
                 s[i] = b;
                 check(&s);
                 check(&valid);
+            }
+        }
+        // Every pair of bytes as the seconds of a minute just read (digits up to 60 and past,
+        // and bytes that are no digits), and then of the next minute and of another offset.
+        for minute in [
+            *b"17/May/2015:10:05:00 +0000",
+            *b"17/May/2015:10:06:00 +0000",
+            *b"17/May/2015:10:06:00 -0130",
+            *b"31/Dec/9999:23:59:00 +0000",
+        ] {
+            for a in 0..=255u8 {
+                for b in [b'0', b'5', b'9', b':', b'/', 0, 0xff] {
+                    let mut s = minute;
+                    (s[18], s[19]) = (a, b);
+                    check(&minute);
+                    check(&s);
+                    check(&s);
+                }
             }
         }
         for s in [

@@ -13,7 +13,7 @@
 use memchr::memchr;
 
 use super::{present, Preset};
-use crate::time::{parse_clf, DayCache};
+use crate::time::{parse_clf_cached, DayCache};
 use crate::{Field, Record};
 
 /// The fields of a line that parsed, borrowed from it. Absent fields are empty.
@@ -75,7 +75,7 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], days: &DayCache) -> Opti
     if stamp[0] != b'[' || stamp[27] != b']' {
         return None;
     }
-    let time = parse_clf(stamp[1..27].try_into().ok()?, Some(days))?;
+    let time = parse_clf_cached(stamp[1..27].try_into().ok()?, days)?;
     pos += 28;
 
     // ` "%r" `: the request ends at the first unescaped `"` followed by a space.
