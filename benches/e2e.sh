@@ -3,9 +3,15 @@
 # --full, 10M) lines, with its lines per second and peak memory, against `wc -l` (the cost of
 # just reading the file) and, when installed, GoAccess 1.7 on the same file.
 #
-#   bash benches/e2e.sh [--full] [--install-goaccess | --no-goaccess]
+#   bash benches/e2e.sh [--full] [--install-goaccess | --no-goaccess] [--instructions]
 #
 # GoAccess is slow (about 7 minutes for 10M lines on 2 cores): --no-goaccess skips it.
+#
+# --instructions also counts the instructions of the same run on one worker under callgrind
+# (installs the Debian package valgrind when missing; about 40 s for 1M lines, so logs of more
+# than 1M lines are skipped): the instructions per line and the functions that take most of
+# them, figures that do not move with the machine's load as wall times do, for comparing two
+# builds on a busy or shared machine.
 #
 # Environment:
 #   LINES                  line counts to run, space-separated (default 1000000; --full adds
@@ -28,9 +34,11 @@ usage() {
 full=0
 install_goaccess=0
 goaccess=1
+instructions=0
 for arg in "$@"; do
   case "$arg" in
     --full) full=1 ;;
+    --instructions) instructions=1 ;;
     --install-goaccess) install_goaccess=1 ;;
     --no-goaccess) goaccess=0 ;;
     -h | --help) usage; exit 0 ;;
@@ -64,6 +72,10 @@ fi
 if [[ $install_goaccess == 1 ]] && ! command -v goaccess >/dev/null; then
   echo "installing GoAccess (Debian package goaccess)" >&2
   apt_install goaccess
+fi
+if [[ $instructions == 1 ]] && ! command -v valgrind >/dev/null; then
+  echo "installing valgrind (Debian package valgrind)" >&2
+  apt_install valgrind
 fi
 if [[ -n "$mmdb" && ! -r "$mmdb" ]]; then
   echo "e2e.sh: LOGCENSUS_BENCH_MMDB=$mmdb is not a readable file" >&2
@@ -109,6 +121,7 @@ timed() {
 
 rows=()
 commands=()
+counted=()
 row() { rows+=("$(printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |' "$@")"); }
 
 started="$(date -u +%Y-%m-%dT%H:%MZ)"
@@ -148,6 +161,31 @@ for n in $lines_list; do
     "$(peak_mib "$tmp/logcensus.time")" "1.00 (baseline)"
   head -n 1 "$tmp/logcensus.out" | sed 's/^/  logcensus: /' >&2
 
+  if [[ $instructions == 1 && $n -le 1000000 ]]; then
+    echo "counting the instructions of logcensus on $n lines (callgrind, 1 worker)" >&2
+    cg=(valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind-$n.out"
+      "$logcensus" run --pipeline "$pipeline" --input "$log" --out "$tmp/cg-out-$n" --no-progress
+      --visitor-key-file "$tmp/visitor.key" --threads 1)
+    [[ -n "$mmdb" ]] && cg+=(--geoip "$mmdb")
+    "${cg[@]}" >"$tmp/callgrind.out" 2>"$tmp/callgrind.err" || {
+      cat "$tmp/callgrind.err" >&2
+      exit 1
+    }
+    commands+=("${cg[*]}")
+    # Inclusive counts per function; a function's code inlined elsewhere is counted there.
+    callgrind_annotate --inclusive=yes "$tmp/callgrind-$n.out" >"$tmp/callgrind-$n.txt"
+    total="$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' "$tmp/callgrind-$n.txt")"
+    counted+=("$n lines: $(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }') instructions per line ($total in all); per line, the functions that take most (with what they call):")
+    # A function whose code is inlined from several files is listed once per file: its first
+    # (largest) line is the whole function.
+    while IFS= read -r top; do
+      counted+=("$top")
+    done < <(grep -E '^ *[0-9,]+ ' "$tmp/callgrind-$n.txt" | grep -v 'PROGRAM TOTALS' |
+      sed -nE 's/^ *([0-9,]+) .*[:/ ](logcensus_[a-z_]+::[^ ]*).*$/\1 \2/p' |
+      grep -vE 'read_piece|__rust_begin|call_once' | awk '!seen[$2]++' | head -n 25 |
+      awk -v n="$n" '{ c = $1; gsub(",", "", c); printf "  %8.1f  %s\n", c / n, $2 }')
+  fi
+
   wc_cmd=(wc -l "$log")
   timed wc "${wc_cmd[@]}"
   commands+=("${wc_cmd[*]}")
@@ -181,6 +219,11 @@ echo "|-----------:|-----------|---------:|---------:|-------------:|----------:
 printf '%s\n' "${rows[@]}"
 echo
 echo "ratio: for wc -l, logcensus wall time / wc wall time; for goaccess, logcensus lines/s / goaccess lines/s"
+if [[ ${#counted[@]} -gt 0 ]]; then
+  echo
+  echo "instructions (callgrind, logcensus run --threads 1):"
+  printf '  %s\n' "${counted[@]}"
+fi
 echo
 echo "commands:"
 printf '  %s\n' "${commands[@]}"
