@@ -21,6 +21,9 @@
 #                          --geoip and GoAccess --geoip-database; never commit one. Without it,
 #                          logcensus uses the pipeline's test database and GoAccess none.
 #   THREADS                logcensus --threads (default: logcensus's own, one per core)
+#   RUNS                   runs of logcensus and of `wc -l` per log (default 5): the median wall
+#                          time is reported (this machine class's speed moves from run to run,
+#                          and `wc -l`'s tenths of a second most of all); GoAccess runs once
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -119,6 +122,20 @@ timed() {
   awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }' >"$tmp/$name.wall"
 }
 
+# timed_median NAME CMD...: `timed` RUNS times; NAME.wall then holds the median wall time, and
+# NAME.time (CPU time, peak RSS) is that of the last run.
+runs="${RUNS:-5}"
+timed_median() {
+  local name="$1" walls=()
+  shift
+  for _ in $(seq "$runs"); do
+    timed "$name" "$@"
+    walls+=("$(cat "$tmp/$name.wall")")
+  done
+  printf '%s\n' "${walls[@]}" | sort -n | awk '{ w[NR] = $1 } END {
+    printf "%.3f", (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }' >"$tmp/$name.wall"
+}
+
 rows=()
 commands=()
 counted=()
@@ -153,7 +170,7 @@ for n in $lines_list; do
   [[ -n "$mmdb" ]] && run+=(--geoip "$mmdb")
   [[ -n "${THREADS:-}" ]] && run+=(--threads "$THREADS")
   echo "running logcensus on $n lines ($size_mib MiB)" >&2
-  timed logcensus "${run[@]}"
+  timed_median logcensus "${run[@]}"
   commands+=("${run[*]}")
   lc_s="$(elapsed_s logcensus)"
   lc_rate="$(awk -v n="$n" -v s="$lc_s" 'BEGIN { printf "%.0f", n / s }')"
@@ -187,7 +204,7 @@ for n in $lines_list; do
   fi
 
   wc_cmd=(wc -l "$log")
-  timed wc "${wc_cmd[@]}"
+  timed_median wc "${wc_cmd[@]}"
   commands+=("${wc_cmd[*]}")
   wc_s="$(elapsed_s wc)"
   row "$n" "wc -l" "$wc_s" "$(cpu_s "$tmp/wc.time")" \
@@ -218,6 +235,7 @@ printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |\n' lines tool wall_s cp
 echo "|-----------:|-----------|---------:|---------:|-------------:|----------:|------------------------|"
 printf '%s\n' "${rows[@]}"
 echo
+echo "wall_s: median of $runs runs for logcensus and wc -l (cpu_s and peak_MiB: the last run), one run for goaccess"
 echo "ratio: for wc -l, logcensus wall time / wc wall time; for goaccess, logcensus lines/s / goaccess lines/s"
 if [[ ${#counted[@]} -gt 0 ]]; then
   echo
