@@ -41,8 +41,24 @@ fn be(bytes: &[u8]) -> usize {
     bytes.iter().fold(0, |v, &b| (v << 8) | usize::from(b))
 }
 
+#[inline]
 fn header(data: &[u8], at: usize) -> Option<Header> {
     let control = *data.get(at)?;
+    let (kind, size) = (control >> 5, control & 0x1f);
+    // Most fields: a type of its own (not a pointer, not extended) and a size under 29, held in
+    // the control byte.
+    if kind > POINTER && size < 29 {
+        return Some(Header {
+            kind,
+            size: usize::from(size),
+            payload: at + 1,
+        });
+    }
+    header_in_full(data, at, control)
+}
+
+/// [`header`] of a pointer, an extended type or a size in further bytes.
+fn header_in_full(data: &[u8], at: usize, control: u8) -> Option<Header> {
     let mut at = at + 1;
     let mut kind = control >> 5;
     if kind == POINTER {
@@ -100,6 +116,12 @@ fn value(data: &[u8], at: usize) -> Option<Header> {
 
 /// Where the field at `at` ends (a pointer is not followed: it ends after its own bytes).
 fn skip(data: &[u8], at: usize, depth: u32) -> Option<usize> {
+    // A pointer (most map keys are) ends after its 1 to 4 bytes, whatever it points to.
+    let control = *data.get(at)?;
+    if control >> 5 == POINTER {
+        let end = at + 2 + usize::from((control >> 3) & 3);
+        return (end <= data.len()).then_some(end);
+    }
     let h = header(data, at)?;
     let end = |n: usize| {
         let end = h.payload.checked_add(n)?;
