@@ -124,6 +124,56 @@ mod tests {
         assert_eq!(&**c.classify(Some(b"https://example.com/")), "(internal)");
     }
 
+    /// Many short, similar hosts (up to 16 bytes, many sharing their first or last 8 bytes, in
+    /// either case, with a public suffix or not), looked up again and again in random order:
+    /// each gets the rule's answer.
+    #[test]
+    fn short_hosts_get_their_own_answers() {
+        let own = vec!["ab.ca".to_string()];
+        let mut c = ReferrerClassifier::new(&own);
+        let mut scratch = String::new();
+        let mut rng = 0x0123_4567_89ab_cdefu64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let hosts: Vec<String> = (0..3_000)
+            .map(|_| {
+                let label: String = (0..4 + next() % 8)
+                    .map(|_| b"aB"[(next() % 2) as usize] as char)
+                    .collect();
+                let tld = ["com", "org", "de", "io", "ca", ""][(next() % 6) as usize];
+                match tld {
+                    "" => label,
+                    tld => format!("{label}.{tld}"),
+                }
+            })
+            .filter(|h| h.len() <= 16)
+            .collect();
+        let distinct: std::collections::HashSet<String> = hosts
+            .iter()
+            .map(|h| {
+                let url = format!("https://{h}/");
+                classify_referrer(Some(url.as_bytes()), &own, &mut scratch)
+                    .as_str()
+                    .to_string()
+            })
+            .collect();
+        assert!(distinct.len() > 500, "{}", distinct.len());
+        for _ in 0..30_000 {
+            let url = format!(
+                "https://{}/p",
+                hosts[(next() % hosts.len() as u64) as usize]
+            );
+            let want = classify_referrer(Some(url.as_bytes()), &own, &mut scratch)
+                .as_str()
+                .to_string();
+            assert_eq!(&**c.classify(Some(url.as_bytes())), want, "{url}");
+        }
+    }
+
     /// A log of endless distinct hosts clears the cache instead of growing it, and answers stay
     /// right across the clearing.
     #[test]
@@ -135,5 +185,21 @@ mod tests {
         }
         assert!(c.cache.len() <= CACHE_LIMIT);
         assert_eq!(c.cache.len(), 10);
+    }
+
+    /// A host met before the cache was cleared is classified again after it, not answered from
+    /// what was remembered of the values before the clearing.
+    #[test]
+    fn clearing_forgets_short_hosts_too() {
+        let mut c = ReferrerClassifier::new(&[]);
+        assert_eq!(&**c.classify(Some(b"https://a.net/")), "a.net");
+        assert_eq!(&**c.classify(Some(b"https://b.net/")), "b.net");
+        for i in 0..CACHE_LIMIT {
+            let url = format!("https://host-{i:08}.example.org/");
+            c.classify(Some(url.as_bytes()));
+        }
+        assert_eq!(&**c.classify(Some(b"https://c.org/")), "c.org");
+        assert_eq!(&**c.classify(Some(b"https://b.net/")), "b.net");
+        assert_eq!(&**c.classify(Some(b"https://a.net/")), "a.net");
     }
 }

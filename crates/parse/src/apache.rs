@@ -3,7 +3,7 @@
 use memchr::{memchr, memchr_iter};
 
 use crate::num::{decimal_to_micros, is_method, parse_status, parse_u64};
-use crate::time::{parse_apache_time, parse_epoch_text, DayCache};
+use crate::time::{parse_apache_time, parse_epoch_text, StampCache};
 use crate::{Field, FormatError, ParseError, Record};
 
 /// Apache's `common` LogFormat (Common Log Format).
@@ -72,7 +72,7 @@ pub struct ApacheFormat {
     /// them. A function of `steps`, so it does not affect equality.
     preset: Option<Preset>,
     /// The last date of a `%t` read by the fast path.
-    days: DayCache,
+    stamps: StampCache,
 }
 
 /// The presets with a specialised parser ([`fast`]).
@@ -157,7 +157,7 @@ impl ApacheFormat {
         Ok(ApacheFormat {
             steps,
             preset,
-            days: DayCache::default(),
+            stamps: StampCache::default(),
         })
     }
 
@@ -171,7 +171,7 @@ impl ApacheFormat {
     #[inline]
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         if let Some(preset) = self.preset {
-            if let Some(q) = fast::parse(preset, line, &self.days) {
+            if let Some(q) = fast::parse(preset, line, &self.stamps) {
                 return Ok(q.into_record());
             }
         }

@@ -43,7 +43,7 @@ pub fn parse_apache_time(s: &[u8]) -> Option<i64> {
 /// A parser belongs to one worker (it is `Send`, not `Sync`). A clone starts from the same
 /// timestamps; equality ignores them.
 #[derive(Debug, Default)]
-pub(crate) struct DayCache {
+pub(crate) struct StampCache {
     /// The last timestamp with its seconds written `00`, and its time.
     minute: Cell<Option<([u8; 26], i64)>>,
     /// In the low 32 bits the date's key, `day | month << 7 | year << 11` (never 0, as every
@@ -51,24 +51,24 @@ pub(crate) struct DayCache {
     day: Cell<u64>,
 }
 
-impl Clone for DayCache {
+impl Clone for StampCache {
     fn clone(&self) -> Self {
-        DayCache {
+        StampCache {
             minute: Cell::new(self.minute.get()),
             day: Cell::new(self.day.get()),
         }
     }
 }
 
-impl PartialEq for DayCache {
+impl PartialEq for StampCache {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl Eq for DayCache {}
+impl Eq for StampCache {}
 
-impl DayCache {
+impl StampCache {
     /// `days_from_civil(year, month, day)`, from the cache when the date is the last one seen.
     #[inline]
     fn days(&self, year: i64, month: u32, day: u32) -> Option<i64> {
@@ -85,12 +85,12 @@ impl DayCache {
     }
 }
 
-/// [`parse_clf`] with a [`DayCache`]: a timestamp that differs from the last one read only in
+/// [`parse_clf`] with a [`StampCache`]: a timestamp that differs from the last one read only in
 /// its seconds (bytes 18 and 19) is that one's minute plus its seconds, once they are checked
 /// as [`parse_clf`] checks them (two digits, at most 60). Every other byte was checked when
 /// that minute was parsed.
 #[inline]
-pub(crate) fn parse_clf_cached(s: &[u8; 26], cache: &DayCache) -> Option<i64> {
+pub(crate) fn parse_clf_cached(s: &[u8; 26], cache: &StampCache) -> Option<i64> {
     let mut minute = *s;
     minute[18] = b'0';
     minute[19] = b'0';
@@ -152,14 +152,14 @@ const fn month_hash(key: u32) -> usize {
     (key.wrapping_mul(26_596) >> 28) as usize
 }
 
-/// [`parse_apache_time`] on exactly 26 bytes, with an optional [`DayCache`].
+/// [`parse_apache_time`] on exactly 26 bytes, with an optional [`StampCache`].
 ///
 /// Every byte is checked (the fixed punctuation, 16 digits, the month name, the offset sign) and
 /// every range (hour, minute, second up to a leap `60`, offset, day within its month), as
 /// before; only the order of the checks differs, which cannot change a result that is either a
 /// value or `None`.
 #[inline]
-pub(crate) fn parse_clf(s: &[u8; 26], cache: Option<&DayCache>) -> Option<i64> {
+pub(crate) fn parse_clf(s: &[u8; 26], cache: Option<&StampCache>) -> Option<i64> {
     if !clf_shape(s) {
         return None;
     }
@@ -539,9 +539,9 @@ mod tests {
 
     #[test]
     fn fixed_width_parser_and_cache_agree_with_the_reference() {
-        let cache = DayCache::default();
+        let cache = StampCache::default();
         // Another one for `parse_clf_cached`, whose minute then comes from the last timestamp.
-        let minutes = DayCache::default();
+        let minutes = StampCache::default();
         let check = |s: &[u8]| {
             let want = reference_apache_time(s);
             assert_eq!(

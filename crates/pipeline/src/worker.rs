@@ -342,8 +342,9 @@ fn utf8(line: &[u8]) -> Result<&str, Rejection> {
 /// (a check has a fixed cost, and a line is short). A stretch runs from a line's start to the
 /// end of the batch's bytes, or to just before the first byte that is not UTF-8; a line that
 /// does not fit in the current stretch starts a new one, and a line that does not fit in the
-/// stretch it starts has bytes that are not UTF-8. After a stretch that ends early the next one is short (4 KiB, doubling while
-/// they end well), so that a batch of bad lines is not read to its end once per line.
+/// stretch it starts has bytes that are not UTF-8. After a stretch that ends at such a byte the
+/// next one is short (4 KiB, doubling while they end well), so that a batch of bad lines is not
+/// read to its end once per line.
 struct Utf8Stretch<'b> {
     data: &'b [u8],
     /// Where `text` starts in `data`.
@@ -377,7 +378,11 @@ impl<'b> Utf8Stretch<'b> {
                 Err(e) => {
                     self.text = simdutf8::basic::from_utf8(&stretch[..e.valid_up_to()])
                         .expect("the bytes before the first error are UTF-8");
-                    self.reach = 4096;
+                    // A character cut by the stretch's end is no sign of bad lines.
+                    self.reach = match e.error_len() {
+                        Some(_) => 4096,
+                        None => self.reach.saturating_mul(2),
+                    };
                 }
             }
         }

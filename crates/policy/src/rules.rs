@@ -88,7 +88,7 @@ pub fn referrer_host(referer: Option<&[u8]>) -> RefHost<'_> {
             &raw[sep + 3..]
         }
     };
-    // One pass over the authority (up to the first `/`, `?`, `#` or `\\`): the host and port
+    // One pass over the authority (up to the first `/`, `?`, `#` or `\`): the host and port
     // follow the last `@` (user-info, which can hold personal data and is never a site), and the
     // host ends at the first `:` after it.
     let mut host_start = 0;
@@ -112,7 +112,8 @@ pub fn referrer_host(referer: Option<&[u8]>) -> RefHost<'_> {
             }
         }
     }
-    if rest.get(host_start) == Some(&b'[') && host_start < end {
+    // (`rest[end]`, when there is one, ends the authority: it is no `[`.)
+    if rest.get(host_start) == Some(&b'[') {
         return RefHost::Decided(RefClass::Other); // an IPv6 literal
     }
     let host = &rest[host_start..colon.unwrap_or(end)];
@@ -138,7 +139,7 @@ fn http_rest(raw: &[u8]) -> Option<&[u8]> {
     }
 }
 
-/// The bytes that end a URL's authority (`/`, `?`, `#`, `\\`) or split it (`@`, `:`).
+/// The bytes that end a URL's authority (`/`, `?`, `#`, `\`) or split it (`@`, `:`).
 static AUTHORITY_MARK: [bool; 256] = {
     let mut t = [false; 256];
     let marks = *b"/?#\\@:";

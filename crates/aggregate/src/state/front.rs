@@ -174,7 +174,8 @@ impl<K: Hash + Eq + ?Sized> Numbered<K> {
 
     fn number(&mut self, key: &Arc<K>) -> u32 {
         let address = Arc::as_ptr(key).cast::<u8>() as usize;
-        // Allocations are at least 8-byte aligned: the bits above those pick the place.
+        // The lowest bits of an allocation's address vary little (allocations are aligned):
+        // bits above them pick the place.
         let place = (address >> 3 ^ address >> 11) % RECENT;
         let (seen, n) = self.recent[place];
         if seen == address {

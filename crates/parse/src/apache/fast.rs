@@ -13,7 +13,7 @@
 use memchr::memchr;
 
 use super::{present, Preset};
-use crate::time::{parse_clf_cached, DayCache};
+use crate::time::{parse_clf_cached, StampCache};
 use crate::{Field, Record};
 
 /// The fields of a line that parsed, borrowed from it. Absent fields are empty.
@@ -54,7 +54,7 @@ impl<'a> Quick<'a> {
 /// other than `\r`, which cannot be that last `\r`, so it sees what the walk sees. (Looking at
 /// the last byte first would make every step wait for the line's last cache line.)
 #[inline]
-pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], days: &DayCache) -> Option<Quick<'a>> {
+pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], stamps: &StampCache) -> Option<Quick<'a>> {
     let mut pos = 0;
     let mut vhost: &[u8] = &[];
     if preset == Preset::VCombined {
@@ -75,7 +75,7 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], days: &DayCache) -> Opti
     if stamp[0] != b'[' || stamp[27] != b']' {
         return None;
     }
-    let time = parse_clf_cached(stamp[1..27].try_into().ok()?, days)?;
+    let time = parse_clf_cached(stamp[1..27].try_into().ok()?, stamps)?;
     pos += 28;
 
     // ` "%r" `: the request ends at the first unescaped `"` followed by a space.

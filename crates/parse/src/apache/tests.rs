@@ -682,7 +682,7 @@ fn fast_path_agrees_with_the_walk_on_tricky_lines() {
         variants(line, |v| {
             for f in &presets {
                 assert_same(f, v);
-                taken += usize::from(fast::parse(f.preset.unwrap(), v, &f.days).is_some());
+                taken += usize::from(fast::parse(f.preset.unwrap(), v, &f.stamps).is_some());
             }
         });
     }
@@ -695,12 +695,12 @@ fn fast_path_answers_plain_lines() {
     let [common, combined, vcombined] = presets();
     let line = TRICKY_COMBINED[0];
     let vline = [b"www.example.org:443 ", line].concat();
-    assert!(fast::parse(Preset::Combined, line, &combined.days).is_some());
-    assert!(fast::parse(Preset::Common, line, &common.days).is_some());
-    assert!(fast::parse(Preset::VCombined, &vline, &vcombined.days).is_some());
+    assert!(fast::parse(Preset::Combined, line, &combined.stamps).is_some());
+    assert!(fast::parse(Preset::Common, line, &common.stamps).is_some());
+    assert!(fast::parse(Preset::VCombined, &vline, &vcombined.stamps).is_some());
     // Common stops after the byte count.
     let short = br#"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 512"#;
-    assert!(fast::parse(Preset::Common, short, &common.days).is_some());
+    assert!(fast::parse(Preset::Common, short, &common.stamps).is_some());
     assert_eq!(
         combined.parse(line).unwrap(),
         Record {
