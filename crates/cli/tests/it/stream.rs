@@ -116,8 +116,14 @@ impl Job {
         self.worker_with(id, envs, &[])
     }
 
-    /// Starts a worker process with extra arguments.
+    /// Starts a worker process with extra arguments; `--exit-when-idle 6s` unless they say
+    /// otherwise.
     fn worker_with(&self, id: &str, envs: &[(&str, &str)], extra: &[&str]) -> Child {
+        let idle: &[&str] = if extra.contains(&"--exit-when-idle") {
+            &[]
+        } else {
+            &["--exit-when-idle", "6s"]
+        };
         let mut c = Command::new(env!("CARGO_BIN_EXE_logcensus"));
         c.args([
             "run",
@@ -127,9 +133,8 @@ impl Job {
             self.out.to_str().unwrap(),
             "--worker-id",
             id,
-            "--exit-when-idle",
-            "6s",
         ])
+        .args(idle)
         .args(extra)
         .env("LOGCENSUS_VISITOR_KEY_FILE", visitor_key_file())
         .env_remove("LOGCENSUS_LOG")
@@ -240,15 +245,19 @@ fn finish(child: Child) -> String {
 fn a_worker_killed_mid_stream_and_restarted_counts_every_record_once() {
     let Some(job) = setup(6_000) else { return };
     let n = job.lines.len();
+    // The killed worker keeps its partitions until its session times out (6 s): the others
+    // must not leave for lack of records before then, or nobody reads what came meanwhile
+    // (with 6 s of idleness, a loaded machine once saw both leave first).
+    let idle = ["--exit-when-idle", "15s"];
     job.produce(0..n / 2);
-    let mut w1 = job.worker("w1", &[]);
-    let w2 = job.worker("w2", &[]);
+    let mut w1 = job.worker_with("w1", &[], &idle);
+    let w2 = job.worker_with("w2", &[], &idle);
     job.wait_for_partials(1);
     // More records arrive while w1 is killed without warning.
     w1.kill().unwrap(); // SIGKILL
     w1.wait().unwrap();
     job.produce(n / 2..n);
-    let w1 = job.worker("w1", &[]);
+    let w1 = job.worker_with("w1", &[], &idle);
     finish(w1);
     finish(w2);
     job.assert_equals_batch();
