@@ -278,7 +278,7 @@ mod tests {
             let mut address = [0u8; 16];
             address[..8].copy_from_slice(&next().to_le_bytes());
             address[8..].copy_from_slice(&next().to_le_bytes());
-            // Some all-zero and all-ones bytes, where a wrong shift would show.
+            // Some addresses of all-ones bytes, where a wrong shift would show.
             if i % 7 == 0 {
                 address = [0xff; 16];
             }

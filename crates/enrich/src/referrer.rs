@@ -190,7 +190,7 @@ mod tests {
     /// A host met before the cache was cleared is classified again after it, not answered from
     /// what was remembered of the values before the clearing.
     #[test]
-    fn clearing_forgets_short_hosts_too() {
+    fn hosts_met_before_a_clearing_are_classified_again() {
         let mut c = ReferrerClassifier::new(&[]);
         assert_eq!(&**c.classify(Some(b"https://a.net/")), "a.net");
         assert_eq!(&**c.classify(Some(b"https://b.net/")), "b.net");

@@ -42,23 +42,16 @@ pub fn parse_apache_time(s: &[u8]) -> Option<i64> {
 ///
 /// A parser belongs to one worker (it is `Send`, not `Sync`). A clone starts from the same
 /// timestamps; equality ignores them.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct StampCache {
     /// The last timestamp with its seconds written `00`, and its time.
     minute: Cell<Option<([u8; 26], i64)>>,
-    /// In the low 32 bits the date's key, `day | month << 7 | year << 11` (never 0, as every
-    /// month is at least one), and in the high 32 bits its day number since 1970-01-01.
-    day: Cell<u64>,
+    /// The last date, and its day number since 1970-01-01.
+    day: Cell<Option<(Date, i64)>>,
 }
 
-impl Clone for StampCache {
-    fn clone(&self) -> Self {
-        StampCache {
-            minute: Cell::new(self.minute.get()),
-            day: Cell::new(self.day.get()),
-        }
-    }
-}
+/// A date as `(year, month, day)`.
+type Date = (i64, u32, u32);
 
 impl PartialEq for StampCache {
     fn eq(&self, _: &Self) -> bool {
@@ -72,15 +65,14 @@ impl StampCache {
     /// `days_from_civil(year, month, day)`, from the cache when the date is the last one seen.
     #[inline]
     fn days(&self, year: i64, month: u32, day: u32) -> Option<i64> {
-        // Only called with a year of four digits, a month of 1..=12 and a day of two digits.
-        let key = u64::from(day) | u64::from(month) << 7 | (year as u64) << 11;
-        let cached = self.day.get();
-        if cached & 0xffff_ffff == key {
-            return Some(i64::from((cached >> 32) as u32 as i32));
+        let date = (year, month, day);
+        if let Some((last, days)) = self.day.get() {
+            if last == date {
+                return Some(days);
+            }
         }
         let days = days_from_civil(year, month, day)?;
-        // Every valid day number (years 0001–9999) fits in an i32.
-        self.day.set(key | u64::from(days as i32 as u32) << 32);
+        self.day.set(Some((date, days)));
         Some(days)
     }
 }

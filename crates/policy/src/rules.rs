@@ -122,6 +122,8 @@ pub fn referrer_host(referer: Option<&[u8]>) -> RefHost<'_> {
 
 /// What follows `http://` or `https://` (in any case) at the start of `raw`.
 fn http_rest(raw: &[u8]) -> Option<&[u8]> {
+    // Byte by byte rather than with `eq_ignore_ascii_case`, which cost 24 more instructions
+    // per line (callgrind).
     let head = raw.get(..8)?;
     // Setting bit 5 lowercases ASCII letters; the `:` and `/` it would change are compared as
     // they are.
