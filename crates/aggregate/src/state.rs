@@ -324,9 +324,9 @@ impl Quality {
 }
 
 /// One period's cells of a table, by key. Keys (referrer domains, classes built from
-/// User-Agents) come from the log, so the hash is keyed per map (ahash, randomly seeded): fast on
+/// User-Agents) come from the log, so the hash is seeded at random (foldhash): fast on
 /// the per-line path, and which keys collide cannot be chosen by whoever writes the log.
-type Cells<K> = HashMap<K, Cell, ahash::RandomState>;
+type Cells<K> = HashMap<K, Cell, foldhash::fast::RandomState>;
 
 /// Below this many visitors in a partial's regions, [`Aggregates::merge`] stays on one thread.
 const PARALLEL_MERGE_VISITORS: usize = 20_000;

@@ -104,11 +104,11 @@ pub struct GeoDb {
 #[derive(Default)]
 struct Records {
     /// Data-section offset → index in `answers`: many networks share one record.
-    by_offset: HashMap<usize, u32, ahash::RandomState>,
+    by_offset: HashMap<usize, u32, foldhash::fast::RandomState>,
     /// Distinct places with whether the database knew them; as many as the database has
     /// distinct regions, whatever the log holds.
     answers: Vec<(Place, bool)>,
-    by_answer: HashMap<(Place, bool), u32, ahash::RandomState>,
+    by_answer: HashMap<(Place, bool), u32, foldhash::fast::RandomState>,
 }
 
 impl GeoDb {

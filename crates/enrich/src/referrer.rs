@@ -17,14 +17,14 @@ const CACHE_LIMIT: usize = 50_000;
 /// Classifies referrers with a bounded cache of hosts. One per worker thread.
 pub struct ReferrerClassifier {
     own_domains: Vec<String>,
-    /// Host as written → its value's index in `values`. Hosts come from the log: ahash with a
-    /// random key keeps collisions out of the log writer's hands. Holds no path, query or
+    /// Host as written → its value's index in `values`. Hosts come from the log: a randomly
+    /// seeded hash (foldhash) keeps collisions out of the log writer's hands. Holds no path, query or
     /// user-info, only hosts.
-    cache: HashMap<Box<[u8]>, u32, ahash::RandomState>,
+    cache: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     /// One allocation per distinct value, so that the aggregates can tell values apart by
     /// address; `interned` finds a value's index.
     values: Vec<Str>,
-    interned: HashMap<Str, u32, ahash::RandomState>,
+    interned: HashMap<Str, u32, foldhash::fast::RandomState>,
     decided: [Str; 3],
     scratch: String,
 }

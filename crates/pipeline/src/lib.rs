@@ -251,7 +251,14 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
                         // When the readers already have enough spares, this one is freed.
                         let _ = spent_tx.try_send(batch);
                     }
-                    (w.into_aggregates(), piece_reads, open_error)
+                    let lines_done = started.elapsed();
+                    let partial = w.into_aggregates();
+                    tracing::debug!(
+                        lines_ms = lines_done.as_millis() as u64,
+                        settled_ms = started.elapsed().as_millis() as u64,
+                        "worker finished"
+                    );
+                    (partial, piece_reads, open_error)
                 })
             })
             .collect();

@@ -137,7 +137,7 @@ struct Numbered<K: ?Sized> {
     /// The last allocation met at each of a few places picked by its address, with its number:
     /// a request's three numbers are found here nearly always, without hashing.
     recent: Box<[(usize, u32); RECENT]>,
-    by_address: HashMap<usize, u32, ahash::RandomState>,
+    by_address: HashMap<usize, u32, foldhash::fast::RandomState>,
     /// Every allocation in `by_address`, held so that its address cannot be freed and reused for
     /// another key while it is remembered.
     held: Vec<Arc<K>>,
@@ -148,7 +148,7 @@ struct Numbered<K: ?Sized> {
 /// Keys by number, and numbers by value.
 struct Numbers<K: ?Sized> {
     keys: Vec<Arc<K>>,
-    by_value: HashMap<Arc<K>, u32, ahash::RandomState>,
+    by_value: HashMap<Arc<K>, u32, foldhash::fast::RandomState>,
 }
 
 impl<K: ?Sized> Default for Numbers<K> {
