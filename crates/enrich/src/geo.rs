@@ -105,6 +105,10 @@ pub struct GeoDb {
 struct Records {
     /// Data-section offset → index in `answers`: many networks share one record.
     by_offset: HashMap<usize, u32, foldhash::fast::RandomState>,
+    /// Where a record's continent, country and subdivision values are ([`record::heads`]) →
+    /// index in `answers`: a city database has a record per city, but stores each country and
+    /// region once, so most new records need no strings read.
+    by_heads: HashMap<[Option<usize>; 3], u32, foldhash::fast::RandomState>,
     /// Distinct places with whether the database knew them; as many as the database has
     /// distinct regions, whatever the log holds.
     answers: Vec<(Place, bool)>,
@@ -146,7 +150,9 @@ impl GeoDb {
     /// decode its records again (for benchmarks of cold lookups; answers are the same either way).
     pub fn forget_lookups(&self) {
         self.addresses.clear();
-        self.records().by_offset.clear();
+        let mut records = self.records();
+        records.by_offset.clear();
+        records.by_heads.clear();
     }
 
     #[cfg(test)]
@@ -210,11 +216,45 @@ impl GeoDb {
     }
 
     /// The answer for the record at data-section `offset`, which the walker found: read with
-    /// [`record::strings_at`], without a lookup through the crate.
+    /// [`record::heads`] and [`record::strings_from`], without a lookup through the crate; a
+    /// record whose values are where an earlier record's were has that record's answer.
     fn answer_at(&self, tree: &Tree, offset: usize) -> Answer {
-        self.record_answer(offset, |paths| {
-            record::strings_at(tree.data(), offset, paths)
-        })
+        let data = tree.data();
+        let paths = self.paths();
+        if !paths
+            .iter()
+            .all(|p| matches!(p.first(), None | Some(Seg::Key(_))))
+        {
+            // A path that starts at an index of the record itself: no values to key by.
+            return self.record_answer(offset, |paths| record::strings_at(data, offset, paths));
+        }
+        let heads = record::heads(data, offset, paths);
+        {
+            let mut records = self.records();
+            if let Some(&i) = records.by_heads.get(&heads) {
+                records.remember(offset, i);
+                return Answer::Known(i);
+            }
+        }
+        let answer = self.record_answer(offset, |paths| record::strings_from(data, &heads, paths));
+        if let Answer::Known(i) = answer {
+            let mut records = self.records();
+            if records.by_heads.len() >= RECORDS_KEPT {
+                records.by_heads.clear();
+            }
+            records.by_heads.insert(heads, i);
+        }
+        answer
+    }
+
+    /// The paths of the continent, the country and (at region level) the subdivision.
+    fn paths(&self) -> [&[Seg]; 3] {
+        let subdivision: &[Seg] = if self.level >= GeoLevel::Region {
+            &self.subdivision
+        } else {
+            &[]
+        };
+        [&self.continent[..], &self.country[..], subdivision]
     }
 
     /// The answer for the record at `offset`, whose strings at the paths of the continent, the
@@ -228,12 +268,7 @@ impl GeoDb {
             return Answer::Known(i);
         }
         let level = self.level;
-        let subdivision: &[Seg] = if level >= GeoLevel::Region {
-            &self.subdivision
-        } else {
-            &[]
-        };
-        let paths = [&self.continent[..], &self.country[..], subdivision];
+        let paths = self.paths();
         // An empty path (a field the mapping leaves out) reads nothing.
         let [continent, country, subdivision] = std::iter::zip(paths, read(paths))
             .map(|(segs, s)| {
@@ -287,12 +322,22 @@ impl GeoDb {
                 i
             }
         };
-        if records.by_offset.len() >= 1_000_000 {
-            // Bounds memory on a database with very many records.
-            records.by_offset.clear();
-        }
-        records.by_offset.insert(offset, i);
+        records.remember(offset, i);
         Answer::Known(i)
+    }
+}
+
+/// Records (and record value positions) remembered before their map is cleared: bounds memory
+/// on a database with very many records.
+const RECORDS_KEPT: usize = 1_000_000;
+
+impl Records {
+    /// Remembers that the record at `offset` has answer `i`.
+    fn remember(&mut self, offset: usize, i: u32) {
+        if self.by_offset.len() >= RECORDS_KEPT {
+            self.by_offset.clear();
+        }
+        self.by_offset.insert(offset, i);
     }
 }
 

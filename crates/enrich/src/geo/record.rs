@@ -200,28 +200,52 @@ pub(super) fn strings_at<const N: usize>(
     offset: usize,
     paths: [&[Seg]; N],
 ) -> [Option<String>; N] {
-    let mut out: [Option<String>; N] = std::array::from_fn(|_| None);
-    let mut open = [false; N];
+    let found = heads(data, offset, paths);
+    let mut out = strings_from(data, &found, paths);
     for (i, path) in paths.iter().enumerate() {
-        match path.first() {
-            Some(Seg::Key(_)) => open[i] = true,
-            _ => out[i] = string_at(data, offset, path),
+        if !matches!(path.first(), Some(Seg::Key(_))) {
+            out[i] = string_at(data, offset, path);
         }
-    }
-    if open.contains(&true) {
-        top_level(data, offset, &paths, &mut open, &mut out);
     }
     out
 }
 
-/// The pass of [`strings_at`] over the top-level map, for the paths still `open`; stops (the
-/// rest stay `None`) where `string_at` would.
+/// Where the value of each path's first key is in the record at `offset` (through a pointer,
+/// to the value it points to), in one pass over the record's top-level map; `None` for a key
+/// the record does not have, a pointer to a pointer, or a path that does not start with a key.
+/// What the rest of a path reads depends only on this position, and a database stores a value
+/// that many records share (a country, a region) once: records with the same positions have
+/// the same strings ([`strings_from`]), whatever else they hold.
+pub(super) fn heads<const N: usize>(
+    data: &[u8],
+    offset: usize,
+    paths: [&[Seg]; N],
+) -> [Option<usize>; N] {
+    let mut found = [None; N];
+    let mut open = paths.map(|p| matches!(p.first(), Some(Seg::Key(_))));
+    if open.contains(&true) {
+        top_level(data, offset, &paths, &mut open, &mut found);
+    }
+    found
+}
+
+/// The strings at `paths` given where [`heads`] found the value of each one's first key.
+pub(super) fn strings_from<const N: usize>(
+    data: &[u8],
+    heads: &[Option<usize>; N],
+    paths: [&[Seg]; N],
+) -> [Option<String>; N] {
+    std::array::from_fn(|i| heads[i].and_then(|at| string_at(data, at, &paths[i][1..])))
+}
+
+/// The pass of [`heads`] over the top-level map, for the paths still `open`; stops (the rest
+/// stay `None`) where `string_at` would.
 fn top_level<const N: usize>(
     data: &[u8],
     offset: usize,
     paths: &[&[Seg]; N],
     open: &mut [bool; N],
-    out: &mut [Option<String>; N],
+    found: &mut [Option<usize>; N],
 ) -> Option<()> {
     let h = value(data, offset)?;
     if h.kind != MAP {
@@ -239,7 +263,7 @@ fn top_level<const N: usize>(
             if let (true, Some(Seg::Key(key))) = (open[i], path.first()) {
                 if name == key.as_bytes() {
                     open[i] = false;
-                    out[i] = string_at(data, at, &path[1..]);
+                    found[i] = resolved(data, at);
                 }
             }
         }
@@ -249,4 +273,15 @@ fn top_level<const N: usize>(
         pos = skip(data, at, MAX_DEPTH)?;
     }
     Some(())
+}
+
+/// The position of the value at `at`: `at` itself, or where the pointer there points; `None`
+/// for a pointer to a pointer (which [`value`] refuses) or an unreadable header.
+fn resolved(data: &[u8], at: usize) -> Option<usize> {
+    let h = header(data, at)?;
+    if h.kind != POINTER {
+        return Some(at);
+    }
+    let target = header(data, h.size)?;
+    (target.kind != POINTER).then_some(h.size)
 }
