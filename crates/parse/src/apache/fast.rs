@@ -170,6 +170,10 @@ fn closing_quote(rest: &[u8], after: u8) -> Option<usize> {
 /// 16 of them are followed by a space or the end of `v`.
 #[inline]
 fn method_of(v: &[u8]) -> Option<&[u8]> {
+    // Most requests: decided by one comparison of four bytes.
+    if v.starts_with(b"GET ") {
+        return Some(&v[..3]);
+    }
     let n = v
         .iter()
         .take(17)
