@@ -110,7 +110,8 @@ struct RunArgs {
     /// This worker's name in the group's state (default: host name and process id).
     #[arg(long, value_name = "NAME")]
     worker_id: Option<String>,
-    /// Streaming: checkpoint, commit and exit 0 after no record came for this long (e.g. `10s`).
+    /// Streaming: checkpoint, commit and exit 0 after no record came for this long (e.g. `10s`)
+    /// and the state covers every record in the topic (waiting up to 60 s for other members).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     exit_when_idle: Option<Duration>,
     /// Streaming: serve Prometheus metrics on this address (`GET /metrics`).

@@ -584,6 +584,47 @@ impl KafkaSource {
         Ok(offsets_of(&answer, &self.cfg.topic))
     }
 
+    /// For every partition of the topic (assigned here or not), its low and high watermarks:
+    /// the first offset still stored and the offset the next record will take. One broker
+    /// round trip per partition, each bounded by `timeout`.
+    pub fn watermarks(&self, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
+        let err = |e: RdError| self.offsets_error("watermarks", e);
+        let partitions = topic_partitions(&self.consumer, &self.cfg.topic, timeout).map_err(err)?;
+        partitions
+            .into_iter()
+            .map(|p| {
+                let (low, high) = self
+                    .consumer
+                    .fetch_watermarks(&self.cfg.topic, p, timeout)
+                    .map_err(err)?;
+                Ok((p, low, high))
+            })
+            .collect()
+    }
+
+    /// Leaves the group and joins it again. The rebalance this causes is also when a
+    /// coordinator that does not act on a session's end by itself (tansu) drops the members
+    /// whose session has ended, and hands their partitions to the living. The revoke hook runs
+    /// as on any revoke; a message fetched and not yet returned is dropped, never returned or
+    /// committed (the partition's next owner reads it).
+    pub fn rejoin(&mut self) -> Result<(), KafkaError> {
+        self.held = None;
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        while Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+            if self.consumer.assignment().map_or(0, |tpl| tpl.count()) == 0 {
+                break;
+            }
+        }
+        self.consumer
+            .subscribe(&[&self.cfg.topic])
+            .map_err(|e| KafkaError::Subscribe {
+                at: self.cfg.endpoint(),
+                detail: e.to_string(),
+            })
+    }
+
     /// The partitions currently assigned to this member, sorted.
     pub fn assignment(&self) -> Result<Vec<i32>, KafkaError> {
         let tpl = self

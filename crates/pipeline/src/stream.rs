@@ -38,6 +38,20 @@ const JOIN_GRACE: Duration = Duration::from_secs(30);
 /// The least time a caught-up partition must be quiet before its watermark follows the others.
 const IDLE_AFTER: Duration = Duration::from_secs(60);
 
+/// How long `--exit-when-idle` stays, once idle, for records that no member has counted yet: a
+/// member that died holding partitions keeps them until its session times out (seconds), and
+/// their records go to whoever is left. Past this, the worker leaves anyway and says so.
+const UNCOUNTED_WAIT: Duration = Duration::from_secs(60);
+
+/// While waiting for uncounted records, how long before leaving and joining the group again
+/// (once): past a dead member's session (6 s by default), the rebalance that joining causes is
+/// when a coordinator that only drops dead members at a rebalance (tansu) lets go of its
+/// partitions.
+const UNCOUNTED_REJOIN: Duration = Duration::from_secs(10);
+
+/// While waiting for uncounted records, how often the state and the topic are compared again.
+const UNCOUNTED_RECHECK: Duration = Duration::from_secs(1);
+
 /// Lines taken per poll.
 const BATCH_LINES: usize = 20_000;
 
@@ -332,6 +346,9 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     // Until the group first assigns partitions, waiting is not idleness: joining can take a
     // dead member's session timeout plus a rebalance.
     let mut assigned_once = false;
+    // Idle, but records that no member has counted yet remain: since when, the last check, and
+    // whether this worker has joined the group again meanwhile.
+    let mut waiting: Option<(Instant, Instant, bool)> = None;
     let metrics = &opts.metrics;
     let mut result = Ok(());
     loop {
@@ -446,6 +463,12 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
             };
             last_record.elapsed() >= d + grace
         });
+        if !idle {
+            waiting = None;
+        }
+        // While waiting for others' records, the state is looked at once a second.
+        let idle =
+            idle && waiting.is_none_or(|(_, checked, _)| checked.elapsed() >= UNCOUNTED_RECHECK);
         if last_checkpoint.elapsed() >= k.checkpoint_interval || idle {
             checkpoint_and_commit(&window, &consumer)?;
             last_checkpoint = Instant::now();
@@ -466,8 +489,34 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
             }
         }
         if idle {
-            tracing::info!(idle_for = ?opts.exit_when_idle, "no records: leaving the group");
-            break;
+            // This worker's records are durable now: anything the state does not cover yet is
+            // another member's (or nobody's, if one died holding partitions).
+            let uncounted = match uncounted(&window, &consumer) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not compare the state with the topic; leaving the group");
+                    Vec::new()
+                }
+            };
+            let now = Instant::now();
+            let (since, mut rejoined) = waiting.map_or((now, false), |(since, _, r)| (since, r));
+            if uncounted.is_empty() {
+                tracing::info!(idle_for = ?opts.exit_when_idle, "no records: leaving the group");
+                break;
+            }
+            if since.elapsed() >= UNCOUNTED_WAIT {
+                tracing::warn!(?uncounted, waited = ?UNCOUNTED_WAIT, "leaving the group with records (partition, count) that no member has counted; the next worker of the group reads them");
+                break;
+            }
+            if waiting.is_none() {
+                tracing::info!(?uncounted, "idle, but records (partition, count) that no member has counted yet remain (a member that stopped holds their partitions until its session times out): waiting for them");
+            }
+            if !rejoined && since.elapsed() >= UNCOUNTED_REJOIN {
+                tracing::info!(?uncounted, "records still not counted: joining the group again, so that a rebalance hands a stopped member's partitions on");
+                rejoined = true;
+                consumer.rejoin()?;
+            }
+            waiting = Some((since, now, rejoined));
         }
     }
     // Leaving: checkpoint and commit now; dropping the consumer revokes (the hook then finds
@@ -476,6 +525,27 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     drop(consumer);
     summary.checkpoints = lock(&window).checkpoints;
     result.map(|()| summary)
+}
+
+/// Per partition of the topic, how many of its stored records no partial in the state covers
+/// (the partition's end minus the state's coverage, or its first stored record); only
+/// partitions with some.
+fn uncounted(window: &Mutex<Window>, consumer: &Consumer) -> Result<Vec<(i32, i64)>, String> {
+    let ends = consumer
+        .watermarks(Duration::from_secs(2))
+        .map_err(|e| e.to_string())?;
+    let covered = lock(window)
+        .state
+        .coverage()
+        .map_err(|e| e.to_string())?
+        .offsets;
+    Ok(ends
+        .into_iter()
+        .filter_map(|(p, low, high)| {
+            let from = covered.get(&p).copied().unwrap_or(0).max(low);
+            (high > from).then_some((p, high - from))
+        })
+        .collect())
 }
 
 fn checkpoint_and_commit(window: &Mutex<Window>, consumer: &Consumer) -> Result<(), RunError> {
