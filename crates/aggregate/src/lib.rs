@@ -24,7 +24,7 @@ pub mod visitor;
 pub use output::{Column, Str, TableOut};
 pub use state::DecodeError;
 pub use state::{
-    table_from_rows, Aggregates, Contribution, Front, Observation, Rejection, ReleasedRow, Row,
-    TableRows, Visitors,
+    table_from_rows, Aggregates, Built, Contribution, Front, Observation, Rejection, ReleasedRow,
+    Row, Settled, TableRows, Visitors,
 };
 pub use visitor::{DayKey, SecretError, VisitorKeys, VisitorSecret};

@@ -793,7 +793,7 @@ mod front;
 mod split;
 mod table;
 mod wire;
-pub use front::Front;
+pub use front::{Built, Front, Settled};
 pub use wire::DecodeError;
 
 #[cfg(test)]

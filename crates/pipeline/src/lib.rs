@@ -3,8 +3,9 @@
 //! Reader threads (one input each at a time, one reader per two workers) cut inputs into
 //! batches of lines and send them over a bounded channel (so a slow worker applies backpressure
 //! instead of growing memory). Each worker thread owns its parser, User-Agent cache, GeoIP
-//! cache, visitor keys and partial aggregates; at the end the partials merge exactly and the
-//! tables are written.
+//! cache, visitor keys and partial aggregates; at the end the partials merge exactly (the
+//! region and client cells built once from every worker's visitor records) and the tables are
+//! written.
 //!
 //! The per-line path ([`worker::LineWorker::line`]) is where the policy is enforced: it reads
 //! only the fields the policy names, turns the address into a place and a visitor hash, and lets
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use logcensus_aggregate::{Aggregates, Front, Rejection, VisitorSecret};
+use logcensus_aggregate::{Aggregates, Front, Rejection, Settled, VisitorSecret};
 use logcensus_enrich::{GeoDb, GeoError};
 use logcensus_policy::{Pipeline, TableName};
 use logcensus_release::{Calibration, SelectionKey, TableRelease};
@@ -204,7 +205,12 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let readers = threads.div_ceil(2).min(streams.len());
     let next_input = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    type Worked = (Aggregates, PieceReads, Option<(usize, SourceError)>);
+    type Worked = (
+        Aggregates,
+        Settled,
+        PieceReads,
+        Option<(usize, SourceError)>,
+    );
     let (worked, reads): (Vec<Worked>, Vec<Reads>) = std::thread::scope(|scope| {
         // The workers share their visitors out: each visitor's records are kept by one worker.
         let workers: Vec<_> = Front::shared(threads)
@@ -252,13 +258,13 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
                         let _ = spent_tx.try_send(batch);
                     }
                     let lines_done = started.elapsed();
-                    let partial = w.into_aggregates();
+                    let (partial, settled) = w.into_parts();
                     tracing::debug!(
                         lines_ms = lines_done.as_millis() as u64,
                         settled_ms = started.elapsed().as_millis() as u64,
                         "worker finished"
                     );
-                    (partial, piece_reads, open_error)
+                    (partial, settled, piece_reads, open_error)
                 })
             })
             .collect();
@@ -300,10 +306,12 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         (worked, reads)
     });
     let mut partials = Vec::with_capacity(worked.len());
+    let mut settled = Vec::with_capacity(worked.len());
     let mut piece_reads = Vec::with_capacity(worked.len());
     let mut open_errors = Vec::new();
-    for (partial, pr, open_error) in worked {
+    for (partial, s, pr, open_error) in worked {
         partials.push(partial);
+        settled.push(s);
         piece_reads.push(pr);
         open_errors.extend(open_error);
     }
@@ -364,9 +372,18 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         "every line counted"
     );
     let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
-    for p in partials {
-        total.merge(p);
-    }
+    // The region and client cells are built once from every worker's visitor records (on two
+    // threads) while the partials (referrer cells, traffic quality) merge on this one.
+    let cells = std::thread::scope(|s| {
+        let cells = s.spawn(|| Settled::build(settled, threads));
+        for p in partials {
+            total.merge(p);
+        }
+        cells
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    });
+    cells.add_into(&mut total);
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "partials merged"

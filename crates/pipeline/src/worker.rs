@@ -3,7 +3,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use logcensus_aggregate::{Aggregates, Front, Observation, Rejection, VisitorKeys, VisitorSecret};
+use logcensus_aggregate::{
+    Aggregates, Front, Observation, Rejection, Settled, VisitorKeys, VisitorSecret,
+};
 use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, ReferrerClassifier, UaClassifier};
 use logcensus_parse::{LineParser, ParseError};
 use logcensus_policy::rules::{address_bytes, client_address, leading_dotted_quad, parse_ip};
@@ -139,6 +141,14 @@ impl<'p> LineWorker<'p> {
     pub fn into_aggregates(mut self) -> Aggregates {
         self.front.flush_into(&mut self.agg);
         self.agg
+    }
+
+    /// The worker's partial aggregates without their region and client cells, and its visitor
+    /// records from which [`Settled::add_all`] builds those cells for all the workers of a run
+    /// at once.
+    pub fn into_parts(mut self) -> (Aggregates, Settled) {
+        let settled = self.front.settle_into(&mut self.agg);
+        (self.agg, settled)
     }
 }
 

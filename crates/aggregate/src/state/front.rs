@@ -114,16 +114,21 @@ const AHEAD: usize = 16;
 struct Totals {
     requests: u64,
     bytes: u64,
+    /// Visitor records that name this number (the size of its cell's visitor table).
+    visitors: u64,
 }
 
 impl Totals {
-    fn add(list: &mut Vec<Totals>, i: u32, bytes: u64) {
+    /// Counts a request of `bytes` in `list[i]`, and returns it.
+    fn add(list: &mut Vec<Totals>, i: u32, bytes: u64) -> &mut Totals {
         let i = i as usize;
         if list.len() <= i {
             list.resize(i + 1, Totals::default());
         }
-        list[i].requests += 1;
-        list[i].bytes = list[i].bytes.saturating_add(bytes);
+        let t = &mut list[i];
+        t.requests += 1;
+        t.bytes = t.bytes.saturating_add(bytes);
+        t
     }
 }
 
@@ -387,6 +392,9 @@ impl Front {
                         client: r.client,
                         contribution,
                     };
+                    Totals::add(&mut guests.places, r.place, r.bytes).visitors += 1;
+                    Totals::add(&mut guests.clients, r.client, r.bytes).visitors += 1;
+                    continue;
                 } else if guest.place == r.place && guest.client == r.client {
                     guest.contribution.add(contribution);
                 } else {
@@ -407,7 +415,17 @@ impl Front {
 
     /// Adds everything counted here into `agg`. When visitors are shared out, this first waits
     /// for the requests the other workers still send here, until every one of them is flushing.
-    pub fn flush_into(mut self, agg: &mut Aggregates) {
+    pub fn flush_into(self, agg: &mut Aggregates) {
+        let settled = self.settle_into(agg);
+        Settled::add_all(vec![settled], agg, 1);
+    }
+
+    /// Counts every request still pending (waiting, when visitors are shared out, for the
+    /// requests the other workers still send here, until every one of them is settling) and
+    /// adds the referrer cells into `agg`. The region and client cells are left to
+    /// [`Settled::add_all`], which can build them once from all the workers' visitors instead
+    /// of once per worker and then again in a merge.
+    pub fn settle_into(mut self, agg: &mut Aggregates) -> Settled {
         self.settle(agg);
         if let Some(mut x) = self.exchange.take() {
             // Nothing more goes out from here; the inbox ends when every other worker says so.
@@ -433,52 +451,151 @@ impl Front {
                 .map(|c| (c.requests > 0).then_some(c));
             Aggregates::merge_cells(&mut agg.referrers, p, referrers.keys.iter().zip(cells));
         }
-        for (p, guests) in periods {
-            let (by_place, by_client) = guests.cells();
-            Aggregates::merge_cells(&mut agg.traffic, p, places.keys.iter().zip(by_place));
-            Aggregates::merge_cells(&mut agg.clients, p, clients.keys.iter().zip(by_client));
+        Settled {
+            place_numbers: places.shared,
+            client_numbers: clients.shared,
+            places: places.keys,
+            clients: clients.keys,
+            periods,
         }
     }
 }
 
-impl Guests {
-    /// The region and client cells, by number (`None` where nothing was counted).
-    fn cells(self) -> (Vec<Option<Cell>>, Vec<Option<Cell>>) {
-        let start = |totals: &[Totals]| -> Vec<Option<Cell>> {
-            totals
+/// A front's visitor records once every request is counted, not yet turned into region and
+/// client cells (see [`Front::settle_into`]).
+pub struct Settled {
+    /// The run's numbering of places and clients, to check that fronts built together share
+    /// it.
+    place_numbers: Arc<Mutex<Numbers<Place>>>,
+    client_numbers: Arc<Mutex<Numbers<ClientClass>>>,
+    places: Vec<Arc<Place>>,
+    clients: Vec<Arc<ClientClass>>,
+    periods: BTreeMap<i64, Guests>,
+}
+
+/// The region and client cells of one run's fronts, by period and number (`None` where
+/// nothing was counted), and the keys of those numbers: see [`Settled::build`].
+pub struct Built {
+    places: Vec<Arc<Place>>,
+    clients: Vec<Arc<ClientClass>>,
+    by_place: Vec<(i64, Vec<Option<Cell>>)>,
+    by_client: Vec<(i64, Vec<Option<Cell>>)>,
+}
+
+impl Settled {
+    /// Adds the region and client cells of `fronts` into `agg`: [`Settled::build`], then
+    /// [`Built::add_into`].
+    pub fn add_all(fronts: Vec<Settled>, agg: &mut Aggregates, threads: usize) {
+        Settled::build(fronts, threads).add_into(agg);
+    }
+
+    /// The region and client cells of `fronts`: those that flushing each front and merging
+    /// the results would make, each built once. Each visitor joins its region's and its
+    /// client's cell with what it contributed; one met in several fronts (fronts that did not
+    /// share visitors out) joins them once with its contributions summed, as a merge would.
+    /// The two tables are built side by side when `threads` is 2 or more.
+    ///
+    /// # Panics
+    /// If the fronts do not share one run's numbering (they were not made by one
+    /// [`Front::shared`]).
+    pub fn build(mut fronts: Vec<Settled>, threads: usize) -> Built {
+        let Some(first) = fronts.first() else {
+            return Built {
+                places: Vec::new(),
+                clients: Vec::new(),
+                by_place: Vec::new(),
+                by_client: Vec::new(),
+            };
+        };
+        assert!(
+            fronts
+                .iter()
+                .all(|f| Arc::ptr_eq(&f.place_numbers, &first.place_numbers)
+                    && Arc::ptr_eq(&f.client_numbers, &first.client_numbers)),
+            "fronts built together must number places and clients alike"
+        );
+        // Every front refreshed its keys when it settled: the longest lists have them all.
+        let i = (0..fronts.len()).max_by_key(|&i| fronts[i].places.len());
+        let places = std::mem::take(&mut fronts[i.unwrap_or(0)].places);
+        let i = (0..fronts.len()).max_by_key(|&i| fronts[i].clients.len());
+        let clients = std::mem::take(&mut fronts[i.unwrap_or(0)].clients);
+        let build = |of_place: bool| cells_by_number(&fronts, of_place);
+        let (by_place, by_client) = if threads >= 2 {
+            std::thread::scope(|s| {
+                let clients = s.spawn(|| build(false));
+                let by_place = build(true);
+                let by_client = clients
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                (by_place, by_client)
+            })
+        } else {
+            (build(true), build(false))
+        };
+        Built {
+            places,
+            clients,
+            by_place,
+            by_client,
+        }
+    }
+}
+
+impl Built {
+    /// Adds the cells into `agg` (merged with any it has).
+    pub fn add_into(self, agg: &mut Aggregates) {
+        for (p, cells) in self.by_place {
+            Aggregates::merge_cells(&mut agg.traffic, p, self.places.iter().zip(cells));
+        }
+        for (p, cells) in self.by_client {
+            Aggregates::merge_cells(&mut agg.clients, p, self.clients.iter().zip(cells));
+        }
+    }
+}
+
+/// For every period of `fronts`, its region cells (`of_place`) or client cells by number
+/// (`None` where nothing was counted), each visitor added to the cell of its number.
+fn cells_by_number(fronts: &[Settled], of_place: bool) -> Vec<(i64, Vec<Option<Cell>>)> {
+    let periods: std::collections::BTreeSet<i64> = fronts
+        .iter()
+        .flat_map(|f| f.periods.keys().copied())
+        .collect();
+    let number = |g: &Guest| if of_place { g.place } else { g.client } as usize;
+    periods
+        .into_iter()
+        .map(|p| {
+            let guests: Vec<&Guests> = fronts.iter().filter_map(|f| f.periods.get(&p)).collect();
+            let mut totals: Vec<Totals> = Vec::new();
+            for g in &guests {
+                let theirs = if of_place { &g.places } else { &g.clients };
+                if totals.len() < theirs.len() {
+                    totals.resize(theirs.len(), Totals::default());
+                }
+                for (t, their) in totals.iter_mut().zip(theirs) {
+                    t.requests += their.requests;
+                    t.bytes = t.bytes.saturating_add(their.bytes);
+                    t.visitors += their.visitors;
+                }
+            }
+            // Each table sized once, for the visitor records that name its number.
+            let mut cells: Vec<Option<Cell>> = totals
                 .iter()
                 .map(|t| {
                     (t.requests > 0).then(|| Cell {
                         requests: t.requests,
                         bytes: t.bytes,
-                        visitors: VisitorTable::default(),
+                        visitors: VisitorTable::with_capacity(t.visitors as usize),
                     })
                 })
-                .collect()
-        };
-        let mut by_place = start(&self.places);
-        let mut by_client = start(&self.clients);
-        // Sized once: each cell's visitors are counted before they are added.
-        let mut place_sizes = vec![0usize; by_place.len()];
-        let mut client_sizes = vec![0usize; by_client.len()];
-        for (_, g) in self.visitors.iter() {
-            place_sizes[g.place as usize] += 1;
-            client_sizes[g.client as usize] += 1;
-        }
-        for (cells, sizes) in [(&mut by_place, place_sizes), (&mut by_client, client_sizes)] {
-            for (cell, n) in cells.iter_mut().zip(sizes) {
-                if let Some(cell) = cell {
-                    cell.visitors = VisitorTable::with_capacity(n);
+                .collect();
+            for g in &guests {
+                for (visitor, guest) in g.visitors.iter() {
+                    if let Some(cell) = &mut cells[number(&guest)] {
+                        cell.visitors.add(visitor, guest.contribution);
+                    }
                 }
             }
-        }
-        for (visitor, g) in self.visitors.iter() {
-            for (cells, n) in [(&mut by_place, g.place), (&mut by_client, g.client)] {
-                if let Some(cell) = &mut cells[n as usize] {
-                    cell.visitors.add(visitor, g.contribution);
-                }
-            }
-        }
-        (by_place, by_client)
-    }
+            (p, cells)
+        })
+        .collect()
 }

@@ -353,6 +353,47 @@ fn a_front_counts_what_the_aggregates_count() {
         for table in demographic {
             assert_eq!(merged.rows(table), plain.rows(table), "{table:?}, shared");
         }
+        // The same workers leaving their region and client cells to be built once, from all
+        // their visitor records, end with the same rows too.
+        for threads in [1, 2] {
+            let parts: Vec<(Aggregates, Settled)> = std::thread::scope(|scope| {
+                let handles: Vec<_> = Front::shared(3)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(w, mut front)| {
+                        let all = &all;
+                        scope.spawn(move || {
+                            let mut agg = Aggregates::new(period, crawlers);
+                            for (i, obs) in all.iter().enumerate() {
+                                if (i / 777) % 3 == w {
+                                    front.observe(obs, &mut agg);
+                                }
+                            }
+                            let settled = front.settle_into(&mut agg);
+                            (agg, settled)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let (partials, settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+            let mut built = Aggregates::new(period, crawlers);
+            for p in partials {
+                // Only the cells of visitors whose hash stood for two regions or clients.
+                assert!(p.visitor_records() < plain.visitor_records() / 10);
+                built.merge(p);
+            }
+            Settled::add_all(settled, &mut built, threads);
+            assert_eq!(built.requests(), plain.requests());
+            assert_eq!(built.visitor_records(), plain.visitor_records());
+            for table in demographic {
+                assert_eq!(
+                    built.rows(table),
+                    plain.rows(table),
+                    "{table:?}, built once"
+                );
+            }
+        }
         assert_eq!(
             fronted.finish(&TableName::ALL),
             plain.finish(&TableName::ALL)
