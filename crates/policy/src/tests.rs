@@ -359,6 +359,20 @@ fn dotted_quads_parse_as_the_standard_library_does() {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
+    // Every octet of edge values in every place: lengths 0 to 4, leading zeros, 255 and 256.
+    let octets = [
+        "", "0", "00", "1", "01", "9", "10", "99", "100", "199", "200", "249", "250", "255", "256",
+        "299", "300", "999", "1000",
+    ];
+    for a in octets {
+        for b in octets {
+            for c in octets {
+                for d in octets {
+                    cases.push(format!("{a}.{b}.{c}.{d}").into_bytes());
+                }
+            }
+        }
+    }
     // Every one-byte change of a few addresses, to any byte.
     for base in ["192.0.2.1", "10.200.0.7", "1.1.1.1"] {
         for i in 0..base.len() {

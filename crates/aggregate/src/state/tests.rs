@@ -486,3 +486,18 @@ fn large_partials_merge_like_one_pass() {
     }
     assert_eq!(left.finish(&TableName::ALL), whole.finish(&TableName::ALL));
 }
+
+/// The arithmetic status class is the range match, for every status.
+#[test]
+fn status_classes_are_the_hundreds() {
+    let by_range = |s: Option<u16>| match s {
+        Some(200..=299) => 0,
+        Some(300..=399) => 1,
+        Some(400..=499) => 2,
+        Some(500..=599) => 3,
+        _ => 4,
+    };
+    for s in (0..=u16::MAX).map(Some).chain([None]) {
+        assert_eq!(status_class(s), by_range(s), "{s:?}");
+    }
+}
