@@ -12,6 +12,7 @@
 
 use memchr::memchr;
 
+use super::quotes::find_quote;
 use super::{present, Preset};
 use crate::time::{parse_clf_cached, StampCache};
 use crate::{Field, Record};
@@ -83,9 +84,9 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], stamps: &StampCache) -> 
         return None;
     }
     pos += 2;
-    let request_len = closing_quote(&line[pos..], b' ')?;
-    let method = method_of(&line[pos..pos + request_len]);
-    pos += request_len + 2;
+    let request_end = closing_quote(line, pos, b' ')?;
+    let method = method_of(&line[pos..request_end]);
+    pos = request_end + 2;
 
     // `%>s `: exactly three digits, then the space that ends the value in the walk.
     let status = match line.get(pos..pos + 4)? {
@@ -124,12 +125,12 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], stamps: &StampCache) -> 
         return None;
     }
     pos += 2;
-    let referer_len = closing_quote(&line[pos..], b' ')?;
-    if line.get(pos + referer_len + 2) != Some(&b'"') {
+    let referer_end = closing_quote(line, pos, b' ')?;
+    if line.get(referer_end + 2) != Some(&b'"') {
         return None;
     }
-    let referer = &line[pos..pos + referer_len];
-    pos += referer_len + 3;
+    let referer = &line[pos..referer_end];
+    pos = referer_end + 3;
 
     // `%{User-Agent}i"` ends the format. When the line ends in `"` and the value holds no other
     // quote, that quote is the only unescaped one in the rest of the line (no backslash before
@@ -137,7 +138,11 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], stamps: &StampCache) -> 
     let rest = &line[pos..];
     let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
     let (&last, user_agent) = rest.split_last()?;
-    if last != b'"' || user_agent.last() == Some(&b'\\') || memchr(b'"', user_agent).is_some() {
+    // No quote in the value: the first one from its start is the last byte.
+    if last != b'"'
+        || user_agent.last() == Some(&b'\\')
+        || find_quote(line, pos) != Some(pos + user_agent.len())
+    {
         return None;
     }
     Some(Quick {
@@ -152,13 +157,13 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], stamps: &StampCache) -> 
     })
 }
 
-/// The length of a quoted value that starts `rest`, when its first `"` is unescaped (no
+/// The end of a quoted value that starts at `line[from]`, when its first `"` is unescaped (no
 /// backslash right before it) and followed by `after`: then it is the first unescaped `"`
 /// followed by the next literal, as the walk requires. Otherwise `None`.
 #[inline]
-fn closing_quote(rest: &[u8], after: u8) -> Option<usize> {
-    let q = memchr(b'"', rest)?;
-    if (q > 0 && rest[q - 1] == b'\\') || rest.get(q + 1) != Some(&after) {
+fn closing_quote(line: &[u8], from: usize, after: u8) -> Option<usize> {
+    let q = find_quote(line, from)?;
+    if (q > from && line[q - 1] == b'\\') || line.get(q + 1) != Some(&after) {
         return None;
     }
     Some(q)

@@ -819,3 +819,41 @@ fn day_cache_follows_the_date() {
     assert_eq!(f, g);
     assert_eq!(f, fmt(COMBINED));
 }
+
+/// Lines with long quoted fields, many 16-byte chunks long, whose closing quotes, escaped
+/// quotes and quotes inside the User-Agent land at every offset of a chunk: the fast path
+/// answers as the walk does (and does answer the plain ones).
+#[test]
+fn fast_path_agrees_with_the_walk_on_long_lines() {
+    let presets = presets();
+    let head = r#"192.0.2.7 - - [17/May/2015:10:05:03 +0000] ""#;
+    let mut answered = 0;
+    for request_len in [10, 480, 505, 509, 510, 511, 512, 513, 600] {
+        for referer_len in [0, 1, 30, 500, 900] {
+            for ua_len in [1, 40, 700] {
+                for twist in 0..4 {
+                    let request = format!("GET /{} HTTP/1.1", "r".repeat(request_len));
+                    let mut referer = "f".repeat(referer_len);
+                    let mut ua = "u".repeat(ua_len);
+                    match twist {
+                        0 => {}
+                        1 if referer_len > 0 => referer.replace_range(referer_len - 1.., "\\"),
+                        2 => ua.insert(ua_len / 2, '"'),
+                        3 => ua.push('\\'),
+                        _ => continue,
+                    }
+                    let line = format!(r#"{head}{request}" 200 512 "{referer}" "{ua}""#);
+                    for f in &presets {
+                        assert_same(f, line.as_bytes());
+                    }
+                    answered += usize::from(
+                        fast::parse(Preset::Combined, line.as_bytes(), &presets[1].stamps)
+                            .is_some(),
+                    );
+                }
+            }
+        }
+    }
+    // Every untwisted line (9 * 5 * 3); the twists are left to the walk.
+    assert_eq!(answered, 135);
+}
