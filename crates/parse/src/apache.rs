@@ -528,4 +528,3 @@ fn store<'a>(rec: &mut Record<'a>, kind: Kind, v: &'a [u8]) -> Result<(), ParseE
 mod tests;
 
 mod fast;
-mod quotes;

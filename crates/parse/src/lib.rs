@@ -24,6 +24,7 @@
 use std::borrow::Cow;
 
 mod apache;
+pub mod bytes;
 mod json;
 mod num;
 mod time;

@@ -2,6 +2,8 @@
 
 use std::net::IpAddr;
 
+use logcensus_parse::bytes::find_any;
+
 use crate::ClientAddressSource;
 
 /// What a referrer becomes. Only [`RefClass::Domain`] carries text, and that text is a
@@ -94,23 +96,20 @@ pub fn referrer_host(referer: Option<&[u8]>) -> RefHost<'_> {
     let mut host_start = 0;
     let mut colon = None;
     let mut end = rest.len();
-    for (i, &b) in rest.iter().enumerate() {
-        if !AUTHORITY_MARK[usize::from(b)] {
-            continue;
+    let mut from = 0;
+    while let Some(i) = find_any(rest, from, *b"/?#\\@:") {
+        // Tests, not a `match` (a jump table: an indirect branch, mispredicted more often).
+        let b = rest[i];
+        if b == b'@' {
+            host_start = i + 1;
+            colon = None;
+        } else if b == b':' {
+            colon.get_or_insert(i);
+        } else {
+            end = i;
+            break;
         }
-        match b {
-            b'@' => {
-                host_start = i + 1;
-                colon = None;
-            }
-            b':' => {
-                colon.get_or_insert(i);
-            }
-            _ => {
-                end = i;
-                break;
-            }
-        }
+        from = i + 1;
     }
     // (`rest[end]`, when there is one, ends the authority: it is no `[`.)
     if rest.get(host_start) == Some(&b'[') {
@@ -140,18 +139,6 @@ fn http_rest(raw: &[u8]) -> Option<&[u8]> {
         _ => None,
     }
 }
-
-/// The bytes that end a URL's authority (`/`, `?`, `#`, `\`) or split it (`@`, `:`).
-static AUTHORITY_MARK: [bool; 256] = {
-    let mut t = [false; 256];
-    let marks = *b"/?#\\@:";
-    let mut i = 0;
-    while i < marks.len() {
-        t[marks[i] as usize] = true;
-        i += 1;
-    }
-    t
-};
 
 /// The second half of [`classify_referrer`]: the class of an `http(s)` referrer's host (as
 /// [`referrer_host`] found it).

@@ -12,8 +12,8 @@
 
 use memchr::memchr;
 
-use super::quotes::find_quote;
 use super::{present, Preset};
+use crate::bytes::find_any;
 use crate::time::{parse_clf_cached, StampCache};
 use crate::{Field, Record};
 
@@ -155,6 +155,12 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], stamps: &StampCache) -> 
         referer,
         user_agent,
     })
+}
+
+/// The first `"` in `line` at or after `from`.
+#[inline]
+fn find_quote(line: &[u8], from: usize) -> Option<usize> {
+    find_any(line, from, [b'"'])
 }
 
 /// The end of a quoted value that starts at `line[from]`, when its first `"` is unescaped (no
