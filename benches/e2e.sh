@@ -7,11 +7,11 @@
 #
 # GoAccess is slow (about 7 minutes for 10M lines on 2 cores): --no-goaccess skips it.
 #
-# --instructions also counts the instructions of the same run on one worker under callgrind
-# (installs the Debian package valgrind when missing; about 40 s for 1M lines, so logs of more
-# than 1M lines are skipped): the instructions per line and the functions that take most of
-# them, figures that do not move with the machine's load as wall times do, for comparing two
-# builds on a busy or shared machine.
+# --instructions also counts the instructions and the mispredicted branches (valgrind's model)
+# of the same run on one worker under callgrind (installs the Debian package valgrind when
+# missing; about 40 s for 1M lines, so logs of more than 1M lines are skipped): per line, and
+# the functions that take most instructions, figures that do not move with the machine's load
+# as wall times do, for comparing two builds on a busy or shared machine.
 #
 # Environment:
 #   LINES                  line counts to run, space-separated (default 1000000; --full adds
@@ -180,7 +180,7 @@ for n in $lines_list; do
 
   if [[ $instructions == 1 && $n -le 1000000 ]]; then
     echo "counting the instructions of logcensus on $n lines (callgrind, 1 worker)" >&2
-    cg=(valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind-$n.out"
+    cg=(valgrind --tool=callgrind --branch-sim=yes --callgrind-out-file="$tmp/callgrind-$n.out"
       "$logcensus" run --pipeline "$pipeline" --input "$log" --out "$tmp/cg-out-$n" --no-progress
       --visitor-key-file "$tmp/visitor.key" --threads 1)
     [[ -n "$mmdb" ]] && cg+=(--geoip "$mmdb")
@@ -190,9 +190,15 @@ for n in $lines_list; do
     }
     commands+=("${cg[*]}")
     # Inclusive counts per function; a function's code inlined elsewhere is counted there.
-    callgrind_annotate --inclusive=yes "$tmp/callgrind-$n.out" >"$tmp/callgrind-$n.txt"
+    callgrind_annotate --inclusive=yes --show=Ir "$tmp/callgrind-$n.out" >"$tmp/callgrind-$n.txt"
     total="$(awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }' "$tmp/callgrind-$n.txt")"
-    counted+=("$n lines: $(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }') instructions per line ($total in all); per line, the functions that take most (with what they call):")
+    # Mispredicted branches (conditional and indirect), as valgrind's branch predictor model
+    # counts them: each costs a modern core about 15 cycles, so a line's cost is more than its
+    # instructions.
+    mispredicted="$(awk '/^events:/ { for (i = 2; i <= NF; i++) ev[i] = $i }
+      /^totals:/ { for (i = 2; i <= NF; i++) if (ev[i] == "Bcm" || ev[i] == "Bim") m += $i; print m; exit }' \
+      "$tmp/callgrind-$n.out")"
+    counted+=("$n lines: $(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }') instructions and $(awk -v t="$mispredicted" -v n="$n" 'BEGIN { printf "%.1f", t / n }') mispredicted branches per line ($total and $mispredicted in all); per line, the functions that take most instructions (with what they call):")
     # A function whose code is inlined from several files is listed once per file: its first
     # (largest) line is the whole function.
     while IFS= read -r top; do
