@@ -311,27 +311,41 @@ fn a_front_counts_what_the_aggregates_count() {
         }
         assert_eq!(fronted.rejections(), plain.rejections());
         // Three workers sharing their visitors out, each reading every third run of 777
-        // requests, end with the same rows once their partials are merged.
-        let partials: Vec<Aggregates> = std::thread::scope(|scope| {
-            let handles: Vec<_> = Front::shared(3)
-                .into_iter()
-                .enumerate()
-                .map(|(w, mut front)| {
-                    let all = &all;
-                    scope.spawn(move || {
-                        let mut agg = Aggregates::new(period, crawlers);
-                        for (i, obs) in all.iter().enumerate() {
-                            if (i / 777) % 3 == w {
-                                front.observe(obs, &mut agg);
+        // requests and ending its front with `end`, on its own thread (a shared front's end
+        // waits for the others').
+        let workers = |end: &(dyn Fn(Front, &mut Aggregates) -> Option<Settled> + Sync)| {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = Front::shared(3)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(w, mut front)| {
+                        let all = &all;
+                        scope.spawn(move || {
+                            let mut agg = Aggregates::new(period, crawlers);
+                            for (i, obs) in all.iter().enumerate() {
+                                if (i / 777) % 3 == w {
+                                    front.observe(obs, &mut agg);
+                                }
                             }
-                        }
-                        front.flush_into(&mut agg);
-                        agg
+                            let settled = end(front, &mut agg);
+                            (agg, settled)
+                        })
                     })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // Flushed, they end with the same rows once their partials are merged.
+        let partials: Vec<Aggregates> = workers(&|front, agg| {
+            front.flush_into(agg);
+            None
+        })
+        .into_iter()
+        .map(|(agg, _)| agg)
+        .collect();
         // Each worker kept only the visitors it owns.
         let kept: Vec<usize> = partials.iter().map(|p| p.visitor_records()).collect();
         assert_eq!(
@@ -356,27 +370,10 @@ fn a_front_counts_what_the_aggregates_count() {
         // The same workers leaving their region and client cells to be built once, from all
         // their visitor records, end with the same rows too.
         for threads in [1, 2] {
-            let parts: Vec<(Aggregates, Settled)> = std::thread::scope(|scope| {
-                let handles: Vec<_> = Front::shared(3)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(w, mut front)| {
-                        let all = &all;
-                        scope.spawn(move || {
-                            let mut agg = Aggregates::new(period, crawlers);
-                            for (i, obs) in all.iter().enumerate() {
-                                if (i / 777) % 3 == w {
-                                    front.observe(obs, &mut agg);
-                                }
-                            }
-                            let settled = front.settle_into(&mut agg);
-                            (agg, settled)
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
+            let parts = workers(&|front, agg| Some(front.settle_into(agg)));
             let (partials, settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+            let settled: Vec<Settled> = settled.into_iter().flatten().collect();
+            assert_eq!(settled.len(), 3);
             let mut built = Aggregates::new(period, crawlers);
             for p in partials {
                 // Only the cells of visitors whose hash stood for two regions or clients.
