@@ -18,8 +18,9 @@ const CACHE_LIMIT: usize = 50_000;
 pub struct ReferrerClassifier {
     own_domains: Vec<String>,
     /// Host as written → its value's index in `values`. Hosts come from the log: a randomly
-    /// seeded hash (foldhash) keeps collisions out of the log writer's hands. Holds no path, query or
-    /// user-info, only hosts.
+    /// seeded hash (foldhash; minimally resistant to chosen collisions, see `UaClassifier`'s
+    /// cache), in a map of at most `CACHE_LIMIT` entries. Holds no path, query or user-info,
+    /// only hosts.
     cache: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     /// One allocation per distinct value, so that the aggregates can tell values apart by
     /// address; `interned` finds a value's index.
@@ -51,19 +52,14 @@ impl ReferrerClassifier {
             // Tests, not a `match` on the class (a jump table: an indirect branch, which was
             // mispredicted on half the lines).
             RefHost::Decided(class) => {
-                debug_assert!(
-                    matches!(
-                        class,
-                        RefClass::Direct | RefClass::Invalid | RefClass::Other
-                    ),
-                    "decided without a host: {class:?}"
-                );
                 let i = if class == RefClass::Direct {
                     0
                 } else if class == RefClass::Invalid {
                     1
-                } else {
+                } else if class == RefClass::Other {
                     2
+                } else {
+                    unreachable!("decided without a host: {class:?}")
                 };
                 return &self.decided[i];
             }

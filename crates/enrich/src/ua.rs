@@ -33,8 +33,11 @@ pub struct ClientClass {
 pub struct UaClassifier {
     parser: woothee::parser::Parser,
     /// Keyed by the whole User-Agent, which the log chooses: foldhash, randomly seeded, is fast on
-    /// ~150 bytes per line (77 instructions; ahash's portable path took 108) and keeps
-    /// collisions out of the log writer's hands (a batch run gives the writer no view of the seed).
+    /// ~150 bytes per line (77 instructions; ahash's portable path took 108). Its resistance to
+    /// chosen collisions is minimal by its own account: it holds against a log writer who cannot
+    /// see the seed (a batch run gives none), less so against one who can time a long-running
+    /// streaming worker. The damage is bounded either way: at most `CACHE_LIMIT` entries, so
+    /// colliding keys slow lookups down, they cannot make the memory grow.
     cache: HashMap<Box<str>, u32, foldhash::fast::RandomState>,
     /// What the cache knows of each User-Agent, by the index it maps it to.
     known: Vec<Known>,

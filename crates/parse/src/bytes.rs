@@ -30,15 +30,15 @@ pub fn find_any<const N: usize>(text: &[u8], from: usize, needles: [u8; N]) -> O
 }
 
 /// Bit `i` set when `chunk[i]` is one of `needles`.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]
 fn mask_of<const N: usize>(chunk: &[u8; 16], needles: [u8; N]) -> u16 {
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
         _mm_setzero_si128,
     };
-    // SAFETY: SSE2, all these instructions need, is part of every x86_64 target; the load
-    // reads the 16 bytes of `chunk` and allows any alignment.
+    // SAFETY: these instructions need SSE2, which this is compiled only with (the `cfg`; every
+    // hosted x86_64 target has it); the load reads the 16 bytes of `chunk`, any alignment.
     unsafe {
         let bytes = _mm_loadu_si128(chunk.as_ptr().cast());
         let any = needles.iter().fold(_mm_setzero_si128(), |any, &n| {
@@ -49,13 +49,13 @@ fn mask_of<const N: usize>(chunk: &[u8; 16], needles: [u8; N]) -> u16 {
 }
 
 /// Bit `i` set when `chunk[i]` is one of `needles`.
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline]
 fn mask_of<const N: usize>(chunk: &[u8; 16], needles: [u8; N]) -> u16 {
     scalar_mask(chunk, &needles)
 }
 
-#[cfg(any(test, not(target_arch = "x86_64")))]
+#[cfg(any(test, not(all(target_arch = "x86_64", target_feature = "sse2"))))]
 fn scalar_mask(chunk: &[u8; 16], needles: &[u8]) -> u16 {
     (0..16).fold(0, |m, i| m | (u16::from(needles.contains(&chunk[i])) << i))
 }

@@ -346,9 +346,8 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     // Until the group first assigns partitions, waiting is not idleness: joining can take a
     // dead member's session timeout plus a rebalance.
     let mut assigned_once = false;
-    // Idle, but records that no member has counted yet remain: since when, the last check, and
-    // whether this worker has joined the group again meanwhile.
-    let mut waiting: Option<(Instant, Instant, bool)> = None;
+    // Idle, but records that no member has counted yet remain (see `idle_step`).
+    let mut waiting: Option<Waiting> = None;
     let metrics = &opts.metrics;
     let mut result = Ok(());
     loop {
@@ -394,6 +393,10 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
         }
         if !batch.next_offsets().is_empty() {
             last_record = Instant::now();
+            // Only records end a wait for uncounted ones: the rebalances that joining again
+            // causes do not (else a worker that waits for records nobody can count would join
+            // again and again, and never leave).
+            waiting = None;
         }
         // Where each partition's part of this batch starts (for the partial's offset range).
         let mut first: BTreeMap<i32, i64> = BTreeMap::new();
@@ -461,15 +464,13 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
             } else {
                 JOIN_GRACE
             };
-            last_record.elapsed() >= d + grace
+            waiting.is_some() || last_record.elapsed() >= d + grace
         });
-        if !idle {
-            waiting = None;
-        }
-        // While waiting for others' records, the state is looked at once a second.
-        let idle =
-            idle && waiting.is_none_or(|(_, checked, _)| checked.elapsed() >= UNCOUNTED_RECHECK);
-        if last_checkpoint.elapsed() >= k.checkpoint_interval || idle {
+        // Newly idle, the worker checkpoints; while waiting for others' records (nothing new
+        // here to checkpoint), it compares the state with the topic once a second.
+        let newly_idle = idle && waiting.is_none();
+        let idle = idle && waiting.is_none_or(|w| w.checked.elapsed() >= UNCOUNTED_RECHECK);
+        if last_checkpoint.elapsed() >= k.checkpoint_interval || newly_idle {
             checkpoint_and_commit(&window, &consumer)?;
             last_checkpoint = Instant::now();
             if let Ok(lag) = consumer.lag(Duration::from_secs(2)) {
@@ -498,25 +499,24 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
                     Vec::new()
                 }
             };
-            let now = Instant::now();
-            let (since, mut rejoined) = waiting.map_or((now, false), |(since, _, r)| (since, r));
-            if uncounted.is_empty() {
-                tracing::info!(idle_for = ?opts.exit_when_idle, "no records: leaving the group");
-                break;
+            match idle_step(&mut waiting, !uncounted.is_empty(), Instant::now()) {
+                IdleStep::Leave => {
+                    tracing::info!(idle_for = ?opts.exit_when_idle, "no records: leaving the group");
+                    break;
+                }
+                IdleStep::GiveUp => {
+                    tracing::warn!(?uncounted, waited = ?UNCOUNTED_WAIT, "leaving the group with records (partition, count) that no member has counted; the next worker of the group reads them");
+                    break;
+                }
+                IdleStep::Wait { first: true } => {
+                    tracing::info!(?uncounted, "idle, but records (partition, count) that no member has counted yet remain (a member that stopped holds their partitions until its session times out): waiting for them");
+                }
+                IdleStep::Wait { first: false } => {}
+                IdleStep::Rejoin => {
+                    tracing::info!(?uncounted, "records still not counted: joining the group again, so that a rebalance hands a stopped member's partitions on");
+                    consumer.rejoin()?;
+                }
             }
-            if since.elapsed() >= UNCOUNTED_WAIT {
-                tracing::warn!(?uncounted, waited = ?UNCOUNTED_WAIT, "leaving the group with records (partition, count) that no member has counted; the next worker of the group reads them");
-                break;
-            }
-            if waiting.is_none() {
-                tracing::info!(?uncounted, "idle, but records (partition, count) that no member has counted yet remain (a member that stopped holds their partitions until its session times out): waiting for them");
-            }
-            if !rejoined && since.elapsed() >= UNCOUNTED_REJOIN {
-                tracing::info!(?uncounted, "records still not counted: joining the group again, so that a rebalance hands a stopped member's partitions on");
-                rejoined = true;
-                consumer.rejoin()?;
-            }
-            waiting = Some((since, now, rejoined));
         }
     }
     // Leaving: checkpoint and commit now; dropping the consumer revokes (the hook then finds
@@ -527,13 +527,66 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     result.map(|()| summary)
 }
 
-/// Per partition of the topic, how many of its stored records no partial in the state covers
-/// (the partition's end minus the state's coverage, or its first stored record); only
-/// partitions with some.
+/// An idle worker's wait for records that no member has counted yet: since when, when it
+/// last compared the state with the topic, and whether it has joined the group again.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    since: Instant,
+    checked: Instant,
+    rejoined: bool,
+}
+
+/// What an idle worker (`--exit-when-idle`) does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdleStep {
+    /// Every record is counted.
+    Leave,
+    /// Records are still uncounted after [`UNCOUNTED_WAIT`]: leave anyway.
+    GiveUp,
+    /// Wait for them (`first`: the wait begins).
+    Wait { first: bool },
+    /// Join the group again (once, after [`UNCOUNTED_REJOIN`]).
+    Rejoin,
+}
+
+/// The next step of an idle worker that found records uncounted (`uncounted`) or not at `now`,
+/// keeping its wait in `waiting`. The wait ends only with [`IdleStep::Leave`] or
+/// [`IdleStep::GiveUp`] here, or when records come (the caller clears it then): the
+/// rebalance that joining again causes must not start it over.
+fn idle_step(waiting: &mut Option<Waiting>, uncounted: bool, now: Instant) -> IdleStep {
+    if !uncounted {
+        return IdleStep::Leave;
+    }
+    let first = waiting.is_none();
+    let w = waiting.get_or_insert(Waiting {
+        since: now,
+        checked: now,
+        rejoined: false,
+    });
+    w.checked = now;
+    let waited = now.saturating_duration_since(w.since);
+    if waited >= UNCOUNTED_WAIT {
+        return IdleStep::GiveUp;
+    }
+    if !w.rejoined && waited >= UNCOUNTED_REJOIN {
+        w.rejoined = true;
+        return IdleStep::Rejoin;
+    }
+    IdleStep::Wait { first }
+}
+
+/// Per partition of the topic, how many of its stored records are neither covered by a
+/// partial in the state nor behind the group's committed offset (which a member commits only
+/// after checkpointing, so records behind it were counted, here or in a state this run does
+/// not use); only partitions with some.
 fn uncounted(window: &Mutex<Window>, consumer: &Consumer) -> Result<Vec<(i32, i64)>, String> {
-    let ends = consumer
-        .watermarks(Duration::from_secs(2))
-        .map_err(|e| e.to_string())?;
+    let timeout = Duration::from_secs(2);
+    let ends = consumer.watermarks(timeout).map_err(|e| e.to_string())?;
+    let committed: BTreeMap<i32, i64> = consumer
+        .committed(timeout)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .collect();
     let covered = lock(window)
         .state
         .coverage()
@@ -542,7 +595,8 @@ fn uncounted(window: &Mutex<Window>, consumer: &Consumer) -> Result<Vec<(i32, i6
     Ok(ends
         .into_iter()
         .filter_map(|(p, low, high)| {
-            let from = covered.get(&p).copied().unwrap_or(0).max(low);
+            let counted = covered.get(&p).into_iter().chain(committed.get(&p));
+            let from = counted.copied().fold(low, i64::max);
             (high > from).then_some((p, high - from))
         })
         .collect())
@@ -581,6 +635,37 @@ mod tests_support {
 mod tests {
     use super::tests_support::window;
     use super::*;
+
+    /// An idle worker with uncounted records waits, joins the group again once after 10 s,
+    /// keeps waiting, and gives up at 60 s; found nothing uncounted at any check, it leaves.
+    #[test]
+    fn idle_worker_waits_rejoins_once_and_gives_up() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut waiting = None;
+        let steps: Vec<IdleStep> = [0, 1, 9, 10, 11, 30, 59]
+            .into_iter()
+            .map(|s| idle_step(&mut waiting, true, at(s)))
+            .collect();
+        use IdleStep::*;
+        let wait = Wait { first: false };
+        assert_eq!(
+            steps,
+            [Wait { first: true }, wait, wait, Rejoin, wait, wait, wait]
+        );
+        assert_eq!(idle_step(&mut waiting, true, at(60)), GiveUp);
+        assert_eq!(idle_step(&mut waiting, true, at(61)), GiveUp);
+        // Counted by then: leave, whatever the wait.
+        assert_eq!(idle_step(&mut waiting, false, at(62)), Leave);
+        let mut fresh = None;
+        assert_eq!(idle_step(&mut fresh, false, at(0)), Leave);
+        assert!(fresh.is_none());
+        // A wait begun late still gives up 60 s after it began.
+        let mut late = None;
+        assert_eq!(idle_step(&mut late, true, at(100)), Wait { first: true });
+        assert_eq!(idle_step(&mut late, true, at(159)), Rejoin);
+        assert_eq!(idle_step(&mut late, true, at(160)), GiveUp);
+    }
 
     #[test]
     fn after_a_failed_checkpoint_nothing_more_is_written() {

@@ -821,8 +821,9 @@ fn day_cache_follows_the_date() {
 }
 
 /// Lines with long quoted fields, many 16-byte chunks long, whose closing quotes, escaped
-/// quotes and quotes inside the User-Agent land at every offset of a chunk: the fast path
-/// answers as the walk does (and does answer the plain ones).
+/// quotes and quotes inside the User-Agent land at various offsets of a chunk (every offset is
+/// `bytes::find_any`'s own test): the fast path answers as the walk does (and does answer the
+/// plain ones).
 #[test]
 fn fast_path_agrees_with_the_walk_on_long_lines() {
     let presets = presets();
