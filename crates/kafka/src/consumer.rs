@@ -609,14 +609,7 @@ impl KafkaSource {
     /// committed (the partition's next owner reads it).
     pub fn rejoin(&mut self) -> Result<(), KafkaError> {
         self.held = None;
-        self.consumer.unsubscribe();
-        let deadline = Instant::now() + LEAVE_TIMEOUT;
-        while Instant::now() < deadline {
-            let _ = self.consumer.poll(Duration::from_millis(50));
-            if self.consumer.assignment().map_or(0, |tpl| tpl.count()) == 0 {
-                break;
-            }
-        }
+        self.leave(1);
         self.consumer
             .subscribe(&[&self.cfg.topic])
             .map_err(|e| KafkaError::Subscribe {
@@ -684,21 +677,30 @@ impl Drop for KafkaSource {
     /// partitions here, through the revoke hook, rather than during librdkafka's close, where a
     /// rebalance callback can race the group's shutdown and hang the drop.
     fn drop(&mut self) {
-        self.consumer.unsubscribe();
-        let deadline = Instant::now() + LEAVE_TIMEOUT;
         // Serve the revoke, then a little more so no stale group event is left for close.
-        let mut quiet_polls = 0;
-        while quiet_polls < 3 && Instant::now() < deadline {
-            // Messages still arriving are dropped: never returned, never committed.
-            let _ = self.consumer.poll(Duration::from_millis(50));
-            let assigned = self.consumer.assignment().map_or(0, |tpl| tpl.count());
-            quiet_polls = if assigned == 0 { quiet_polls + 1 } else { 0 };
-        }
+        self.leave(3);
         tracing::info!(topic = %self.cfg.topic, group = %self.cfg.group, "left the consumer group");
     }
 }
 
-/// How long dropping a [`KafkaSource`] waits for its partitions to be revoked.
+impl KafkaSource {
+    /// Unsubscribes and polls until no partition has been assigned here for `quiet_polls`
+    /// polls in a row (the revoke served), or [`LEAVE_TIMEOUT`]. Messages still arriving are
+    /// dropped: never returned, never committed.
+    fn leave(&mut self, quiet_polls: u32) {
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        let mut quiet = 0;
+        while quiet < quiet_polls && Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+            let assigned = self.consumer.assignment().map_or(0, |tpl| tpl.count());
+            quiet = if assigned == 0 { quiet + 1 } else { 0 };
+        }
+    }
+}
+
+/// How long leaving the group ([`KafkaSource`]'s drop, [`KafkaSource::rejoin`]) waits for its
+/// partitions to be revoked.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Removes from `batch` and `held` what belongs to partitions revoked since the last look.

@@ -392,9 +392,6 @@ impl Front {
                         client: r.client,
                         contribution,
                     };
-                    Totals::add(&mut guests.places, r.place, r.bytes).visitors += 1;
-                    Totals::add(&mut guests.clients, r.client, r.bytes).visitors += 1;
-                    continue;
                 } else if guest.place == r.place && guest.client == r.client {
                     guest.contribution.add(contribution);
                 } else {
@@ -407,8 +404,10 @@ impl Front {
                     );
                     continue;
                 }
-                Totals::add(&mut guests.places, r.place, r.bytes);
-                Totals::add(&mut guests.clients, r.client, r.bytes);
+                // A new visitor record is one more visitor in its place's and client's cells.
+                let new = u64::from(new);
+                Totals::add(&mut guests.places, r.place, r.bytes).visitors += new;
+                Totals::add(&mut guests.clients, r.client, r.bytes).visitors += new;
             }
         }
     }
@@ -475,6 +474,7 @@ pub struct Settled {
 
 /// The region and client cells of one run's fronts, by period and number (`None` where
 /// nothing was counted), and the keys of those numbers: see [`Settled::build`].
+#[derive(Default)]
 pub struct Built {
     places: Vec<Arc<Place>>,
     clients: Vec<Arc<ClientClass>>,
@@ -500,12 +500,7 @@ impl Settled {
     /// [`Front::shared`]).
     pub fn build(mut fronts: Vec<Settled>, threads: usize) -> Built {
         let Some(first) = fronts.first() else {
-            return Built {
-                places: Vec::new(),
-                clients: Vec::new(),
-                by_place: Vec::new(),
-                by_client: Vec::new(),
-            };
+            return Built::default();
         };
         assert!(
             fronts
