@@ -411,17 +411,25 @@ static HEX_VALUE: [u8; 256] = {
     t
 };
 
+/// A line shorter than 16 bytes, padded with zeros (kept out of line: copying a length only
+/// known at run time is a call to `memcpy`, which the common case need not make).
+#[cold]
+fn padded(line: &[u8]) -> [u8; 16] {
+    let mut head = [0u8; 16];
+    head[..line.len()].copy_from_slice(line);
+    head
+}
+
 /// A [`dotted_quad`] at the start of `line`, and how many bytes it takes: the longest prefix of
 /// digits and dots read as one. `Some((a, n))` means `dotted_quad(&line[..n]) == Some(a)`; what
 /// follows is the caller's to check (an address then a space is a whole first word).
 pub fn leading_dotted_quad(line: &[u8]) -> Option<(std::net::Ipv4Addr, usize)> {
     // An address takes at most 15 bytes, and the byte after it is looked at: 16 bytes, with
     // zeros (neither digits nor dots) past the end of a shorter line.
-    let mut head = [0u8; 16];
-    match line.first_chunk::<16>() {
-        Some(first) => head = *first,
-        None => head[..line.len()].copy_from_slice(line),
-    }
+    let head: [u8; 16] = match line.first_chunk::<16>() {
+        Some(first) => *first,
+        None => padded(line),
+    };
     let digit = |b: u8| {
         let d = b.wrapping_sub(b'0');
         (d < 10).then_some(d)

@@ -399,3 +399,41 @@ fn a_named_pipe_is_read_whole() {
     assert!(t.contains("read 5000 lines"), "{t}");
     assert_eq!(sum(&out, "traffic_quality", "requests"), 5_000);
 }
+
+/// `--log` takes a level or `target=level` directives; one that does not parse is named on
+/// stderr and the run goes on at info level.
+#[test]
+fn log_levels_and_a_filter_that_does_not_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("one.log");
+    std::fs::write(&input, GOOD).unwrap();
+    let p = quality_only(dir.path());
+    let run = |log: &str, out: &str| {
+        ok(&run_with(
+            &p,
+            &input,
+            &dir.path().join(out),
+            &test_mmdb(),
+            log,
+        ))
+    };
+
+    let warn = run("warn", "warn");
+    assert!(!warn.contains("run started"), "{warn}");
+    let info = run("info", "info");
+    assert!(info.contains("INFO run started"), "{info}");
+    assert!(!info.contains("every line counted"), "{info}");
+    let targeted = run("warn,logcensus_pipeline=debug", "targeted");
+    assert!(targeted.contains("DEBUG every line counted"), "{targeted}");
+    assert!(!targeted.contains("run started"), "{targeted}");
+
+    let bad = run("bogus=[x", "bad");
+    assert!(
+        bad.contains(
+            "logcensus: --log / LOGCENSUS_LOG `bogus=[x` is not a level or `target=level` list"
+        ),
+        "{bad}"
+    );
+    assert!(bad.contains("INFO run started"), "{bad}");
+    assert!(!bad.contains("DEBUG"), "{bad}");
+}
