@@ -331,18 +331,20 @@ impl Front {
         let mut pending = std::mem::take(&mut self.pending);
         if let Some(x) = &mut self.exchange {
             let n = x.to.len();
-            pending.retain(|r| {
-                let o = owner(r.visitor, n);
-                if o == x.me {
-                    return true;
-                }
-                x.outboxes[o].push(*r);
-                false
-            });
+            // Each request into its owner's box, this worker's own included, without a branch
+            // on the owner: which worker owns a request is a coin toss from one request to the
+            // next, and a mispredicted branch per request cost more than the copy.
+            for r in pending.drain(..) {
+                x.outboxes[owner(r.visitor, n)].push(r);
+            }
+            std::mem::swap(&mut pending, &mut x.outboxes[x.me]);
             for (outbox, to) in x.outboxes.iter_mut().zip(&x.to) {
                 if let (false, Some(to)) = (outbox.is_empty(), to) {
+                    // Sent with a box of the same size left in its place, so the next batch's
+                    // pushes do not grow one from nothing.
+                    let full = std::mem::replace(outbox, Vec::with_capacity(outbox.capacity()));
                     // The owner's inbox outlives it only if it panicked: then so does the run.
-                    let _ = to.send(std::mem::take(outbox));
+                    let _ = to.send(full);
                 }
             }
         }
