@@ -21,9 +21,10 @@
 #                          --geoip and GoAccess --geoip-database; never commit one. Without it,
 #                          logcensus uses the pipeline's test database and GoAccess none.
 #   THREADS                logcensus --threads (default: logcensus's own, one per core)
-#   RUNS                   runs of logcensus and of `wc -l` per log (default 5): the median wall
-#                          time is reported (this machine class's speed moves from run to run,
-#                          and `wc -l`'s tenths of a second most of all); GoAccess runs once
+#   RUNS                   runs of logcensus and of `wc -l` per log, alternately (default 5):
+#                          the median wall time of each is reported (this machine class's speed
+#                          moves from run to run, and `wc -l`'s hundredths of a second most of
+#                          all); GoAccess runs once
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -122,18 +123,29 @@ timed() {
   awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }' >"$tmp/$name.wall"
 }
 
-# timed_median NAME CMD...: `timed` RUNS times; NAME.wall then holds the median wall time, and
-# NAME.time (CPU time, peak RSS) is that of the last run.
+# The median of the numbers on stdin, one per line.
+median() {
+  sort -n | awk '{ w[NR] = $1 } END {
+    printf "%.3f", (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }'
+}
+
+# timed_alternating A B: runs the commands in the arrays `first` (as A) and `second` (as B) one
+# after the other, RUNS times; A.wall and B.wall then hold their median wall times, and A.time
+# and B.time (CPU time, peak RSS) those of the last runs. Alternating puts both at the same
+# moments of the machine, whose speed drifts from minute to minute (the same logcensus run took
+# 0.29 s and 0.46 s within the hour): timed one set after the other, a slow spell during
+# either set alone moved their ratio.
 runs="${RUNS:-5}"
-timed_median() {
-  local name="$1" walls=()
-  shift
+timed_alternating() {
+  local a="$1" b="$2" walls_a=() walls_b=()
   for _ in $(seq "$runs"); do
-    timed "$name" "$@"
-    walls+=("$(cat "$tmp/$name.wall")")
+    timed "$a" "${first[@]}"
+    walls_a+=("$(cat "$tmp/$a.wall")")
+    timed "$b" "${second[@]}"
+    walls_b+=("$(cat "$tmp/$b.wall")")
   done
-  printf '%s\n' "${walls[@]}" | sort -n | awk '{ w[NR] = $1 } END {
-    printf "%.3f", (NR % 2) ? w[(NR + 1) / 2] : (w[NR / 2] + w[NR / 2 + 1]) / 2 }' >"$tmp/$name.wall"
+  printf '%s\n' "${walls_a[@]}" | median >"$tmp/$a.wall"
+  printf '%s\n' "${walls_b[@]}" | median >"$tmp/$b.wall"
 }
 
 rows=()
@@ -169,9 +181,12 @@ for n in $lines_list; do
     --visitor-key-file "$tmp/visitor.key")
   [[ -n "$mmdb" ]] && run+=(--geoip "$mmdb")
   [[ -n "${THREADS:-}" ]] && run+=(--threads "$THREADS")
-  echo "running logcensus on $n lines ($size_mib MiB)" >&2
-  timed_median logcensus "${run[@]}"
-  commands+=("${run[*]}")
+  wc_cmd=(wc -l "$log")
+  echo "running logcensus and wc -l on $n lines ($size_mib MiB), alternately" >&2
+  first=("${run[@]}")
+  second=("${wc_cmd[@]}")
+  timed_alternating logcensus wc
+  commands+=("${run[*]}" "${wc_cmd[*]}")
   lc_s="$(elapsed_s logcensus)"
   lc_rate="$(awk -v n="$n" -v s="$lc_s" 'BEGIN { printf "%.0f", n / s }')"
   row "$n" logcensus "$lc_s" "$(cpu_s "$tmp/logcensus.time")" "$lc_rate" \
@@ -209,9 +224,6 @@ for n in $lines_list; do
       awk -v n="$n" '{ c = $1; gsub(",", "", c); printf "  %8.1f  %s\n", c / n, $2 }')
   fi
 
-  wc_cmd=(wc -l "$log")
-  timed_median wc "${wc_cmd[@]}"
-  commands+=("${wc_cmd[*]}")
   wc_s="$(elapsed_s wc)"
   row "$n" "wc -l" "$wc_s" "$(cpu_s "$tmp/wc.time")" \
     "$(awk -v n="$n" -v s="$wc_s" 'BEGIN { printf "%.0f", n / (s > 0 ? s : 0.001) }')" \
@@ -241,7 +253,7 @@ printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |\n' lines tool wall_s cp
 echo "|-----------:|-----------|---------:|---------:|-------------:|----------:|------------------------|"
 printf '%s\n' "${rows[@]}"
 echo
-echo "wall_s: median of $runs runs for logcensus and wc -l (cpu_s and peak_MiB: the last run), one run for goaccess"
+echo "wall_s: median of $runs runs for logcensus and wc -l, run alternately (cpu_s and peak_MiB: the last run), one run for goaccess"
 echo "ratio: for wc -l, logcensus wall time / wc wall time; for goaccess, logcensus lines/s / goaccess lines/s"
 if [[ ${#counted[@]} -gt 0 ]]; then
   echo
