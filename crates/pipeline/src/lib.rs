@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use logcensus_aggregate::{Aggregates, Front, Rejection, Settled, VisitorSecret};
-use logcensus_enrich::{GeoDb, GeoError};
+use logcensus_enrich::{GeoDb, GeoError, UaClassifier};
 use logcensus_policy::{Pipeline, TableName};
 use logcensus_release::{Calibration, SelectionKey, TableRelease};
 use logcensus_sink::{RunMetadata, SinkError, WrittenFile};
@@ -166,6 +166,13 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         return Err(RunError::NoInput {
             pipeline: pipeline.path.display().to_string(),
         });
+    }
+    if pipeline.policy.user_agent.read {
+        // Not joined: it ends within milliseconds, and a worker that needs what it builds
+        // waits for it there (see `UaClassifier::warm_up`).
+        let _ = std::thread::Builder::new()
+            .name("ua-warm-up".into())
+            .spawn(UaClassifier::warm_up);
     }
     let geo = open_geo(pipeline, opts.geoip.as_deref())?;
     // Calibrated before any line is read: parameters that cannot be met fail the run at once.
