@@ -82,7 +82,6 @@ const WARM_UP: [&str; 6] = [
 ];
 
 impl UaClassifier {
-    /// A classifier; `versions` is the policy's `major_versions`.
     /// Has woothee compile the patterns and build the table that most User-Agents need. It
     /// does so on first use, once per process (about 13M instructions, a few milliseconds),
     /// and every worker that meets a User-Agent meanwhile waits: a run calls this on a thread
@@ -94,6 +93,7 @@ impl UaClassifier {
         }
     }
 
+    /// A classifier; `versions` is the policy's `major_versions`.
     pub fn new(versions: bool) -> Self {
         let unknown: Str = Arc::from(UNKNOWN);
         UaClassifier {
