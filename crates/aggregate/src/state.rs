@@ -169,6 +169,10 @@ impl From<Row> for ReleasedRow {
 
 impl Row {
     fn from_cell(period: i64, dims: Vec<Option<Str>>, c: &Cell) -> Row {
+        assert_eq!(
+            c.counted, 0,
+            "a table merged for exact counts only has no visitor sets to release"
+        );
         Row {
             period,
             dims,
@@ -268,6 +272,10 @@ struct Cell {
     requests: u64,
     bytes: u64,
     visitors: table::VisitorTable,
+    /// Visitors counted but not kept: those of partials merged by
+    /// [`Aggregates::merge_disjoint`] into a table whose sets are not needed, disjoint from
+    /// `visitors` and from each other. Always 0 in aggregates that keep every set.
+    counted: u64,
 }
 
 impl Cell {
@@ -287,6 +295,20 @@ impl Cell {
         self.requests += other.requests;
         self.bytes = self.bytes.saturating_add(other.bytes);
         self.visitors.merge(other.visitors);
+        self.counted += other.counted;
+    }
+
+    /// [`Cell::merge`] of a cell whose visitors are none of this one's, keeping only their
+    /// number.
+    fn merge_count(&mut self, other: Cell) {
+        self.requests += other.requests;
+        self.bytes = self.bytes.saturating_add(other.bytes);
+        self.counted += other.visitors.len() as u64 + other.counted;
+    }
+
+    /// Distinct visitors, kept or only counted.
+    fn distinct(&self) -> u64 {
+        self.visitors.len() as u64 + self.counted
     }
 }
 
@@ -346,6 +368,25 @@ fn merge_map<K: std::hash::Hash + Eq>(into: &mut Cells<K>, from: Cells<K>) {
             Some(mine) => mine.merge(c),
             None => {
                 into.insert(k, c);
+            }
+        }
+    }
+}
+
+/// [`merge_periods`] of cells whose visitors are none of `into`'s, keeping their number only
+/// ([`Cell::merge_count`]) where a cell is already there.
+fn merge_periods_counts<K: std::hash::Hash + Eq>(
+    into: &mut BTreeMap<i64, Cells<K>>,
+    from: BTreeMap<i64, Cells<K>>,
+) {
+    for (p, m) in from {
+        let into = into.entry(p).or_default();
+        for (k, c) in m {
+            match into.get_mut(&k) {
+                Some(mine) => mine.merge_count(c),
+                None => {
+                    into.insert(k, c);
+                }
             }
         }
     }
@@ -533,8 +574,6 @@ impl Aggregates {
         out
     }
 
-    /// Combines another partial aggregate of the same pipeline into this one. Exact: the result
-    /// is what one aggregate fed both inputs would hold.
     /// Visitor records kept in the region cells: one per visitor and period.
     #[cfg(test)]
     pub(crate) fn visitor_records(&self) -> usize {
@@ -545,7 +584,26 @@ impl Aggregates {
             .sum()
     }
 
+    /// Combines another partial aggregate of the same pipeline into this one. Exact: the result
+    /// is what one aggregate fed both inputs would hold.
     pub fn merge(&mut self, other: Aggregates) {
+        self.merge_keeping(other, &[]);
+    }
+
+    /// [`Aggregates::merge`] of a partial none of whose visitors are in this one (the workers of
+    /// a batch run each count their own visitors: see [`Front::shared`]). In the tables of
+    /// `counts_only`, a cell already here keeps only the number of `other`'s visitors, not
+    /// their hashes, which saves adding each one to a table: those tables' exact counts stay
+    /// right ([`Aggregates::finish`], [`TableRows::exact`]), but their rows can no longer be
+    /// taken with their visitors ([`TableRows::with_visitors`] panics), nor the aggregates be
+    /// written to a checkpoint ([`Aggregates::to_bytes`] panics).
+    ///
+    /// Were the visitors not disjoint, one in both would be counted twice in those tables.
+    pub fn merge_disjoint(&mut self, other: Aggregates, counts_only: &[TableName]) {
+        self.merge_keeping(other, counts_only);
+    }
+
+    fn merge_keeping(&mut self, other: Aggregates, counts_only: &[TableName]) {
         let Aggregates {
             traffic,
             clients,
@@ -555,23 +613,40 @@ impl Aggregates {
             unattributed,
             ..
         } = other;
+        fn periods<K: std::hash::Hash + Eq>(
+            into: &mut BTreeMap<i64, Cells<K>>,
+            from: BTreeMap<i64, Cells<K>>,
+            count_only: bool,
+        ) {
+            if count_only {
+                merge_periods_counts(into, from);
+            } else {
+                merge_periods(into, from);
+            }
+        }
+        let only = |t| counts_only.contains(&t);
+        let (traffic_counts, clients_counts, referrers_counts) = (
+            only(TableName::TrafficByRegion),
+            only(TableName::Clients),
+            only(TableName::Referrers),
+        );
         let visitors: usize = traffic
             .values()
             .flat_map(Cells::values)
             .map(|c| c.visitors.len())
             .sum();
         if visitors < PARALLEL_MERGE_VISITORS {
-            merge_periods(&mut self.traffic, traffic);
-            merge_periods(&mut self.clients, clients);
-            merge_periods(&mut self.referrers, referrers);
+            periods(&mut self.traffic, traffic, traffic_counts);
+            periods(&mut self.clients, clients, clients_counts);
+            periods(&mut self.referrers, referrers, referrers_counts);
         } else {
             // Large partials (the workers' at the end of a batch run): the three tables side by
             // side, each on its own thread.
             std::thread::scope(|s| {
                 let (mine_traffic, mine_clients) = (&mut self.traffic, &mut self.clients);
-                let a = s.spawn(move || merge_periods(mine_traffic, traffic));
-                let b = s.spawn(move || merge_periods(mine_clients, clients));
-                merge_periods(&mut self.referrers, referrers);
+                let a = s.spawn(move || periods(mine_traffic, traffic, traffic_counts));
+                let b = s.spawn(move || periods(mine_clients, clients, clients_counts));
+                periods(&mut self.referrers, referrers, referrers_counts);
                 for h in [a, b] {
                     h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
                 }
@@ -643,11 +718,12 @@ impl Aggregates {
                     period,
                     dims,
                     requests: cell.requests,
-                    visitors: cell.visitors.len() as u64,
+                    visitors: cell.distinct(),
                     bytes: cell.bytes,
                 },
                 // Classes that print the same: the union of their visitors, counted in a
-                // table of hashes alone (a row's map of contributions is not needed here).
+                // table of hashes alone (a row's map of contributions is not needed here),
+                // and those only counted, which are in no other cell.
                 _ => {
                     let mut union = table::Table::<()>::with_capacity(
                         cells.iter().map(|c| c.visitors.len()).sum(),
@@ -661,7 +737,7 @@ impl Aggregates {
                         period,
                         dims,
                         requests: cells.iter().map(|c| c.requests).sum(),
-                        visitors: union.len() as u64,
+                        visitors: union.len() as u64 + cells.iter().map(|c| c.counted).sum::<u64>(),
                         bytes: cells.iter().fold(0u64, |b, c| b.saturating_add(c.bytes)),
                     }
                 }

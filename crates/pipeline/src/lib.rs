@@ -379,12 +379,21 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         "every line counted"
     );
     let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
+    // A table released as counted needs only how many visitors each row has, not which: the
+    // workers' visitors are disjoint (each counted by the worker that owns it), so their numbers
+    // add up without putting every visitor into one set.
+    let counts_only: Vec<TableName> = pipeline
+        .tables
+        .iter()
+        .copied()
+        .filter(|t| plan.get(t).is_none_or(TableRelease::is_exact))
+        .collect();
     // The region and client cells are built once from every worker's visitor records (on two
     // threads) while the partials (referrer cells, traffic quality) merge on this one.
     let cells = std::thread::scope(|s| {
-        let cells = s.spawn(|| Settled::build(settled, threads));
+        let cells = s.spawn(|| Settled::build(settled, threads, &counts_only));
         for p in partials {
-            total.merge(p);
+            total.merge_disjoint(p, &counts_only);
         }
         cells
             .join()

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crossbeam_channel::{Receiver, Sender};
 
 use logcensus_enrich::{ClientClass, Place};
+use logcensus_policy::TableName;
 
 use super::table::{Table, VisitorTable};
 use super::{Aggregates, Cell, Contribution, Observation};
@@ -488,7 +489,7 @@ impl Settled {
     /// Adds the region and client cells of `fronts` into `agg`: [`Settled::build`], then
     /// [`Built::add_into`].
     pub fn add_all(fronts: Vec<Settled>, agg: &mut Aggregates, threads: usize) {
-        Settled::build(fronts, threads).add_into(agg);
+        Settled::build(fronts, threads, &[]).add_into(agg);
     }
 
     /// The region and client cells of `fronts`: those that flushing each front and merging
@@ -497,10 +498,20 @@ impl Settled {
     /// share visitors out) joins them once with its contributions summed, as a merge would.
     /// The two tables are built side by side when `threads` is 2 or more.
     ///
+    /// The cells of a table in `counts_only` ([`TableName::TrafficByRegion`] for the region
+    /// cells, [`TableName::Clients`] for the client cells) get the number of their visitors
+    /// instead of a set of them, as [`Aggregates::merge_disjoint`] leaves them: each visitor
+    /// record of a run's fronts is one visitor of its cells (the fronts share visitors out, so
+    /// no visitor is in two of them), counted while the requests were. Adding each visitor to
+    /// a table is most of the time a build takes. The one difference from the sets: a visitor
+    /// hash that stood for two regions or clients (a 64-bit collision of two visitors, which
+    /// [`Front`] counts the plain way) counts as the two visitors it is in a cell both are in,
+    /// where a set holds it once.
+    ///
     /// # Panics
     /// If the fronts do not share one run's numbering (they were not made by one
     /// [`Front::shared`]).
-    pub fn build(mut fronts: Vec<Settled>, threads: usize) -> Built {
+    pub fn build(mut fronts: Vec<Settled>, threads: usize, counts_only: &[TableName]) -> Built {
         let Some(first) = fronts.first() else {
             return Built::default();
         };
@@ -516,7 +527,14 @@ impl Settled {
         let places = std::mem::take(&mut fronts[i.unwrap_or(0)].places);
         let i = (0..fronts.len()).max_by_key(|&i| fronts[i].clients.len());
         let clients = std::mem::take(&mut fronts[i.unwrap_or(0)].clients);
-        let build = |of_place: bool| cells_by_number(&fronts, of_place);
+        let build = |of_place: bool| {
+            let table = if of_place {
+                TableName::TrafficByRegion
+            } else {
+                TableName::Clients
+            };
+            cells_by_number(&fronts, of_place, !counts_only.contains(&table))
+        };
         let (by_place, by_client) = if threads >= 2 {
             std::thread::scope(|s| {
                 let clients = s.spawn(|| build(false));
@@ -551,8 +569,13 @@ impl Built {
 }
 
 /// For every period of `fronts`, its region cells (`of_place`) or client cells by number
-/// (`None` where nothing was counted), each visitor added to the cell of its number.
-fn cells_by_number(fronts: &[Settled], of_place: bool) -> Vec<(i64, Vec<Option<Cell>>)> {
+/// (`None` where nothing was counted), each visitor added to the cell of its number (`sets`)
+/// or counted in it.
+fn cells_by_number(
+    fronts: &[Settled],
+    of_place: bool,
+    sets: bool,
+) -> Vec<(i64, Vec<Option<Cell>>)> {
     let periods: std::collections::BTreeSet<i64> = fronts
         .iter()
         .flat_map(|f| f.periods.keys().copied())
@@ -574,6 +597,17 @@ fn cells_by_number(fronts: &[Settled], of_place: bool) -> Vec<(i64, Vec<Option<C
                     t.visitors += their.visitors;
                 }
             }
+            if !sets {
+                let cells = totals.iter().map(|t| {
+                    (t.requests > 0).then(|| Cell {
+                        requests: t.requests,
+                        bytes: t.bytes,
+                        visitors: VisitorTable::default(),
+                        counted: t.visitors,
+                    })
+                });
+                return (p, cells.collect());
+            }
             // Each table sized once, for the visitor records that name its number.
             let mut cells: Vec<Option<Cell>> = totals
                 .iter()
@@ -582,6 +616,7 @@ fn cells_by_number(fronts: &[Settled], of_place: bool) -> Vec<(i64, Vec<Option<C
                         requests: t.requests,
                         bytes: t.bytes,
                         visitors: VisitorTable::with_capacity(t.visitors as usize),
+                        counted: 0,
                     })
                 })
                 .collect();

@@ -498,3 +498,152 @@ fn status_classes_are_the_hundreds() {
         assert_eq!(status_class(s), by_range(s), "{s:?}");
     }
 }
+
+/// Three workers sharing their visitors out, ended as a batch run ends them, then merged
+/// (`merge_disjoint`) and built (`Settled::build`) keeping only the visitor counts of the tables
+/// in `counts_only`.
+fn three_workers_merged(all: &[Observation<'_>], counts_only: &[TableName]) -> Aggregates {
+    let parts: Vec<(Aggregates, Settled)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = Front::shared(3)
+            .into_iter()
+            .enumerate()
+            .map(|(w, mut front)| {
+                scope.spawn(move || {
+                    let mut agg = Aggregates::new(Period::Day, CrawlerHandling::Include);
+                    for (i, obs) in all.iter().enumerate() {
+                        if (i / 500) % 3 == w {
+                            front.observe(obs, &mut agg);
+                        }
+                    }
+                    let settled = front.settle_into(&mut agg);
+                    (agg, settled)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let (partials, settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    let mut total = Aggregates::new(Period::Day, CrawlerHandling::Include);
+    for p in partials {
+        total.merge_disjoint(p, counts_only);
+    }
+    Settled::build(settled, 2, counts_only).add_into(&mut total);
+    total
+}
+
+/// A batch run's tables released as counted need no visitor sets: merged and built keeping
+/// only the numbers of the workers' (disjoint) visitors, every table's exact rows are those of
+/// one aggregate fed every request, including rows made of several classes that print the same;
+/// a table not in `counts_only` keeps its rows with their visitors.
+#[test]
+fn counts_of_disjoint_workers_give_the_exact_rows() {
+    let places: Vec<Arc<Place>> = (0..20)
+        .map(|i| place(["DE", "FR"][i % 2], &format!("R-{}", i % 7)))
+        .collect();
+    let mut clients: Vec<Arc<ClientClass>> = (0..6)
+        .map(|i| client(["Firefox", "Chrome", "Googlebot"][i % 3], i % 3 == 2))
+        .collect();
+    // A class that prints as Firefox does: their rows are one.
+    clients.push(Arc::new(ClientClass {
+        unknown: true,
+        ..(*clients[0]).clone()
+    }));
+    let referrers = ["(direct)", "google.com", "(internal)", "example.org"].map(s);
+    let mut plain = Aggregates::new(Period::Day, CrawlerHandling::Include);
+    let mut all = Vec::new();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..40_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // A visitor's place and client follow from its hash, as they do from an address and a
+        // User-Agent.
+        let visitor = (x % 6_000).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let obs = Observation {
+            time: DAY + (i * 5) as i64,
+            visitor,
+            place: &places[(visitor >> 40) as usize % 20],
+            geo_known: true,
+            client: &clients[(visitor >> 50) as usize % 7],
+            referrer: &referrers[(x >> 16) as usize % 4],
+            status: Some(200),
+            bytes: (x >> 32) % 9_000,
+        };
+        plain.observe(&obs);
+        all.push(obs);
+    }
+    let demographic = [
+        TableName::TrafficByRegion,
+        TableName::Clients,
+        TableName::Referrers,
+    ];
+    let counted = three_workers_merged(&all, &demographic);
+    for table in demographic {
+        let want = plain.exact_rows(table);
+        assert!(want.len() >= 3, "{table:?}");
+        assert_eq!(counted.exact_rows(table), want, "{table:?}");
+    }
+    assert_eq!(
+        counted.clone().finish(&TableName::ALL),
+        plain.clone().finish(&TableName::ALL)
+    );
+    // Firefox and its unknown-flagged twin make one row of both classes' visitors (the first
+    // day's, here).
+    let firefox = counted
+        .exact_rows(TableName::Clients)
+        .into_iter()
+        .find(|r| r.period == DAY && r.dims[3].as_deref() == Some("Firefox"))
+        .unwrap();
+    let by_class = |c: &Arc<ClientClass>| {
+        all.iter()
+            .filter(|o| o.time < DAY + 86_400 && Arc::ptr_eq(o.client, c))
+            .map(|o| o.visitor)
+            .collect::<std::collections::BTreeSet<u64>>()
+            .len() as u64
+    };
+    assert_eq!(
+        firefox.visitors,
+        by_class(&clients[0]) + by_class(&clients[3]) + by_class(&clients[6])
+    );
+    // Only the referrers counted: regions and clients keep their visitors.
+    let mixed = three_workers_merged(&all, &[TableName::Referrers]);
+    for table in [TableName::TrafficByRegion, TableName::Clients] {
+        assert_eq!(mixed.rows(table), plain.rows(table), "{table:?}");
+    }
+    assert_eq!(
+        mixed.exact_rows(TableName::Referrers),
+        plain.exact_rows(TableName::Referrers)
+    );
+}
+
+/// The rows of a table merged for counts only cannot be taken with their visitors: a release
+/// that needs them must not get a set missing most of them.
+#[test]
+#[should_panic(expected = "merged for exact counts only")]
+fn a_table_merged_for_counts_has_no_visitor_sets() {
+    let (de, ff, r) = (
+        place("DE", "DE-BE"),
+        client("Firefox", false),
+        s("(direct)"),
+    );
+    let obs = |visitor| Observation {
+        time: DAY,
+        visitor,
+        place: &de,
+        geo_known: true,
+        client: &ff,
+        referrer: &r,
+        status: Some(200),
+        bytes: 1,
+    };
+    let (mut a, mut b) = (
+        Aggregates::new(Period::Day, CrawlerHandling::Include),
+        Aggregates::new(Period::Day, CrawlerHandling::Include),
+    );
+    a.observe(&obs(1));
+    b.observe(&obs(2));
+    a.merge_disjoint(b, &[TableName::Referrers]);
+    assert_eq!(a.exact_rows(TableName::Referrers)[0].visitors, 2);
+    assert_eq!(a.rows(TableName::Clients)[0].visitors.len(), 2);
+    a.rows(TableName::Referrers);
+}

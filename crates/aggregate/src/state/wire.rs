@@ -162,6 +162,10 @@ fn wire_cells<K>(cells: Option<&Cells<K>>, key: impl Fn(&K) -> u32) -> Vec<WireC
     let mut out: Vec<WireCell> = cells
         .iter()
         .map(|(k, c)| {
+            assert_eq!(
+                c.counted, 0,
+                "aggregates merged for exact counts only are not written to a checkpoint"
+            );
             let mut visitors: Vec<WireVisitor> = c
                 .visitors
                 .iter()
@@ -421,6 +425,7 @@ fn cells<K: Clone + std::hash::Hash + Eq>(
             requests: c.requests,
             bytes: c.bytes,
             visitors,
+            counted: 0,
         };
         match out.get_mut(key) {
             Some(mine) => mine.merge(cell),
