@@ -373,6 +373,21 @@ fn dotted_quads_parse_as_the_standard_library_does() {
             }
         }
     }
+    // Random words of digits and dots, 0 to 18 bytes, some with a byte after them.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for _ in 0..20_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let len = (x % 19) as usize;
+        let mut c: Vec<u8> = (0..len)
+            .map(|i| b"0123456789...25"[(x >> (4 * (i % 15) + 3)) as usize % 15])
+            .collect();
+        if x >> 60 == 0 {
+            c.push(b'x');
+        }
+        cases.push(c);
+    }
     // Every one-byte change of a few addresses, to any byte.
     for base in ["192.0.2.1", "10.200.0.7", "1.1.1.1"] {
         for i in 0..base.len() {
