@@ -177,6 +177,15 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let geo = open_geo(pipeline, opts.geoip.as_deref())?;
     // Calibrated before any line is read: parameters that cannot be met fail the run at once.
     let plan = release_plan(pipeline)?;
+    // A table released as counted needs only how many visitors each row has, not which: the
+    // workers' visitors are disjoint (each counted by the worker that owns it), so their numbers
+    // add up without putting every visitor into one set.
+    let counts_only: Vec<TableName> = pipeline
+        .tables
+        .iter()
+        .copied()
+        .filter(|t| plan.get(t).is_none_or(TableRelease::is_exact))
+        .collect();
     // Check that every file can be opened and read before reading any, so an unreadable file
     // fails the run at once; then open them one at a time (thousands of inputs must not hold
     // thousands of descriptors and buffers). Plain files are read in pieces by the workers;
@@ -222,7 +231,10 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         // The workers share their visitors out: each visitor's records are kept by one worker.
         let workers: Vec<_> = Front::shared(threads)
             .into_iter()
-            .map(|front| {
+            .map(|mut front| {
+                if counts_only.contains(&TableName::Referrers) {
+                    front.count_referrers_only();
+                }
                 let rx = rx.clone();
                 let spent_tx = spent_tx.clone();
                 let geo = geo.as_ref();
@@ -379,15 +391,6 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         "every line counted"
     );
     let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
-    // A table released as counted needs only how many visitors each row has, not which: the
-    // workers' visitors are disjoint (each counted by the worker that owns it), so their numbers
-    // add up without putting every visitor into one set.
-    let counts_only: Vec<TableName> = pipeline
-        .tables
-        .iter()
-        .copied()
-        .filter(|t| plan.get(t).is_none_or(TableRelease::is_exact))
-        .collect();
     // The region and client cells are built once from every worker's visitor records (on two
     // threads) while the partials (referrer cells, traffic quality) merge on this one.
     let cells = std::thread::scope(|s| {

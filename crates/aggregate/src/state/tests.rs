@@ -508,6 +508,9 @@ fn three_workers_merged(all: &[Observation<'_>], counts_only: &[TableName]) -> A
             .into_iter()
             .enumerate()
             .map(|(w, mut front)| {
+                if counts_only.contains(&TableName::Referrers) {
+                    front.count_referrers_only();
+                }
                 scope.spawn(move || {
                     let mut agg = Aggregates::new(Period::Day, CrawlerHandling::Include);
                     for (i, obs) in all.iter().enumerate() {
@@ -531,10 +534,11 @@ fn three_workers_merged(all: &[Observation<'_>], counts_only: &[TableName]) -> A
     total
 }
 
-/// A batch run's tables released as counted need no visitor sets: merged and built keeping
-/// only the numbers of the workers' (disjoint) visitors, every table's exact rows are those of
-/// one aggregate fed every request, including rows made of several classes that print the same;
-/// a table not in `counts_only` keeps its rows with their visitors.
+/// A batch run's tables released as counted need no visitor sets: counted with referrers
+/// marked in visitor records, merged and built keeping only the numbers of the workers'
+/// (disjoint) visitors, every table's exact rows are those of one aggregate fed every request,
+/// including rows made of several classes that print the same and referrers numbered past the
+/// bits of a visitor record; a table not in `counts_only` keeps its rows with their visitors.
 #[test]
 fn counts_of_disjoint_workers_give_the_exact_rows() {
     let places: Vec<Arc<Place>> = (0..20)
@@ -548,7 +552,9 @@ fn counts_of_disjoint_workers_give_the_exact_rows() {
         unknown: true,
         ..(*clients[0]).clone()
     }));
-    let referrers = ["(direct)", "google.com", "(internal)", "example.org"].map(s);
+    // Four common referrers, and 90 rare ones: more than a visitor record has bits for.
+    let common = ["(direct)", "google.com", "(internal)", "example.org"].map(s);
+    let rare: Vec<Str> = (0..90).map(|i| s(&format!("site{i}.example"))).collect();
     let mut plain = Aggregates::new(Period::Day, CrawlerHandling::Include);
     let mut all = Vec::new();
     let mut x = 0x2545_f491_4f6c_dd1du64;
@@ -565,7 +571,11 @@ fn counts_of_disjoint_workers_give_the_exact_rows() {
             place: &places[(visitor >> 40) as usize % 20],
             geo_known: true,
             client: &clients[(visitor >> 50) as usize % 7],
-            referrer: &referrers[(x >> 16) as usize % 4],
+            referrer: if x.is_multiple_of(4) {
+                &rare[(x >> 20) as usize % 90]
+            } else {
+                &common[(x >> 16) as usize % 4]
+            },
             status: Some(200),
             bytes: (x >> 32) % 9_000,
         };
@@ -578,6 +588,7 @@ fn counts_of_disjoint_workers_give_the_exact_rows() {
         TableName::Referrers,
     ];
     let counted = three_workers_merged(&all, &demographic);
+    assert!(plain.exact_rows(TableName::Referrers).len() > 3 * 90);
     for table in demographic {
         let want = plain.exact_rows(table);
         assert!(want.len() >= 3, "{table:?}");
