@@ -138,10 +138,12 @@ pub(super) fn parse<'a>(preset: Preset, line: &'a [u8], stamps: &StampCache) -> 
     let rest = &line[pos..];
     let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
     let (&last, user_agent) = rest.split_last()?;
-    // No quote in the value: the first one from its start is the last byte.
+    // No quote in the value: the first one from its start is the last byte. A User-Agent is
+    // long enough (~130 bytes) for `memchr`'s 32-byte steps to beat `find_quote`'s 16 (24
+    // fewer instructions per line).
     if last != b'"'
         || user_agent.last() == Some(&b'\\')
-        || find_quote(line, pos) != Some(pos + user_agent.len())
+        || memchr(b'"', &line[pos..]) != Some(user_agent.len())
     {
         return None;
     }
