@@ -462,6 +462,12 @@ impl Aggregates {
         referrer.add(obs);
     }
 
+    /// Counts `obs` in its period's traffic quality only: for a pipeline with no other table,
+    /// whose requests have no visitor, place, client or referrer worth a cell.
+    pub fn observe_quality(&mut self, obs: &Observation<'_>) {
+        self.count_quality(obs);
+    }
+
     /// Counts `obs` in its period's traffic quality, and returns that period unless `obs` is
     /// a crawler's request that the demographic tables exclude.
     fn count_quality(&mut self, obs: &Observation<'_>) -> Option<i64> {

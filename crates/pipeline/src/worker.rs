@@ -4,12 +4,12 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use logcensus_aggregate::{
-    Aggregates, Front, Observation, Rejection, Settled, VisitorKeys, VisitorSecret,
+    Aggregates, Front, Observation, Rejection, Settled, Str, VisitorKeys, VisitorSecret,
 };
 use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, ReferrerClassifier, UaClassifier};
 use logcensus_parse::{LineParser, ParseError};
 use logcensus_policy::rules::{address_bytes, client_address, leading_dotted_quad, parse_ip};
-use logcensus_policy::{ClientAddressSource, GeoLevel, Pipeline};
+use logcensus_policy::{ClientAddressSource, GeoLevel, Pipeline, TableName};
 use logcensus_source::{Batch, Entry};
 
 /// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
@@ -38,6 +38,13 @@ pub struct Stages<'p> {
     no_geo: Arc<Place>,
     visitors: VisitorKeys,
     referrers: ReferrerClassifier,
+    /// Whether the pipeline has a table of visitors (any but `traffic_quality`): without one,
+    /// no line's visitor is hashed and its request only counts in the traffic quality.
+    demographic: bool,
+    /// Whether it has the `referrers` table: without it, no referrer is classified.
+    referrer_table: bool,
+    /// The referrer value of a line whose referrer is not classified (counted nowhere).
+    unclassified: Str,
     /// What [`Stages::look_ahead`] found for each entry of the current batch.
     ahead: Vec<Option<Ahead>>,
     /// Its working lists: the batch's leading addresses, where they are, and their answers.
@@ -132,6 +139,12 @@ impl<'p> LineWorker<'p> {
 
     fn count(&mut self, line: &str, ahead: Option<Ahead>) -> Result<(), Rejection> {
         let (front, agg) = (&mut self.front, &mut self.agg);
+        if !self.stages.demographic {
+            return self
+                .stages
+                .count(line, ahead, |_| true, |obs| agg.observe_quality(obs))
+                .map(|_| ());
+        }
         self.stages
             .count(line, ahead, |_| true, |obs| front.observe(obs, agg))
             .map(|_| ())
@@ -169,6 +182,12 @@ impl<'p> Stages<'p> {
             }),
             visitors: VisitorKeys::new(secret),
             referrers: ReferrerClassifier::new(&pipeline.own_domains),
+            demographic: pipeline
+                .tables
+                .iter()
+                .any(|&t| t != TableName::TrafficQuality),
+            referrer_table: pipeline.has_table(TableName::Referrers),
+            unclassified: Str::from(""),
             ahead: Vec::new(),
             addresses: Vec::new(),
             words: Vec::new(),
@@ -239,6 +258,9 @@ impl<'p> Stages<'p> {
         agg: &mut Aggregates,
         admit: impl FnOnce(i64) -> bool,
     ) -> Result<Outcome, Rejection> {
+        if !self.demographic {
+            return self.count(utf8(line)?, None, admit, |obs| agg.observe_quality(obs));
+        }
         self.count(utf8(line)?, None, admit, |obs| agg.observe(obs))
     }
 
@@ -300,27 +322,35 @@ impl<'p> Stages<'p> {
             (Some(g), None) => g.place(address),
             (None, _) => (&self.no_geo, false),
         };
-        let key = self.visitors.key(time);
-        // The User-Agent's digest is kept with it in the classifier's cache, for its day.
-        let digest = match kept {
-            Some(Some((day, digest))) if *day == key.day() => *digest,
-            Some(kept) => {
-                let digest = key.user_agent(ua_bytes);
-                *kept = Some((key.day(), digest));
-                digest
+        let visitor = if self.demographic {
+            let key = self.visitors.key(time);
+            // The User-Agent's digest is kept with it in the classifier's cache, for its day.
+            let digest = match kept {
+                Some(Some((day, digest))) if *day == key.day() => *digest,
+                Some(kept) => {
+                    let digest = key.user_agent(ua_bytes);
+                    *kept = Some((key.day(), digest));
+                    digest
+                }
+                None => key.user_agent(ua_bytes),
+            };
+            match address {
+                Some(ip) => key.visitor_of(&address_bytes(ip), digest),
+                None => key.visitor_of(&[0; 16], digest),
             }
-            None => key.user_agent(ua_bytes),
-        };
-        let visitor = match address {
-            Some(ip) => key.visitor_of(&address_bytes(ip), digest),
-            None => key.visitor_of(&[0; 16], digest),
+        } else {
+            0
         };
         let referer = if policy.referrer.read {
             record.referer.as_deref()
         } else {
             None
         };
-        let referrer = self.referrers.classify(referer);
+        let referrer = if self.referrer_table {
+            self.referrers.classify(referer)
+        } else {
+            &self.unclassified
+        };
         count(&Observation {
             time,
             visitor,
@@ -552,6 +582,98 @@ mod tests {
         }
     }
 
+    /// A pipeline whose only table is `traffic_quality` hashes no visitor and classifies no
+    /// referrer, and counts the quality the full pipeline counts: crawlers, empty and unknown
+    /// User-Agents, addresses the database does not know, statuses, bytes and rejected lines.
+    #[test]
+    fn traffic_quality_alone_counts_what_it_counts_beside_the_other_tables() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("city.mmdb");
+        std::fs::write(&db, logcensus_fixtures::city_mmdb()).unwrap();
+        let load = |name: &str, tables: &str| {
+            let p = dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &p,
+                format!(
+                    "[pipeline]\nname = \"{name}\"\npolicy = \"{}\"\n[geoip]\ndatabase = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [{tables}]\ncrawlers = \"exclude\"\n",
+                    root.join("pipelines/policies/site-privacy-policy.toml").display(),
+                    db.display(),
+                ),
+            )
+            .unwrap();
+            Pipeline::load(&p).unwrap()
+        };
+        let full = load(
+            "full",
+            "\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"",
+        );
+        let alone = load("alone", "\"traffic_quality\"");
+        let hosts = ["3.80.0.1", "2a01:4f8::1", "203.0.113.9", "-", "63.140.0.1"];
+        let agents = [
+            "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            "Googlebot/2.1 (+http://www.google.com/bot.html)",
+            "",
+            "-",
+            "zz-unknown-agent",
+        ];
+        let mut lines: Vec<String> = (0..300)
+            .map(|i| {
+                format!(
+                    "{} - - [{}/May/2026:10:00:00 +0000] \"GET /a HTTP/1.1\" {} {} \"https://www.site{}.com/x\" \"{}\"",
+                    hosts[i % 5],
+                    16 + i % 2,
+                    [200, 301, 404, 503, 99][i / 3 % 5],
+                    i * 10,
+                    i % 4,
+                    agents[i / 7 % 5],
+                )
+            })
+            .collect();
+        lines.push("not a log line".into());
+        let secret = || VisitorSecret::from_bytes([5; 32]);
+        let geo = GeoDb::open(&db, &full.geo_fields, full.geo_level).unwrap();
+        let quality = |pipeline: &Pipeline| {
+            let mut w = LineWorker::new(pipeline, Some(&geo), secret());
+            let mut visitors = std::collections::BTreeSet::new();
+            let mut referrers = std::collections::BTreeSet::new();
+            for l in &lines {
+                let mut agg = Aggregates::new(pipeline.period, pipeline.crawlers);
+                let _ = w.stages.count(
+                    l,
+                    None,
+                    |_| true,
+                    |obs| {
+                        visitors.insert(obs.visitor);
+                        referrers.insert(obs.referrer.to_string());
+                        agg.observe(obs);
+                    },
+                );
+                let _ = w.line(l.as_bytes());
+            }
+            let table = w.into_aggregates().finish(&[TableName::TrafficQuality]);
+            (table, visitors.len(), referrers.len())
+        };
+        let (want, visitors, referrers) = quality(&full);
+        assert!(visitors > 10 && referrers >= 4, "{visitors} {referrers}");
+        let (got, visitors, referrers) = quality(&alone);
+        assert_eq!(
+            (visitors, referrers),
+            (1, 1),
+            "one value each: none computed"
+        );
+        assert_eq!(got, want);
+        let crawlers = match &got[0]
+            .columns
+            .iter()
+            .find(|(n, _)| *n == "crawler_requests")
+        {
+            Some((_, Column::Int(v))) => v.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert!(crawlers.iter().all(|&n| n > 0), "{crawlers:?}");
+    }
+
     /// Each line's visitor hash is the day key's hash of its address and User-Agent, computed
     /// afresh: the per-User-Agent digests kept in the classifier's cache are those of the
     /// line's day (days alternate, so a digest of the wrong day would be reused), and User-Agents
@@ -564,7 +686,7 @@ mod tests {
             .join("../../pipelines/policies/site-privacy-policy.toml");
         std::fs::write(
             &p,
-            format!("[pipeline]\nname = \"s\"\npolicy = \"{}\"\n[aggregate]\nperiod = \"day\"\ntables = [\"traffic_quality\"]\ncrawlers = \"include\"\n", policy.display()),
+            format!("[pipeline]\nname = \"s\"\npolicy = \"{}\"\n[aggregate]\nperiod = \"day\"\ntables = [\"clients\", \"traffic_quality\"]\ncrawlers = \"include\"\n", policy.display()),
         )
         .unwrap();
         let pipeline = Pipeline::load(&p).unwrap();
