@@ -137,6 +137,7 @@ impl<'p> LineWorker<'p> {
         self.count(utf8(line)?, None)
     }
 
+    #[inline(always)]
     fn count(&mut self, line: &str, ahead: Option<Ahead>) -> Result<(), Rejection> {
         let (front, agg) = (&mut self.front, &mut self.agg);
         if !self.stages.demographic {
@@ -405,31 +406,38 @@ impl<'b> Utf8Stretch<'b> {
     }
 
     /// `data[start..end]` as text, or `None` when it is not UTF-8.
+    #[inline(always)]
     fn line(&mut self, start: usize, end: usize) -> Option<&'b str> {
         if start < self.start || end > self.start + self.text.len() {
-            let limit = start.saturating_add(self.reach.max(end - start));
-            let stretch = &self.data[start..limit.min(self.data.len())];
-            self.start = start;
-            match simdutf8::compat::from_utf8(stretch) {
-                Ok(text) => {
-                    self.text = text;
-                    self.reach = self.reach.saturating_mul(2);
-                }
-                Err(e) => {
-                    self.text = simdutf8::basic::from_utf8(&stretch[..e.valid_up_to()])
-                        .expect("the bytes before the first error are UTF-8");
-                    // A character cut by the stretch's end is no sign of bad lines.
-                    self.reach = match e.error_len() {
-                        Some(_) => 4096,
-                        None => self.reach.saturating_mul(2),
-                    };
-                }
-            }
+            self.refill(start, end);
         }
         // The stretch starts at this line or before, at a line's start. A line that is UTF-8 is
         // then in it whole, and cut at ASCII bytes, on character boundaries; a line that is not
         // ends past it.
         self.text.get(start - self.start..end - self.start)
+    }
+
+    /// Starts a new stretch at `start` (see [`Utf8Stretch::line`]).
+    #[inline(never)]
+    fn refill(&mut self, start: usize, end: usize) {
+        let limit = start.saturating_add(self.reach.max(end - start));
+        let stretch = &self.data[start..limit.min(self.data.len())];
+        self.start = start;
+        match simdutf8::compat::from_utf8(stretch) {
+            Ok(text) => {
+                self.text = text;
+                self.reach = self.reach.saturating_mul(2);
+            }
+            Err(e) => {
+                self.text = simdutf8::basic::from_utf8(&stretch[..e.valid_up_to()])
+                    .expect("the bytes before the first error are UTF-8");
+                // A character cut by the stretch's end is no sign of bad lines.
+                self.reach = match e.error_len() {
+                    Some(_) => 4096,
+                    None => self.reach.saturating_mul(2),
+                };
+            }
+        }
     }
 }
 
