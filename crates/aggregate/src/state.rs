@@ -474,7 +474,11 @@ impl Aggregates {
         let p = self.period.start(obs.time);
         // Rejections wait in `pending` only until the batch's first parsed line.
         let first_in_batch = self.last_period.replace(p).is_none();
-        let q = self.quality.entry(p).or_default();
+        // Nearly always a period already counted: found without the entry API's call.
+        let q = match self.quality.get_mut(&p) {
+            Some(q) => q,
+            None => self.quality.entry(p).or_default(),
+        };
         if first_in_batch && self.pending.iter().any(|&n| n > 0) {
             for (i, n) in std::mem::take(&mut self.pending).into_iter().enumerate() {
                 q.rejected[i] += n;
