@@ -244,6 +244,25 @@ fn client_address_selection() {
     assert_eq!(parse_ip(b"\xff\xfe"), None);
 }
 
+/// `n` seeded random words of bytes from `alphabet`, each shorter than `max_len`.
+fn random_words(alphabet: &[u8], max_len: u64, n: usize) -> Vec<Vec<u8>> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut y = x;
+            (0..x % max_len)
+                .map(|_| {
+                    y = y.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    alphabet[(y >> 59) as usize % alphabet.len()]
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// `parse_ip` reads plain IPv6 itself; `hex_groups` must agree with the standard library on
 /// every string of hex digits and colons (it accepts them all), and never accept what the
 /// standard library refuses or read it otherwise.
@@ -285,21 +304,11 @@ fn hex_groups_parse_as_the_standard_library_does() {
     .iter()
     .map(|s| s.as_bytes().to_vec())
     .collect();
-    let alphabet = b"0123456789abcdefABCDEF::::::::.g";
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..300_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let len = (x % 42) as usize;
-        let mut c = Vec::with_capacity(len);
-        let mut y = x;
-        for _ in 0..len {
-            y = y.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            c.push(alphabet[(y >> 59) as usize]);
-        }
-        cases.push(c);
-    }
+    cases.extend(random_words(
+        b"0123456789abcdefABCDEF::::::::.g",
+        42,
+        300_000,
+    ));
     // Every one-byte change of a few addresses, to any byte.
     for base in ["2001:db8::1", "1:2:3:4:5:6:7:8", "::ffff:c000:201"] {
         for i in 0..base.len() {
@@ -373,17 +382,12 @@ fn dotted_quads_parse_as_the_standard_library_does() {
             }
         }
     }
-    // Random words of digits and dots, 0 to 18 bytes, some with a byte after them.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for _ in 0..20_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let len = (x % 19) as usize;
-        let mut c: Vec<u8> = (0..len)
-            .map(|i| b"0123456789...25"[(x >> (4 * (i % 15) + 3)) as usize % 15])
-            .collect();
-        if x >> 60 == 0 {
+    // Random words of digits and dots, 0 to 18 bytes, every seventh with a byte after them.
+    for (i, mut c) in random_words(b"0123456789...25", 19, 20_000)
+        .into_iter()
+        .enumerate()
+    {
+        if i % 7 == 0 {
             c.push(b'x');
         }
         cases.push(c);
