@@ -272,9 +272,10 @@ struct Cell {
     requests: u64,
     bytes: u64,
     visitors: table::VisitorTable,
-    /// Visitors counted but not kept: those of partials merged by
-    /// [`Aggregates::merge_disjoint`] into a table whose sets are not needed, disjoint from
-    /// `visitors` and from each other. Always 0 in aggregates that keep every set.
+    /// Visitors counted but not kept, disjoint from `visitors` and from each other: those of
+    /// partials merged by [`Aggregates::merge_disjoint`] into a table whose sets are not needed,
+    /// and those of cells a [`Front`] built as counts ([`Settled::build`] with `counts_only`,
+    /// [`Front::count_referrers_only`]). Always 0 in aggregates that keep every set.
     counted: u64,
 }
 

@@ -179,12 +179,12 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let plan = release_plan(pipeline)?;
     // A table released as counted needs only how many visitors each row has, not which: the
     // workers' visitors are disjoint (each counted by the worker that owns it), so their numbers
-    // add up without putting every visitor into one set.
-    let counts_only: Vec<TableName> = pipeline
-        .tables
+    // add up without putting every visitor into one set. A table the pipeline does not write
+    // needs not even that.
+    let counts_only: Vec<TableName> = TableName::ALL
         .iter()
         .copied()
-        .filter(|t| plan.get(t).is_none_or(TableRelease::is_exact))
+        .filter(|&t| !pipeline.has_table(t) || plan.get(&t).is_none_or(TableRelease::is_exact))
         .collect();
     // Check that every file can be opened and read before reading any, so an unreadable file
     // fails the run at once; then open them one at a time (thousands of inputs must not hold

@@ -38,10 +38,11 @@ pub struct Stages<'p> {
     no_geo: Arc<Place>,
     visitors: VisitorKeys,
     referrers: ReferrerClassifier,
-    /// Whether the pipeline has a table of visitors (any but `traffic_quality`): without one,
-    /// no line's visitor is hashed and its request only counts in the traffic quality.
+    /// Whether visitors are hashed and requests counted in the demographic cells: always, unless
+    /// [`Stages::only_written_tables`] found that the pipeline has no table of visitors.
     demographic: bool,
-    /// Whether it has the `referrers` table: without it, no referrer is classified.
+    /// Whether referrers are classified: always, unless [`Stages::only_written_tables`] found no
+    /// `referrers` table.
     referrer_table: bool,
     /// The referrer value of a line whose referrer is not classified (counted nowhere).
     unclassified: Str,
@@ -86,8 +87,10 @@ impl<'p> LineWorker<'p> {
         secret: VisitorSecret,
         front: Front,
     ) -> Self {
+        let mut stages = Stages::new(pipeline, geo, secret);
+        stages.only_written_tables();
         LineWorker {
-            stages: Stages::new(pipeline, geo, secret),
+            stages,
             agg: Aggregates::new(pipeline.period, pipeline.crawlers),
             front,
             described: 0,
@@ -183,17 +186,25 @@ impl<'p> Stages<'p> {
             }),
             visitors: VisitorKeys::new(secret),
             referrers: ReferrerClassifier::new(&pipeline.own_domains),
-            demographic: pipeline
-                .tables
-                .iter()
-                .any(|&t| t != TableName::TrafficQuality),
-            referrer_table: pipeline.has_table(TableName::Referrers),
+            demographic: true,
+            referrer_table: true,
             unclassified: Str::from(""),
             ahead: Vec::new(),
             addresses: Vec::new(),
             words: Vec::new(),
             answers: Vec::new(),
         }
+    }
+
+    /// Computes only what the pipeline's tables need, for counts that are written once and
+    /// never merged with anything else (a batch run): without a table of visitors (only
+    /// `traffic_quality`), no visitor is hashed and a request counts in the traffic quality
+    /// alone; without `referrers`, no referrer is classified. A streaming run keeps every
+    /// table's counts, since its checkpoints may be published by a pipeline with more tables.
+    pub fn only_written_tables(&mut self) {
+        let tables = &self.pipeline.tables;
+        self.demographic = tables.iter().any(|&t| t != TableName::TrafficQuality);
+        self.referrer_table = tables.contains(&TableName::Referrers);
     }
 
     /// Looks up the places of a batch's addresses before its lines are processed one by one
@@ -590,9 +601,10 @@ mod tests {
         }
     }
 
-    /// A pipeline whose only table is `traffic_quality` hashes no visitor and classifies no
-    /// referrer, and counts the quality the full pipeline counts: crawlers, empty and unknown
-    /// User-Agents, addresses the database does not know, statuses, bytes and rejected lines.
+    /// A batch worker of a pipeline whose only table is `traffic_quality` hashes no visitor and
+    /// classifies no referrer, and counts the quality the full pipeline counts: crawlers, empty
+    /// and unknown User-Agents, addresses the database does not know, statuses, bytes and
+    /// rejected lines. A streaming run's stages still compute everything.
     #[test]
     fn traffic_quality_alone_counts_what_it_counts_beside_the_other_tables() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -645,8 +657,12 @@ mod tests {
             let mut w = LineWorker::new(pipeline, Some(&geo), secret());
             let mut visitors = std::collections::BTreeSet::new();
             let mut referrers = std::collections::BTreeSet::new();
+            let mut batch = Batch {
+                data: Vec::new(),
+                entries: Vec::new(),
+                first_line: 1,
+            };
             for l in &lines {
-                let mut agg = Aggregates::new(pipeline.period, pipeline.crawlers);
                 let _ = w.stages.count(
                     l,
                     None,
@@ -654,11 +670,15 @@ mod tests {
                     |obs| {
                         visitors.insert(obs.visitor);
                         referrers.insert(obs.referrer.to_string());
-                        agg.observe(obs);
                     },
                 );
-                let _ = w.line(l.as_bytes());
+                let start = batch.data.len() as u32;
+                batch.data.extend_from_slice(l.as_bytes());
+                let end = batch.data.len() as u32;
+                batch.data.push(b'\n');
+                batch.entries.push(Entry::Line { start, end });
             }
+            w.batch("test", &batch);
             let table = w.into_aggregates().finish(&[TableName::TrafficQuality]);
             (table, visitors.len(), referrers.len())
         };
@@ -680,6 +700,27 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(crawlers.iter().all(|&n| n > 0), "{crawlers:?}");
+        let rejected = match &got[0].columns.iter().find(|(n, _)| *n == "rejected_lines") {
+            Some((_, Column::Int(v))) => v.iter().sum::<i64>(),
+            other => panic!("{other:?}"),
+        };
+        // Sixty lines with a two-digit status, and the one that is no log line.
+        assert_eq!(rejected, 61);
+        // A streaming run's stages keep every table's counts (its checkpoints may be published
+        // by a pipeline with more tables): visitors hashed, referrers classified.
+        let mut stages = Stages::new(&alone, Some(&geo), secret());
+        let mut seen = std::collections::BTreeSet::new();
+        for l in &lines[..20] {
+            let _ = stages.count(
+                l,
+                None,
+                |_| true,
+                |obs| {
+                    seen.insert((obs.visitor, obs.referrer.to_string()));
+                },
+            );
+        }
+        assert!(seen.len() > 10, "{seen:?}");
     }
 
     /// Each line's visitor hash is the day key's hash of its address and User-Agent, computed

@@ -12,9 +12,12 @@
 //! built, exactly: each visitor joins its region's and client's cells with its summed
 //! contribution. A request whose visitor hash already stands for another region or client (two
 //! visitors sharing a 64-bit hash) is counted the plain way instead, so the cells stay exact
-//! even then. Referrers vary from request to request: their cells are kept here by number (the
-//! referrer stage hands out one allocation per value, as the others do), which saves hashing
-//! the domain per request, and are merged into the aggregates' cells as they are.
+//! even then (the sets do; cells built as counts, [`Settled::build`], count such a hash twice
+//! where both its visitors are). Referrers vary from request to request: their cells are kept
+//! here by number (the referrer stage hands out one allocation per value, as the others do),
+//! which saves hashing the domain per request, and are merged into the aggregates' cells as
+//! they are; when only their counts are needed, a visitor's referrers are bits of its record
+//! instead ([`Front::count_referrers_only`]).
 //!
 //! A request is numbered on arrival and counted a few thousand requests later, in order, by
 //! [`Front::settle`], which asks for the table slots of requests further on while it counts one:
@@ -127,7 +130,8 @@ const AHEAD: usize = 16;
 struct Totals {
     requests: u64,
     bytes: u64,
-    /// Visitor records that name this number (the size of its cell's visitor table).
+    /// Visitor records that name this number (the size of its cell's visitor table); for a
+    /// referrer counted in visitor records, those with its bit set.
     visitors: u64,
 }
 
@@ -315,7 +319,7 @@ impl Front {
     /// `referrers` table released as counted whose partials are merged by
     /// [`Aggregates::merge_disjoint`] (with `referrers` among its tables of counts only). A
     /// request then marks its referrer in its visitor's record (one bit each for the first
-    /// [`REFERRER_BITS`] referrers of the run) instead of adding its visitor to the referrer's
+    /// 64 referrers of the run) instead of adding its visitor to the referrer's
     /// own table: one table visited per request instead of two. The counts are exact: a visitor
     /// is counted in a cell the first time its bit is set.
     pub fn count_referrers_only(&mut self) {
@@ -345,8 +349,9 @@ impl Front {
     /// Counts the pending requests into their periods' visitor records and referrer cells.
     ///
     /// Each request adds its visitor to two tables (its period's visitor records and its
-    /// referrer's cell), each usually far larger than the processor's caches; one at a time,
-    /// each addition would wait for memory. Here the slots of the requests [`AHEAD`] places
+    /// referrer's cell, unless the referrer is a bit of the visitor's record), each usually far
+    /// larger than the processor's caches; one at a time,
+    /// each addition would wait for memory. Here the slots of the requests `AHEAD` places
     /// further on are asked for first, so that many fetches are under way at once. Requests are
     /// settled in arrival order, so the counts are those of counting each on arrival.
     ///

@@ -658,3 +658,55 @@ fn a_table_merged_for_counts_has_no_visitor_sets() {
     assert_eq!(a.rows(TableName::Clients)[0].visitors.len(), 2);
     a.rows(TableName::Referrers);
 }
+
+/// Counted without sets, a visitor hash that stood for two clients in one region (a 64-bit
+/// collision of two visitors, counted the plain way) counts as the two visitors it is in that
+/// region's row, where the sets hold it once, as `Settled::build` says; every other row, and
+/// the visitor hash 0, count alike both ways.
+#[test]
+fn a_collided_hash_counts_as_two_visitors_without_sets() {
+    let (de, direct) = (place("DE", "DE-BE"), s("(direct)"));
+    let (ff, chrome) = (client("Firefox", false), client("Chrome", false));
+    let obs = |visitor, client| Observation {
+        time: DAY,
+        visitor,
+        place: &de,
+        geo_known: true,
+        client,
+        referrer: &direct,
+        status: Some(200),
+        bytes: 1,
+    };
+    let all = [obs(7, &ff), obs(7, &chrome), obs(0, &ff), obs(0, &ff)];
+    let run = |counts_only: &[TableName]| {
+        let mut front = Front::new();
+        if counts_only.contains(&TableName::Referrers) {
+            front.count_referrers_only();
+        }
+        let mut agg = Aggregates::new(Period::Day, CrawlerHandling::Include);
+        for o in &all {
+            front.observe(o, &mut agg);
+        }
+        let settled = front.settle_into(&mut agg);
+        let mut total = Aggregates::new(Period::Day, CrawlerHandling::Include);
+        total.merge_disjoint(agg, counts_only);
+        Settled::build(vec![settled], 1, counts_only).add_into(&mut total);
+        total
+    };
+    let visitors = |agg: &Aggregates, table| -> Vec<u64> {
+        agg.exact_rows(table).iter().map(|r| r.visitors).collect()
+    };
+    let sets = run(&[]);
+    let counted = run(&[
+        TableName::TrafficByRegion,
+        TableName::Clients,
+        TableName::Referrers,
+    ]);
+    assert_eq!(visitors(&sets, TableName::TrafficByRegion), [2]);
+    assert_eq!(visitors(&counted, TableName::TrafficByRegion), [3]);
+    // Chrome, then Firefox.
+    assert_eq!(visitors(&sets, TableName::Clients), [1, 2]);
+    assert_eq!(visitors(&counted, TableName::Clients), [1, 2]);
+    assert_eq!(visitors(&sets, TableName::Referrers), [2]);
+    assert_eq!(visitors(&counted, TableName::Referrers), [2]);
+}
