@@ -354,40 +354,34 @@ type Cells<K> = HashMap<K, Cell, foldhash::fast::RandomState>;
 /// Below this many visitors in a partial's regions, [`Aggregates::merge`] stays on one thread.
 const PARALLEL_MERGE_VISITORS: usize = 20_000;
 
+/// Merges `from`'s cells into `into`'s, period by period. With `counts_only`, a cell already
+/// in `into` keeps only the number of the incoming cell's visitors ([`Cell::merge_count`]),
+/// which are none of its own.
 fn merge_periods<K: std::hash::Hash + Eq>(
     into: &mut BTreeMap<i64, Cells<K>>,
     from: BTreeMap<i64, Cells<K>>,
+    counts_only: bool,
 ) {
+    let merge = if counts_only {
+        Cell::merge_count
+    } else {
+        Cell::merge
+    };
     for (p, m) in from {
-        merge_map(into.entry(p).or_default(), m);
+        merge_map(into.entry(p).or_default(), m, merge);
     }
 }
 
-fn merge_map<K: std::hash::Hash + Eq>(into: &mut Cells<K>, from: Cells<K>) {
+fn merge_map<K: std::hash::Hash + Eq>(
+    into: &mut Cells<K>,
+    from: Cells<K>,
+    merge: fn(&mut Cell, Cell),
+) {
     for (k, c) in from {
         match into.get_mut(&k) {
-            Some(mine) => mine.merge(c),
+            Some(mine) => merge(mine, c),
             None => {
                 into.insert(k, c);
-            }
-        }
-    }
-}
-
-/// [`merge_periods`] of cells whose visitors are none of `into`'s, keeping their number only
-/// ([`Cell::merge_count`]) where a cell is already there.
-fn merge_periods_counts<K: std::hash::Hash + Eq>(
-    into: &mut BTreeMap<i64, Cells<K>>,
-    from: BTreeMap<i64, Cells<K>>,
-) {
-    for (p, m) in from {
-        let into = into.entry(p).or_default();
-        for (k, c) in m {
-            match into.get_mut(&k) {
-                Some(mine) => mine.merge_count(c),
-                None => {
-                    into.insert(k, c);
-                }
             }
         }
     }
@@ -524,7 +518,7 @@ impl Aggregates {
     ) {
         let cells: Cells<Arc<K>> = cells.filter_map(|(k, c)| Some((k.clone(), c?))).collect();
         if !cells.is_empty() {
-            merge_map(maps.entry(p).or_default(), cells);
+            merge_map(maps.entry(p).or_default(), cells, Cell::merge);
         }
     }
 
@@ -624,17 +618,6 @@ impl Aggregates {
             unattributed,
             ..
         } = other;
-        fn periods<K: std::hash::Hash + Eq>(
-            into: &mut BTreeMap<i64, Cells<K>>,
-            from: BTreeMap<i64, Cells<K>>,
-            count_only: bool,
-        ) {
-            if count_only {
-                merge_periods_counts(into, from);
-            } else {
-                merge_periods(into, from);
-            }
-        }
         let only = |t| counts_only.contains(&t);
         let (traffic_counts, clients_counts, referrers_counts) = (
             only(TableName::TrafficByRegion),
@@ -647,17 +630,17 @@ impl Aggregates {
             .map(|c| c.visitors.len())
             .sum();
         if visitors < PARALLEL_MERGE_VISITORS {
-            periods(&mut self.traffic, traffic, traffic_counts);
-            periods(&mut self.clients, clients, clients_counts);
-            periods(&mut self.referrers, referrers, referrers_counts);
+            merge_periods(&mut self.traffic, traffic, traffic_counts);
+            merge_periods(&mut self.clients, clients, clients_counts);
+            merge_periods(&mut self.referrers, referrers, referrers_counts);
         } else {
             // Large partials (the workers' at the end of a batch run): the three tables side by
             // side, each on its own thread.
             std::thread::scope(|s| {
                 let (mine_traffic, mine_clients) = (&mut self.traffic, &mut self.clients);
-                let a = s.spawn(move || periods(mine_traffic, traffic, traffic_counts));
-                let b = s.spawn(move || periods(mine_clients, clients, clients_counts));
-                periods(&mut self.referrers, referrers, referrers_counts);
+                let a = s.spawn(move || merge_periods(mine_traffic, traffic, traffic_counts));
+                let b = s.spawn(move || merge_periods(mine_clients, clients, clients_counts));
+                merge_periods(&mut self.referrers, referrers, referrers_counts);
                 for h in [a, b] {
                     h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
                 }

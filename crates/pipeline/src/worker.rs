@@ -522,6 +522,23 @@ mod tests {
         assert!(bad_lines > 10_000, "{bad_lines}");
     }
 
+    /// `lines` as one batch, as a reader cuts it.
+    fn batch_of(lines: &[String]) -> Batch {
+        let mut batch = Batch {
+            data: Vec::new(),
+            entries: Vec::new(),
+            first_line: 1,
+        };
+        for l in lines {
+            let start = batch.data.len() as u32;
+            batch.data.extend_from_slice(l.as_bytes());
+            let end = batch.data.len() as u32;
+            batch.data.push(b'\n');
+            batch.entries.push(Entry::Line { start, end });
+        }
+        batch
+    }
+
     /// A batch counted with its addresses looked up ahead gives the tables that counting its
     /// lines one by one gives: first words that are IPv4, IPv6, bracketed, with a port,
     /// IPv4-mapped, not an address at all, or not the `%h` field (a `vcombined` line starts
@@ -581,19 +598,7 @@ mod tests {
             geo.forget_lookups();
             let mut batched = LineWorker::new(&pipeline, Some(&geo), secret());
             for chunk in lines.chunks(150) {
-                let mut batch = Batch {
-                    data: Vec::new(),
-                    entries: Vec::new(),
-                    first_line: 1,
-                };
-                for l in chunk {
-                    let start = batch.data.len() as u32;
-                    batch.data.extend_from_slice(l.as_bytes());
-                    let end = batch.data.len() as u32;
-                    batch.data.push(b'\n');
-                    batch.entries.push(Entry::Line { start, end });
-                }
-                batched.batch("test", &batch);
+                batched.batch("test", &batch_of(chunk));
             }
             let ahead = batched.into_aggregates().finish(&TableName::ALL);
             assert_eq!(ahead, plain, "{format}");
@@ -657,11 +662,6 @@ mod tests {
             let mut w = LineWorker::new(pipeline, Some(&geo), secret());
             let mut visitors = std::collections::BTreeSet::new();
             let mut referrers = std::collections::BTreeSet::new();
-            let mut batch = Batch {
-                data: Vec::new(),
-                entries: Vec::new(),
-                first_line: 1,
-            };
             for l in &lines {
                 let _ = w.stages.count(
                     l,
@@ -672,13 +672,8 @@ mod tests {
                         referrers.insert(obs.referrer.to_string());
                     },
                 );
-                let start = batch.data.len() as u32;
-                batch.data.extend_from_slice(l.as_bytes());
-                let end = batch.data.len() as u32;
-                batch.data.push(b'\n');
-                batch.entries.push(Entry::Line { start, end });
             }
-            w.batch("test", &batch);
+            w.batch("test", &batch_of(&lines));
             let table = w.into_aggregates().finish(&[TableName::TrafficQuality]);
             (table, visitors.len(), referrers.len())
         };
@@ -700,12 +695,8 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(crawlers.iter().all(|&n| n > 0), "{crawlers:?}");
-        let rejected = match &got[0].columns.iter().find(|(n, _)| *n == "rejected_lines") {
-            Some((_, Column::Int(v))) => v.iter().sum::<i64>(),
-            other => panic!("{other:?}"),
-        };
         // Sixty lines with a two-digit status, and the one that is no log line.
-        assert_eq!(rejected, 61);
+        assert_eq!(int(&got[0].columns, "rejected_lines"), 61);
         // A streaming run's stages keep every table's counts (its checkpoints may be published
         // by a pipeline with more tables): visitors hashed, referrers classified.
         let mut stages = Stages::new(&alone, Some(&geo), secret());

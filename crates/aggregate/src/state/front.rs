@@ -648,33 +648,30 @@ fn cells_by_number(
                     t.visitors += their.visitors;
                 }
             }
-            if !sets {
-                let cells = totals.iter().map(|t| {
-                    (t.requests > 0).then(|| Cell {
-                        requests: t.requests,
-                        bytes: t.bytes,
-                        visitors: VisitorTable::default(),
-                        counted: t.visitors,
-                    })
-                });
-                return (p, cells.collect());
-            }
-            // Each table sized once, for the visitor records that name its number.
+            // Each table sized once, for the visitor records that name its number; or, without
+            // sets, that number alone.
             let mut cells: Vec<Option<Cell>> = totals
                 .iter()
                 .map(|t| {
+                    let (kept, counted) = if sets {
+                        (t.visitors, 0)
+                    } else {
+                        (0, t.visitors)
+                    };
                     (t.requests > 0).then(|| Cell {
                         requests: t.requests,
                         bytes: t.bytes,
-                        visitors: VisitorTable::with_capacity(t.visitors as usize),
-                        counted: 0,
+                        visitors: VisitorTable::with_capacity(kept as usize),
+                        counted,
                     })
                 })
                 .collect();
-            for g in &guests {
-                for (visitor, guest) in g.visitors.iter() {
-                    if let Some(cell) = &mut cells[number(&guest)] {
-                        cell.visitors.add(visitor, guest.contribution);
+            if sets {
+                for g in &guests {
+                    for (visitor, guest) in g.visitors.iter() {
+                        if let Some(cell) = &mut cells[number(&guest)] {
+                            cell.visitors.add(visitor, guest.contribution);
+                        }
                     }
                 }
             }
