@@ -237,7 +237,7 @@ impl<'p> Stages<'p> {
                 }
                 // An address with brackets and a port is at most 53 bytes.
                 let head = &line[..line.len().min(56)];
-                let Some(word) = head.iter().position(|&b| b == b' ').map(|n| &head[..n]) else {
+                let Some(word) = memchr::memchr(b' ', head).map(|n| &head[..n]) else {
                     continue;
                 };
                 if let Some(ip) = parse_ip(word) {
