@@ -1087,7 +1087,10 @@ mod db_tests {
     fn addresses_that_share_a_bucket_are_all_kept() {
         let cache = AddressCache::new();
         let v4 = |n: u32| AddressKey::of(IpAddr::from(std::net::Ipv4Addr::from(n)));
-        let v6 = |n: u32| AddressKey::of(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, n as u16]));
+        let v6 = |n: u32| {
+            let [hi, lo] = [(n >> 16) as u16, n as u16];
+            AddressKey::of(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, hi, lo]))
+        };
         for (key, bits, slots) in [
             (&v4 as &dyn Fn(u32) -> AddressKey, V4_BITS, 8usize),
             (&v6, V6_BITS, 2),
