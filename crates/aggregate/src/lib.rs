@@ -5,10 +5,10 @@
 //! sums and the set of visitor hashes it has seen, never a derived estimate. Disclosure control
 //! and streaming build on that. (The one exception is a batch run's end, whose workers' visitors
 //! are disjoint: a table released as counted then keeps each cell's number of visitors instead
-//! of the set, see [`Aggregates::merge_disjoint`], and is only ever finished.) Visitor hashes live only here, in memory, and in the private
-//! checkpoint bytes of [`Aggregates::to_bytes`] (read back exactly by [`Aggregates::from_bytes`];
-//! closed periods are released after [`Aggregates::split_periods`]); [`Aggregates::finish`]
-//! writes their counts, never the hashes.
+//! of the set, see [`Aggregates::merge_disjoint`], and is only ever finished.) Visitor hashes
+//! live only here, in memory, and in the private checkpoint bytes of [`Aggregates::to_bytes`]
+//! (read back exactly by [`Aggregates::from_bytes`]; closed periods are released after
+//! [`Aggregates::split_periods`]); [`Aggregates::finish`] writes their counts, never the hashes.
 //!
 //! ```
 //! use logcensus_aggregate::{Aggregates, Observation, Rejection};
