@@ -936,7 +936,10 @@ mod db_tests {
             let bytes = Bytes(Arc::new(Source::Read(b.build().unwrap())));
             let reader = maxminddb::Reader::from_source(bytes.clone()).unwrap();
             let m = reader.metadata();
-            let tree = Tree::new(bytes, m.node_count, m.record_size, m.ip_version).unwrap();
+            let tree = Tree::new(bytes.clone(), m.node_count, m.record_size, m.ip_version).unwrap();
+            // The same walks from the root, as while another worker makes the jump tables.
+            let rooted = Tree::new(bytes, m.node_count, m.record_size, m.ip_version).unwrap();
+            rooted.walk_without_jumps();
             let as_bits = |ip: &IpAddr| match *ip {
                 IpAddr::V4(a) => u128::from(u32::from(a)),
                 IpAddr::V6(a) => u128::from(a),
@@ -953,6 +956,12 @@ mod db_tests {
                 found.clear();
                 tree.find(v6, &bits, &mut found);
                 assert_eq!(found.len(), family.len());
+                let mut from_root = Vec::new();
+                rooted.find(v6, &bits, &mut from_root);
+                assert_eq!(
+                    from_root, found,
+                    "IPv{ip_version}, {record_size}-bit records"
+                );
                 for (ip, got) in family.iter().zip(&found) {
                     let want = reader.lookup(*ip).ok().and_then(|r| r.offset());
                     assert_eq!(

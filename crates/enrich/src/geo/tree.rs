@@ -7,6 +7,7 @@
 //! the format's specification (and the `maxminddb` crate's reading of it) exactly; the
 //! records it finds are read at their offsets by [`super::record`].
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::prefetch::prefetch;
@@ -70,6 +71,8 @@ pub(super) struct Tree {
     /// Where the first [`JUMP_BITS`] bits of an IPv4 and an IPv6 address lead, made when the
     /// first address of the family is walked.
     jumps: [OnceLock<Box<[u32]>>; 2],
+    /// Set by the first walk of each family, which makes its table.
+    making: [AtomicBool; 2],
 }
 
 impl Tree {
@@ -100,6 +103,7 @@ impl Tree {
             ip_version,
             v4_start: 0,
             jumps: [OnceLock::new(), OnceLock::new()],
+            making: [AtomicBool::new(false), AtomicBool::new(false)],
         };
         if ip_version == 6 {
             for _ in 0..96 {
@@ -156,17 +160,31 @@ impl Tree {
             true => (0, 128),
             false => (self.v4_start, 32),
         };
-        let jumps = self.jumps[usize::from(v6)].get_or_init(|| self.jumps_from(start));
+        let family = usize::from(v6);
+        let jumps = match self.jumps[family].get() {
+            Some(jumps) => Some(jumps),
+            // The first walk makes the table (milliseconds for a real database, most of them
+            // page faults in the top of the tree); another worker that needs it meanwhile
+            // walks from the start instead of waiting for it.
+            None if !self.making[family].swap(true, Ordering::Relaxed) => {
+                Some(self.jumps[family].get_or_init(|| self.jumps_from(start)))
+            }
+            None => None,
+        };
+        let first_depth = if jumps.is_some() { JUMP_BITS } else { 0 };
         let tree = self.bytes.as_ref();
         for group in addresses.chunks(WAYS) {
             let mut nodes = [0; WAYS];
             for (node, &address) in nodes.iter_mut().zip(group) {
-                *node = jumps[(address >> (bits - JUMP_BITS)) as usize] as usize;
+                *node = match jumps {
+                    Some(jumps) => jumps[(address >> (bits - JUMP_BITS)) as usize] as usize,
+                    None => start,
+                };
                 if *node < self.node_count {
                     prefetch(&tree[*node * self.node_bytes]);
                 }
             }
-            for depth in JUMP_BITS..bits {
+            for depth in first_depth..bits {
                 let mut walking = false;
                 for (node, &address) in nodes.iter_mut().zip(group) {
                     if *node < self.node_count {
@@ -186,23 +204,39 @@ impl Tree {
         }
     }
 
+    /// Has every later walk start from the root, as a walk does while another worker makes
+    /// the family's table.
+    #[cfg(test)]
+    pub(super) fn walk_without_jumps(&self) {
+        self.making
+            .iter()
+            .for_each(|m| m.store(true, Ordering::Relaxed));
+    }
+
     /// For each value of an address's first [`JUMP_BITS`] bits, the node a walk from `start`
     /// reaches after them, or the record or "not found" it ends at on the way.
+    ///
+    /// Built level by level, each level's nodes (in the order of their bits) giving the next
+    /// level's: the reads of one level do not wait for each other, so their cache misses and
+    /// page faults overlap, where a depth-first walk read one node after the other.
     fn jumps_from(&self, start: usize) -> Box<[u32]> {
-        let mut jumps = vec![0u32; 1 << JUMP_BITS].into_boxed_slice();
-        // Depth first through the top of the tree: each node once.
-        let mut stack = vec![(start, 0u32, 0usize)];
-        while let Some((node, depth, prefix)) = stack.pop() {
-            if depth == JUMP_BITS || node >= self.node_count {
-                let shift = JUMP_BITS - depth;
-                // Record values are at most 32 bits wide.
-                jumps[prefix << shift..(prefix + 1) << shift].fill(node as u32);
-                continue;
-            }
-            stack.push((self.record(node, 1), depth + 1, prefix << 1 | 1));
-            stack.push((self.record(node, 0), depth + 1, prefix << 1));
+        // Record values are at most 32 bits wide.
+        let mut level = vec![start as u32];
+        for _ in 0..JUMP_BITS {
+            level = level
+                .iter()
+                .flat_map(|&node| {
+                    let node = node as usize;
+                    if node < self.node_count {
+                        [self.record(node, 0) as u32, self.record(node, 1) as u32]
+                    } else {
+                        // A walk that ended stays where it ended, whatever the next bits.
+                        [node as u32; 2]
+                    }
+                })
+                .collect();
         }
-        jumps
+        level.into_boxed_slice()
     }
 
     /// Where a walk ended: a data record's offset, or `None` for "not found" (the empty
