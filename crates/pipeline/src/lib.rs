@@ -324,10 +324,6 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .collect();
         (worked, reads)
     });
-    // Nothing reads the database any more. Unmapping it takes milliseconds once lookups have
-    // touched most of its pages; it goes on beside the merge and the writes, which wait on the
-    // disk, instead of after them.
-    let unmapping = std::thread::spawn(move || drop(geo));
     let mut partials = Vec::with_capacity(worked.len());
     let mut settled = Vec::with_capacity(worked.len());
     let mut piece_reads = Vec::with_capacity(worked.len());
@@ -397,8 +393,11 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
     // The region and client cells are built once from every worker's visitor records (on two
     // threads) while the partials (referrer cells, traffic quality) merge on this one.
-    let cells = std::thread::scope(|s| {
-        let cells = s.spawn(|| Settled::build(settled, threads, &counts_only));
+    let (cells, settled) = std::thread::scope(|s| {
+        let cells = s.spawn(|| {
+            let mut settled = settled;
+            (Settled::build(&mut settled, threads, &counts_only), settled)
+        });
         for p in partials {
             total.merge_disjoint(p, &counts_only);
         }
@@ -406,6 +405,11 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .join()
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     });
+    // Nothing reads the visitor records or the database any more. Freeing the one and
+    // unmapping the other take milliseconds (tens of megabytes, most pages of the database
+    // touched); they go on beside the release and the writes, which wait on the disk, instead
+    // of in their way.
+    let freeing = std::thread::spawn(move || drop((settled, geo)));
     cells.add_into(&mut total);
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -426,7 +430,7 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         &opts.secret,
         opts.rerelease,
     )?;
-    let _ = unmapping.join();
+    let _ = freeing.join();
     Ok(Summary {
         lines_read,
         parsed,

@@ -371,7 +371,7 @@ fn a_front_counts_what_the_aggregates_count() {
         // their visitor records, end with the same rows too.
         for threads in [1, 2] {
             let parts = workers(&|front, agg| Some(front.settle_into(agg)));
-            let (partials, settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+            let (partials, mut settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
             let settled: Vec<Settled> = settled.into_iter().flatten().collect();
             assert_eq!(settled.len(), 3);
             let mut built = Aggregates::new(period, crawlers);
@@ -525,12 +525,12 @@ fn three_workers_merged(all: &[Observation<'_>], counts_only: &[TableName]) -> A
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let (partials, settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    let (partials, mut settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     let mut total = Aggregates::new(Period::Day, CrawlerHandling::Include);
     for p in partials {
         total.merge_disjoint(p, counts_only);
     }
-    Settled::build(settled, 2, counts_only).add_into(&mut total);
+    Settled::build(&mut settled, 2, counts_only).add_into(&mut total);
     total
 }
 
@@ -690,7 +690,7 @@ fn a_collided_hash_counts_as_two_visitors_without_sets() {
         let settled = front.settle_into(&mut agg);
         let mut total = Aggregates::new(Period::Day, CrawlerHandling::Include);
         total.merge_disjoint(agg, counts_only);
-        Settled::build(vec![settled], 1, counts_only).add_into(&mut total);
+        Settled::build(&mut [settled], 1, counts_only).add_into(&mut total);
         total
     };
     let visitors = |agg: &Aggregates, table| -> Vec<u64> {
