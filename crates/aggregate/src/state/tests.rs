@@ -371,7 +371,7 @@ fn a_front_counts_what_the_aggregates_count() {
         // their visitor records, end with the same rows too.
         for threads in [1, 2] {
             let parts = workers(&|front, agg| Some(front.settle_into(agg)));
-            let (partials, mut settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+            let (partials, settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
             let settled: Vec<Settled> = settled.into_iter().flatten().collect();
             assert_eq!(settled.len(), 3);
             let mut built = Aggregates::new(period, crawlers);
