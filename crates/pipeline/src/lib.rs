@@ -410,7 +410,10 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     // unmapping the other take milliseconds (tens of megabytes, most pages of the database
     // touched); they go on beside the release and the writes, which wait on the disk, instead
     // of before them. (Begun before `add_into`, they slowed it from under 1 ms to 4.)
-    let freeing = std::thread::spawn(move || drop((settled, geo)));
+    // (Should no thread start, dropping the closure frees them here.)
+    let freeing = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop((settled, geo)));
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "partials merged"
@@ -430,7 +433,9 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
         &opts.secret,
         opts.rerelease,
     )?;
-    let _ = freeing.join();
+    if let Ok(freeing) = freeing {
+        let _ = freeing.join();
+    }
     Ok(Summary {
         lines_read,
         parsed,

@@ -539,8 +539,7 @@ pub struct Built {
 impl Settled {
     /// Adds the region and client cells of `fronts` into `agg`: [`Settled::build`], then
     /// [`Built::add_into`].
-    pub fn add_all(fronts: Vec<Settled>, agg: &mut Aggregates, threads: usize) {
-        let mut fronts = fronts;
+    pub fn add_all(mut fronts: Vec<Settled>, agg: &mut Aggregates, threads: usize) {
         Settled::build(&mut fronts, threads, &[]).add_into(agg);
     }
 
