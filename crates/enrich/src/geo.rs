@@ -655,14 +655,9 @@ impl AddressCache {
                 .get_or_init(|| (0..1 << V4_BITS).map(|_| V4Bucket::default()).collect());
             let (b, victim) = self.place(key, V4_BITS);
             let slots = &buckets[b].0;
-            // The slot already holding the address (another worker's put), else an empty one,
-            // else the one the hash picks.
-            let words = slots.each_ref().map(|s| s.load(Ordering::Relaxed));
-            let at = words
-                .iter()
-                .position(|&w| w >> 32 == key.lo && w as u32 != 0)
-                .or_else(|| words.iter().position(|&w| w as u32 == 0))
-                .unwrap_or(victim % slots.len());
+            let empty = |s: &AtomicU64| s.load(Ordering::Relaxed) as u32 == 0;
+            let holds = |s: &AtomicU64| s.load(Ordering::Relaxed) >> 32 == key.lo;
+            let at = Self::slot_for(slots, holds, empty, victim);
             slots[at].store((key.lo << 32) | u64::from(tag), Ordering::Relaxed);
             return;
         }
@@ -671,16 +666,28 @@ impl AddressCache {
             .get_or_init(|| (0..1 << V6_BITS).map(|_| V6Bucket::default()).collect());
         let (b, victim) = self.place(key, V6_BITS);
         let slots = &buckets[b].0;
+        let empty = |s: &V6Slot| s.tag.load(Ordering::Relaxed) == 0;
         let holds = |s: &V6Slot| {
             s.lo.load(Ordering::Relaxed) == key.lo && s.hi.load(Ordering::Relaxed) == key.hi
         };
-        let empty = |s: &V6Slot| s.tag.load(Ordering::Relaxed) == 0;
-        let at = slots
-            .iter()
-            .position(holds)
-            .or_else(|| slots.iter().position(empty))
-            .unwrap_or(victim % slots.len());
+        let at = Self::slot_for(slots, holds, empty, victim);
         Self::write_v6(&slots[at], key.lo, key.hi, u64::from(tag));
+    }
+
+    /// Which slot of a bucket an address goes to: the one already holding it (another worker's
+    /// put; an empty slot holds no address, whatever its bytes read as), else an empty one, else
+    /// the one the hash's `victim` bits pick.
+    fn slot_for<S>(
+        slots: &[S],
+        holds: impl Fn(&S) -> bool,
+        empty: impl Fn(&S) -> bool,
+        victim: usize,
+    ) -> usize {
+        slots
+            .iter()
+            .position(|s| !empty(s) && holds(s))
+            .or_else(|| slots.iter().position(&empty))
+            .unwrap_or(victim % slots.len())
     }
 
     /// Writes an IPv6 slot, unless another worker is writing it (then the answer is simply not

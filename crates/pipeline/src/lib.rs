@@ -393,11 +393,8 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     let mut total = Aggregates::new(pipeline.period, pipeline.crawlers);
     // The region and client cells are built once from every worker's visitor records (on two
     // threads) while the partials (referrer cells, traffic quality) merge on this one.
-    let (cells, settled) = std::thread::scope(|s| {
-        let cells = s.spawn(|| {
-            let mut settled = settled;
-            (Settled::build(&mut settled, threads, &counts_only), settled)
-        });
+    let cells = std::thread::scope(|s| {
+        let cells = s.spawn(|| Settled::build(&mut settled, threads, &counts_only));
         for p in partials {
             total.merge_disjoint(p, &counts_only);
         }
@@ -409,8 +406,8 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     // Nothing reads the visitor records or the database any more. Freeing the one and
     // unmapping the other take milliseconds (tens of megabytes, most pages of the database
     // touched); they go on beside the release and the writes, which wait on the disk, instead
-    // of before them. (Begun before `add_into`, they slowed it from under 1 ms to 4.)
-    // (Should no thread start, dropping the closure frees them here.)
+    // of before them (begun before `add_into`, they slowed it from under 1 ms to 4). Should no
+    // thread start, dropping the closure frees them here.
     let freeing = std::thread::Builder::new()
         .name("free".into())
         .spawn(move || drop((settled, geo)));
