@@ -2,6 +2,7 @@
 
 use memchr::{memchr, memchr_iter};
 
+use crate::bytes::QuoteMarks;
 use crate::num::{decimal_to_micros, is_method, parse_status, parse_u64};
 use crate::time::{parse_apache_time, parse_epoch_text, StampCache};
 use crate::{Field, FormatError, ParseError, Record};
@@ -171,12 +172,33 @@ impl ApacheFormat {
     #[inline]
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         if let Some(preset) = self.preset {
-            if let Some(q) = fast::parse(preset, line, &self.stamps) {
+            if let Some(q) = fast::parse(preset, line, &self.stamps, fast::Search) {
                 return Ok(q.into_record());
             }
         }
         // Not a preset, or a line the fast path leaves to the general walk (any error, escaped
         // or unbalanced quotes, appended fields…), which then decides alone.
+        self.parse_steps(line)
+    }
+
+    /// [`ApacheFormat::parse`] of a line whose quotes are marked: the same answer, found without
+    /// searching for them (marks that do not cover the line are not used).
+    #[inline]
+    pub fn parse_marked<'a>(
+        &self,
+        line: &'a [u8],
+        quotes: QuoteMarks<'_>,
+    ) -> Result<Record<'a>, ParseError> {
+        if let Some(preset) = self.preset {
+            let quick = if quotes.cover(line.len()) {
+                fast::parse(preset, line, &self.stamps, quotes)
+            } else {
+                fast::parse(preset, line, &self.stamps, fast::Search)
+            };
+            if let Some(q) = quick {
+                return Ok(q.into_record());
+            }
+        }
         self.parse_steps(line)
     }
 

@@ -29,6 +29,47 @@ pub fn find_any<const N: usize>(text: &[u8], from: usize, needles: [u8; N]) -> O
     }
 }
 
+/// Where a line's double quotes are, marked by whoever read it (a reader that marks a whole
+/// buffer's quotes in one pass): bit `k % 64` of word `k / 64` of `bits` is set exactly when the
+/// line's byte `k - at` is `"`, for every byte of the line.
+#[derive(Debug, Clone, Copy)]
+pub struct QuoteMarks<'a> {
+    bits: &'a [u64],
+    at: usize,
+}
+
+impl<'a> QuoteMarks<'a> {
+    /// The marks of a line that starts at bit `at` of `bits`.
+    pub fn new(bits: &'a [u64], at: usize) -> Self {
+        QuoteMarks { bits, at }
+    }
+
+    /// Whether the marks reach the end of a line of `len` bytes.
+    #[inline]
+    pub(crate) fn cover(&self, len: usize) -> bool {
+        self.at
+            .checked_add(len)
+            .is_some_and(|end| end.div_ceil(64) <= self.bits.len())
+    }
+
+    /// The first `"` in `line` at or after `from`, as [`find_any`] finds it, for marks that
+    /// [`QuoteMarks::cover`] the line.
+    #[inline]
+    pub(crate) fn next(&self, line: &[u8], from: usize) -> Option<usize> {
+        let end = self.at + line.len();
+        let mut k = self.at + from;
+        while k < end {
+            let word = self.bits[k / 64] >> (k % 64);
+            if word != 0 {
+                let found = k + word.trailing_zeros() as usize;
+                return (found < end).then(|| found - self.at);
+            }
+            k = (k | 63) + 1;
+        }
+        None
+    }
+}
+
 /// Bit `i` set when `chunk[i]` is one of `needles`.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline]

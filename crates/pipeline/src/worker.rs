@@ -7,6 +7,7 @@ use logcensus_aggregate::{
     Aggregates, Front, Observation, Rejection, Settled, Str, VisitorKeys, VisitorSecret,
 };
 use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, ReferrerClassifier, UaClassifier};
+use logcensus_parse::bytes::QuoteMarks;
 use logcensus_parse::{LineParser, ParseError};
 use logcensus_policy::rules::{address_bytes, client_address, leading_dotted_quad, parse_ip};
 use logcensus_policy::{ClientAddressSource, GeoLevel, Pipeline, TableName};
@@ -110,12 +111,14 @@ impl<'p> LineWorker<'p> {
     pub fn batch_describing(&mut self, batch: &Batch, mut describe: impl FnMut(u64, &'static str)) {
         self.stages.look_ahead(batch);
         let mut text = Utf8Stretch::new(&batch.data);
+        let quotes = batch.quotes();
         for (i, entry) in batch.entries.iter().enumerate() {
             let rejection = match *entry {
                 Entry::Line { start, end } => {
                     let ahead = self.stages.ahead.get(i).copied().flatten();
+                    let marks = quotes.map(|bits| QuoteMarks::new(bits, start as usize));
                     let counted = match text.line(start as usize, end as usize) {
-                        Some(line) => self.count(line, ahead),
+                        Some(line) => self.count(line, marks, ahead),
                         None => Err(Rejection::InvalidUtf8),
                     };
                     match counted {
@@ -137,20 +140,25 @@ impl<'p> LineWorker<'p> {
 
     /// Processes one line.
     pub fn line(&mut self, line: &[u8]) -> Result<(), Rejection> {
-        self.count(utf8(line)?, None)
+        self.count(utf8(line)?, None, None)
     }
 
     #[inline(always)]
-    fn count(&mut self, line: &str, ahead: Option<Ahead>) -> Result<(), Rejection> {
+    fn count(
+        &mut self,
+        line: &str,
+        marks: Option<QuoteMarks<'_>>,
+        ahead: Option<Ahead>,
+    ) -> Result<(), Rejection> {
         let (front, agg) = (&mut self.front, &mut self.agg);
         if !self.stages.demographic {
             return self
                 .stages
-                .count(line, ahead, |_| true, |obs| agg.observe_quality(obs))
+                .count(line, marks, ahead, |_| true, |obs| agg.observe_quality(obs))
                 .map(|_| ());
         }
         self.stages
-            .count(line, ahead, |_| true, |obs| front.observe(obs, agg))
+            .count(line, marks, ahead, |_| true, |obs| front.observe(obs, agg))
             .map(|_| ())
     }
 
@@ -271,23 +279,30 @@ impl<'p> Stages<'p> {
         admit: impl FnOnce(i64) -> bool,
     ) -> Result<Outcome, Rejection> {
         if !self.demographic {
-            return self.count(utf8(line)?, None, admit, |obs| agg.observe_quality(obs));
+            return self.count(utf8(line)?, None, None, admit, |obs| {
+                agg.observe_quality(obs)
+            });
         }
-        self.count(utf8(line)?, None, admit, |obs| agg.observe(obs))
+        self.count(utf8(line)?, None, None, admit, |obs| agg.observe(obs))
     }
 
-    /// [`Stages::line`], handing the line's observation to `count`; `ahead` is what
-    /// [`Stages::look_ahead`] found for this line of the current batch.
+    /// [`Stages::line`], handing the line's observation to `count`; `marks` are the line's
+    /// quotes when its reader marked them, and `ahead` is what [`Stages::look_ahead`] found for
+    /// this line of the current batch.
     fn count(
         &mut self,
         text: &str,
+        marks: Option<QuoteMarks<'_>>,
         ahead: Option<Ahead>,
         admit: impl FnOnce(i64) -> bool,
         count: impl FnOnce(&Observation<'_>),
     ) -> Result<Outcome, Rejection> {
         // Borrowed where it was returned: moving it out of the `Result` copied all of it (a
         // `memcpy` of ~300 bytes per line).
-        let parsed = self.parser.parse(text.as_bytes());
+        let parsed = match marks {
+            Some(marks) => self.parser.parse_marked(text.as_bytes(), marks),
+            None => self.parser.parse(text.as_bytes()),
+        };
         let record = match &parsed {
             Ok(record) => record,
             Err(e) => return Err(Rejection::Parse(*e)),
@@ -527,11 +542,8 @@ mod tests {
 
     /// `lines` as one batch, as a reader cuts it.
     fn batch_of(lines: &[String]) -> Batch {
-        let mut batch = Batch {
-            data: Vec::new(),
-            entries: Vec::new(),
-            first_line: 1,
-        };
+        let mut batch = Batch::default();
+        batch.first_line = 1;
         for l in lines {
             let start = batch.data.len() as u32;
             batch.data.extend_from_slice(l.as_bytes());
@@ -669,6 +681,7 @@ mod tests {
                 let _ = w.stages.count(
                     l,
                     None,
+                    None,
                     |_| true,
                     |obs| {
                         visitors.insert(obs.visitor);
@@ -707,6 +720,7 @@ mod tests {
         for l in &lines[..20] {
             let _ = stages.count(
                 l,
+                None,
                 None,
                 |_| true,
                 |obs| {
@@ -751,7 +765,7 @@ mod tests {
             let line = format!("{address} - - [{day}/May/2026:{hour:02}:00:00 +0000] \"GET / HTTP/1.1\" 200 1 \"-\" \"{ua}\"");
             let mut got = None;
             let outcome = stages
-                .count(&line, None, |_| true, |obs| got = Some(obs.visitor))
+                .count(&line, None, None, |_| true, |obs| got = Some(obs.visitor))
                 .unwrap();
             let Outcome::Counted(time) = outcome else {
                 panic!("{outcome:?}");

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod marks;
 mod pieces;
 pub use pieces::{PieceFile, PIECE_BYTES};
 
@@ -204,12 +205,22 @@ pub struct Batch {
     pub entries: Vec<Entry>,
     /// 1-based line number of the first entry in its input.
     pub first_line: u64,
+    /// Where `data`'s newlines and quotes are, when its reader marked them ([`PieceFile`]
+    /// does); empty otherwise.
+    marks: marks::Marks,
 }
 
 impl Batch {
     /// The bytes of a [`Entry::Line`].
     pub fn line(&self, start: u32, end: u32) -> &[u8] {
         &self.data[start as usize..end as usize]
+    }
+
+    /// Where the double quotes of the batch's lines are, when its reader marked them: bit
+    /// `i % 64` of word `i / 64` is set exactly when `data[i]` is `"`, for every byte of every
+    /// [`Entry::Line`]. `None` when the reader did not mark them.
+    pub fn quotes(&self) -> Option<&[u64]> {
+        self.marks.marked().then_some(&self.marks.quotes[..])
     }
 }
 
@@ -269,6 +280,7 @@ impl<R: Read> LineReader<R> {
         }
         let mut batch = spent;
         batch.entries.clear();
+        batch.marks.clear();
         batch.first_line = self.next_line;
         // The buffer keeps the length it grew to: a spent batch's bytes are overwritten, not
         // zeroed again first (only growth is zeroed). `len` is how much of it this batch fills.

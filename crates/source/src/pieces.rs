@@ -18,6 +18,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::marks::next_mark;
 use crate::{Batch, ByteCounter, Entry, SourceError};
 
 /// How many bytes of a file a piece covers: about a batch, and small enough that a piece read
@@ -96,6 +97,7 @@ impl PieceFile {
         progress: &ByteCounter,
     ) -> Option<io::Error> {
         batch.entries.clear();
+        batch.marks.clear();
         batch.first_line = 0;
         let start = k.saturating_mul(self.piece);
         if start >= self.len {
@@ -109,6 +111,7 @@ impl PieceFile {
             Ok(()) => None,
             Err(e) => {
                 batch.entries.clear();
+                batch.marks.clear();
                 batch.entries.push(Entry::Truncated);
                 Some(e)
             }
@@ -140,6 +143,7 @@ impl PieceFile {
             eof: false,
         };
         buf.fill_to(&mut batch.data, (end + SLACK - from) as usize)?;
+        batch.marks.mark(&batch.data[..buf.filled], 0);
         // Buffer index of the piece's end: lines starting before it are this piece's.
         let stop = (end - from) as usize;
         let mut pos = if start == 0 {
@@ -148,17 +152,13 @@ impl PieceFile {
             // The first line that starts in the piece follows the first newline from the byte
             // before it.
             let lead = (before - from) as usize;
-            match memchr::memchr(
-                b'\n',
-                &batch.data[lead.min(buf.filled)..stop.min(buf.filled)],
-            ) {
-                Some(n) => lead + n + 1,
+            match next_mark(&batch.marks.newlines, lead, stop.min(buf.filled)) {
+                Some(nl) => nl + 1,
                 None => return Ok(()),
             }
         };
         while pos < stop {
-            if let Some(n) = memchr::memchr(b'\n', &batch.data[pos..buf.filled]) {
-                let nl = pos + n;
+            if let Some(nl) = next_mark(&batch.marks.newlines, pos, buf.filled) {
                 push_line(batch, pos, nl, max_line);
                 pos = nl + 1;
                 continue;
@@ -182,7 +182,9 @@ impl PieceFile {
             }
             // Enough to see the line's newline if it is within the limit (or the end of file).
             let want = (pos + max_line + 1).max(buf.filled + SLACK as usize);
+            let marked = buf.filled;
             buf.fill_to(&mut batch.data, want)?;
+            batch.marks.mark(&batch.data[..buf.filled], marked);
         }
         Ok(())
     }
@@ -265,6 +267,16 @@ mod tests {
                 .read_piece(k, max_line, &mut batch, &ByteCounter::default())
                 .is_none());
             assert_eq!(batch.first_line, 0);
+            // The quote marks are exact over every line.
+            for e in &batch.entries {
+                if let Entry::Line { start, end } = *e {
+                    let quotes = batch.quotes().expect("a piece's quotes are marked");
+                    for i in start as usize..end as usize {
+                        let marked = quotes[i / 64] >> (i % 64) & 1 == 1;
+                        assert_eq!(marked, batch.data[i] == b'"', "byte {i}");
+                    }
+                }
+            }
             out.extend(crate::entries_with_bytes(&batch));
         }
         out
@@ -319,7 +331,10 @@ mod tests {
                     3 => max_line as u64 + rng.below(300),
                     _ => rng.below(max_line as u64),
                 };
-                data.extend((0..len).map(|j| b'a' + ((i + j) % 26) as u8));
+                data.extend((0..len).map(|j| match (i + j) % 29 {
+                    26..=28 => b'"',
+                    k => b'a' + k as u8,
+                }));
                 if rng.below(5) == 0 {
                     data.push(b'\r');
                 }

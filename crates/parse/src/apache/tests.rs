@@ -608,10 +608,40 @@ const TRICKY_COMBINED: &[&[u8]] = &[
 /// `parse` (which tries the fast path first for a preset) and the step walk agree, down to
 /// where each borrowed field points.
 fn assert_same(f: &ApacheFormat, line: &[u8]) {
-    let fast = f.parse(line);
     let walk = f.parse_steps(line);
+    same_borrows(line, &f.parse(line), &walk);
+    // With the line's quotes marked, as a reader marks a whole buffer: the line at the start of
+    // a word or in its middle, every bit outside the line set (other lines' quotes), and marks
+    // that stop short of the line's end (not used).
+    for at in [0, 61] {
+        let mut bits = vec![u64::MAX; (at + line.len()).div_ceil(64).max(1)];
+        for (i, &byte) in line.iter().enumerate() {
+            let k = at + i;
+            bits[k / 64] &= !(1 << (k % 64));
+            bits[k / 64] |= u64::from(byte == b'"') << (k % 64);
+        }
+        same_borrows(
+            line,
+            &f.parse_marked(line, QuoteMarks::new(&bits, at)),
+            &walk,
+        );
+        let short = &bits[..(at + line.len()) / 64];
+        same_borrows(
+            line,
+            &f.parse_marked(line, QuoteMarks::new(short, at)),
+            &walk,
+        );
+    }
+}
+
+/// Two answers for `line` are equal, down to where each borrowed field points.
+fn same_borrows(
+    line: &[u8],
+    fast: &Result<Record<'_>, ParseError>,
+    walk: &Result<Record<'_>, ParseError>,
+) {
     assert_eq!(fast, walk, "{:?}", String::from_utf8_lossy(line));
-    if let (Ok(a), Ok(b)) = (&fast, &walk) {
+    if let (Ok(a), Ok(b)) = (fast, walk) {
         for (x, y) in [
             (&a.remote_host, &b.remote_host),
             (&a.method, &b.method),
@@ -640,6 +670,15 @@ fn presets() -> [ApacheFormat; 3] {
         ]
     );
     presets
+}
+
+/// The quote marks of `line` alone.
+fn quote_bits(line: &[u8]) -> Vec<u64> {
+    let mut bits = vec![0u64; line.len().div_ceil(64)];
+    for (k, _) in line.iter().enumerate().filter(|(_, &b)| b == b'"') {
+        bits[k / 64] |= 1 << (k % 64);
+    }
+    bits
 }
 
 /// Every line, its prefixes, and each one-byte change of it (replaced by an interesting byte,
@@ -677,17 +716,23 @@ fn fast_path_agrees_with_the_walk_on_tricky_lines() {
     for l in TRICKY_COMBINED {
         lines.push([b"www.example.org:443 ", *l].concat());
     }
-    let mut taken = 0;
+    let (mut taken, mut taken_marked) = (0, 0);
     for line in &lines {
         variants(line, |v| {
             for f in &presets {
                 assert_same(f, v);
-                taken += usize::from(fast::parse(f.preset.unwrap(), v, &f.stamps).is_some());
+                let preset = f.preset.unwrap();
+                taken += usize::from(fast::parse(preset, v, &f.stamps, fast::Search).is_some());
+                let bits = quote_bits(v);
+                let marks = QuoteMarks::new(&bits, 0);
+                let marked = fast::parse(preset, v, &f.stamps, marks);
+                taken_marked += usize::from(marked.is_some());
             }
         });
     }
-    // The fast path did answer for many of them (not only fall back).
+    // The fast path did answer for many of them (not only fall back), marked or not.
     assert!(taken > 10_000, "{taken}");
+    assert_eq!(taken_marked, taken);
 }
 
 #[test]
@@ -695,12 +740,12 @@ fn fast_path_answers_plain_lines() {
     let [common, combined, vcombined] = presets();
     let line = TRICKY_COMBINED[0];
     let vline = [b"www.example.org:443 ", line].concat();
-    assert!(fast::parse(Preset::Combined, line, &combined.stamps).is_some());
-    assert!(fast::parse(Preset::Common, line, &common.stamps).is_some());
-    assert!(fast::parse(Preset::VCombined, &vline, &vcombined.stamps).is_some());
+    assert!(fast::parse(Preset::Combined, line, &combined.stamps, fast::Search).is_some());
+    assert!(fast::parse(Preset::Common, line, &common.stamps, fast::Search).is_some());
+    assert!(fast::parse(Preset::VCombined, &vline, &vcombined.stamps, fast::Search).is_some());
     // Common stops after the byte count.
     let short = br#"192.0.2.7 - - [17/May/2015:10:05:03 +0000] "GET / HTTP/1.1" 200 512"#;
-    assert!(fast::parse(Preset::Common, short, &common.stamps).is_some());
+    assert!(fast::parse(Preset::Common, short, &common.stamps, fast::Search).is_some());
     assert_eq!(
         combined.parse(line).unwrap(),
         Record {
@@ -848,8 +893,13 @@ fn fast_path_agrees_with_the_walk_on_long_lines() {
                         assert_same(f, line.as_bytes());
                     }
                     answered += usize::from(
-                        fast::parse(Preset::Combined, line.as_bytes(), &presets[1].stamps)
-                            .is_some(),
+                        fast::parse(
+                            Preset::Combined,
+                            line.as_bytes(),
+                            &presets[1].stamps,
+                            fast::Search,
+                        )
+                        .is_some(),
                     );
                 }
             }

@@ -1,0 +1,267 @@
+//! Where a buffer's newlines and double quotes are, found in one pass 64 bytes at a time.
+//!
+//! A piece's lines are found by their newlines, and a combined-format line is cut at its
+//! quotes. Searching for each of them with `memchr` costs a call, its setup, and a loop that
+//! ends at a different place on every line (a mispredicted branch), three or four times per
+//! line. Marking them all first costs a few vector instructions per 64 bytes; the next newline
+//! or quote is then a `trailing_zeros` of a word ([`next_mark`]).
+
+/// Where a buffer's newlines and quotes are, as bitmaps: bit `i % 64` of word `i / 64` is set
+/// when byte `i` is a newline (`newlines`) or a quote (`quotes`). Bits past the buffer's end
+/// are clear.
+#[derive(Debug, Default)]
+pub(crate) struct Marks {
+    pub(crate) newlines: Vec<u64>,
+    pub(crate) quotes: Vec<u64>,
+}
+
+impl Marks {
+    /// Forgets every mark: the bytes are not marked.
+    pub(crate) fn clear(&mut self) {
+        self.newlines.clear();
+        self.quotes.clear();
+    }
+
+    /// Whether the buffer is marked at all.
+    pub(crate) fn marked(&self) -> bool {
+        !self.quotes.is_empty()
+    }
+
+    /// Marks `data`'s newlines and quotes from byte `from` on (rounded down to a word's first
+    /// byte); the words before that are kept as they are. An empty buffer gets one word.
+    pub(crate) fn mark(&mut self, data: &[u8], from: usize) {
+        let first = from / 64;
+        self.newlines.truncate(first);
+        self.quotes.truncate(first);
+        let bytes = &data[(first * 64).min(data.len())..];
+        let (whole, tail) = bytes.split_at(bytes.len() / 64 * 64);
+        mark_blocks(whole, self);
+        if !tail.is_empty() || self.quotes.is_empty() {
+            let mut block = [0u8; 64];
+            block[..tail.len()].copy_from_slice(tail);
+            let (nl, q) = scalar_block(&block);
+            self.newlines.push(nl);
+            self.quotes.push(q);
+        }
+    }
+}
+
+/// The first marked byte at or after `from` and before `end`, in a bitmap of [`Marks`] that
+/// covers `end` bytes or more.
+#[inline]
+pub(crate) fn next_mark(bits: &[u64], from: usize, end: usize) -> Option<usize> {
+    let mut at = from;
+    while at < end {
+        let word = bits[at / 64] >> (at % 64);
+        if word != 0 {
+            let found = at + word.trailing_zeros() as usize;
+            return (found < end).then_some(found);
+        }
+        at = (at | 63) + 1;
+    }
+    None
+}
+
+/// Marks whole 64-byte blocks, adding a word to each bitmap per block.
+fn mark_blocks(data: &[u8], marks: &mut Marks) {
+    let n = data.len() / 64;
+    marks.newlines.reserve(n);
+    marks.quotes.reserve(n);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            // SAFETY: the processor has AVX-512BW (checked just above), all this needs.
+            return unsafe { x86::avx512(data, marks) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked just above), all this needs.
+            return unsafe { x86::avx2(data, marks) };
+        }
+    }
+    for block in data.chunks_exact(64) {
+        let (nl, q) = scalar_block(block.try_into().expect("blocks of 64"));
+        marks.newlines.push(nl);
+        marks.quotes.push(q);
+    }
+}
+
+/// One block's newline and quote bits, eight bytes at a time in a word.
+fn scalar_block(block: &[u8; 64]) -> (u64, u64) {
+    let mut newlines = 0;
+    let mut quotes = 0;
+    for (k, chunk) in block.chunks_exact(8).enumerate() {
+        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
+        newlines |= byte_bits(word, b'\n') << (8 * k);
+        quotes |= byte_bits(word, b'"') << (8 * k);
+    }
+    (newlines, quotes)
+}
+
+/// Bit `i` set when byte `i` of `word` (the lowest first) is `needle`.
+fn byte_bits(word: u64, needle: u8) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = word ^ (0x0101_0101_0101_0101 * u64::from(needle));
+    // High bit of each byte set when the byte is not zero, without borrows between bytes.
+    let nonzero = ((x & LOW7) + LOW7) | x;
+    let zero = !nonzero & !LOW7;
+    // Gathers the eight high bits into the top byte: bit 7 of byte `i` lands on bit 56 + `i`.
+    (zero >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Marks;
+
+    /// [`super::mark_blocks`] with AVX-512BW: one load and two comparisons per block.
+    #[target_feature(enable = "avx512bw")]
+    pub(super) unsafe fn avx512(data: &[u8], marks: &mut Marks) {
+        let nl = _mm512_set1_epi8(b'\n' as i8);
+        let q = _mm512_set1_epi8(b'"' as i8);
+        for block in data.chunks_exact(64) {
+            // SAFETY: reads the 64 bytes of `block`, any alignment.
+            let bytes = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+            marks.newlines.push(_mm512_cmpeq_epi8_mask(bytes, nl));
+            marks.quotes.push(_mm512_cmpeq_epi8_mask(bytes, q));
+        }
+    }
+
+    /// [`super::mark_blocks`] with AVX2: two loads and four comparisons per block.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn avx2(data: &[u8], marks: &mut Marks) {
+        let nl = _mm256_set1_epi8(b'\n' as i8);
+        let q = _mm256_set1_epi8(b'"' as i8);
+        for block in data.chunks_exact(64) {
+            // SAFETY: each load reads 32 of the 64 bytes of `block`, any alignment.
+            let (lo, hi) = unsafe {
+                (
+                    _mm256_loadu_si256(block.as_ptr().cast()),
+                    _mm256_loadu_si256(block.as_ptr().add(32).cast()),
+                )
+            };
+            let bits = |v: __m256i, needle: __m256i| {
+                u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, needle)) as u32)
+            };
+            marks.newlines.push(bits(lo, nl) | bits(hi, nl) << 32);
+            marks.quotes.push(bits(lo, q) | bits(hi, q) << 32);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bitmap of `needle` in `data`, one byte at a time.
+    fn plain(data: &[u8], needle: u8) -> Vec<u64> {
+        let mut bits = vec![0u64; data.len().div_ceil(64).max(1)];
+        for (i, &b) in data.iter().enumerate() {
+            bits[i / 64] |= u64::from(b == needle) << (i % 64);
+        }
+        bits
+    }
+
+    /// Marks made every way (the processor's vector instructions, AVX2, words) from byte 0 or
+    /// from a later one are exactly the newlines and quotes, whatever surrounds them: bytes
+    /// that differ from them in one bit, zero, 0x80 and 0xff, at every position of a block and
+    /// in a short tail.
+    #[test]
+    fn marks_are_the_newlines_and_quotes() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let fillers = [
+            0u8,
+            0x80,
+            0xff,
+            b'\n' ^ 1,
+            b'\n' ^ 0x80,
+            b'"' ^ 1,
+            b'"' ^ 0x80,
+            b'a',
+            b'\\',
+            b' ',
+        ];
+        for len in [0, 1, 63, 64, 65, 127, 128, 200, 1000] {
+            for _ in 0..40 {
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        match rng % 8 {
+                            0 => b'\n',
+                            1 => b'"',
+                            _ => fillers[(rng >> 8) as usize % fillers.len()],
+                        }
+                    })
+                    .collect();
+                let mut marks = Marks::default();
+                marks.mark(&data, 0);
+                assert!(marks.marked());
+                assert_eq!(marks.newlines, plain(&data, b'\n'), "len {len}");
+                assert_eq!(marks.quotes, plain(&data, b'"'), "len {len}");
+                // Marked again from a later byte after the bytes there changed.
+                let mut changed = data.clone();
+                for b in changed.iter_mut().skip(len / 3) {
+                    *b = match *b {
+                        b'"' => b'\n',
+                        b'\n' => b'x',
+                        _ => b'"',
+                    };
+                }
+                marks.mark(&changed, len / 3);
+                assert_eq!(marks.quotes, plain(&changed, b'"'), "len {len}");
+                assert_eq!(marks.newlines, plain(&changed, b'\n'), "len {len}");
+                // Each way of marking whole blocks.
+                let whole = &data[..len / 64 * 64];
+                let mut ways: Vec<Marks> = Vec::new();
+                let mut words = Marks::default();
+                for block in whole.chunks_exact(64) {
+                    let (nl, q) = scalar_block(block.try_into().unwrap());
+                    words.newlines.push(nl);
+                    words.quotes.push(q);
+                }
+                ways.push(words);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        let mut m = Marks::default();
+                        // SAFETY: the processor has AVX2.
+                        unsafe { x86::avx2(whole, &mut m) };
+                        ways.push(m);
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512bw") {
+                        let mut m = Marks::default();
+                        // SAFETY: the processor has AVX-512BW.
+                        unsafe { x86::avx512(whole, &mut m) };
+                        ways.push(m);
+                    }
+                }
+                for m in ways {
+                    let want = &plain(whole, b'\n')[..len / 64];
+                    assert_eq!(m.newlines, want, "len {len}");
+                    assert_eq!(m.quotes, &plain(whole, b'"')[..len / 64], "len {len}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn next_mark_finds_the_first_marked_byte_in_range() {
+        let mut data = vec![b'a'; 300];
+        for i in [0, 5, 63, 64, 130, 299] {
+            data[i] = b'"';
+        }
+        let mut marks = Marks::default();
+        marks.mark(&data, 0);
+        for from in 0..=300 {
+            for end in from..=300 {
+                let want = data[from..end]
+                    .iter()
+                    .position(|&b| b == b'"')
+                    .map(|i| from + i);
+                assert_eq!(next_mark(&marks.quotes, from, end), want, "{from}..{end}");
+            }
+        }
+    }
+}
