@@ -6,6 +6,9 @@ use logcensus_parse::bytes::find_any;
 
 use crate::ClientAddressSource;
 
+#[cfg(target_arch = "x86_64")]
+mod quad;
+
 /// What a referrer becomes. Only [`RefClass::Domain`] carries text, and that text is a
 /// registrable domain (public-suffix aware), never a host name below it, a path or a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -430,6 +433,16 @@ pub fn leading_dotted_quad(line: &[u8]) -> Option<(std::net::Ipv4Addr, usize)> {
         Some(first) => *first,
         None => padded(line),
     };
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("ssse3") {
+        // SAFETY: the processor has SSSE3 (checked just above), all this needs.
+        return unsafe { quad::leading(&head) };
+    }
+    scalar_leading_dotted_quad(&head)
+}
+
+/// [`leading_dotted_quad`] of a line whose first 16 bytes are `head`, digit by digit.
+fn scalar_leading_dotted_quad(head: &[u8; 16]) -> Option<(std::net::Ipv4Addr, usize)> {
     let digit = |b: u8| {
         let d = b.wrapping_sub(b'0');
         (d < 10).then_some(d)
