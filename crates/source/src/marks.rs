@@ -3,8 +3,10 @@
 //! A piece's lines are found by their newlines, and a combined-format line is cut at its
 //! quotes. Searching for each of them with `memchr` costs a call, its setup, and a loop that
 //! ends at a different place on every line (a mispredicted branch), three or four times per
-//! line. Marking them all first costs a few vector instructions per 64 bytes; the next newline
-//! or quote is then a `trailing_zeros` of a word ([`next_mark`]).
+//! line. Marking them all first costs a few vector instructions per 64 bytes (AVX-512BW or AVX2,
+//! detected at run time; elsewhere the marks are set where one `memchr2` search over the whole
+//! buffer finds the bytes); the next newline or quote is then a `trailing_zeros` of a word
+//! ([`next_mark`]).
 
 /// Where a buffer's newlines and quotes are, as bitmaps: bit `i % 64` of word `i / 64` is set
 /// when byte `i` is a newline (`newlines`) or a quote (`quotes`). Bits past the buffer's end
@@ -37,11 +39,23 @@ impl Marks {
         let (whole, tail) = bytes.split_at(bytes.len() / 64 * 64);
         mark_blocks(whole, self);
         if !tail.is_empty() || self.quotes.is_empty() {
-            let mut block = [0u8; 64];
-            block[..tail.len()].copy_from_slice(tail);
-            let (nl, q) = scalar_block(&block);
-            self.newlines.push(nl);
-            self.quotes.push(q);
+            let at = self.quotes.len();
+            self.newlines.push(0);
+            self.quotes.push(0);
+            self.mark_found(tail, at);
+        }
+    }
+
+    /// Marks the newlines and quotes of `data`, whose words start at `at` and are clear, as a
+    /// search finds them (`memchr2`, vectorised on most processors).
+    fn mark_found(&mut self, data: &[u8], at: usize) {
+        for i in memchr::memchr2_iter(b'\n', b'"', data) {
+            let bits = if data[i] == b'\n' {
+                &mut self.newlines
+            } else {
+                &mut self.quotes
+            };
+            bits[at + i / 64] |= 1 << (i % 64);
         }
     }
 }
@@ -78,34 +92,12 @@ fn mark_blocks(data: &[u8], marks: &mut Marks) {
             return unsafe { x86::avx2(data, marks) };
         }
     }
-    for block in data.chunks_exact(64) {
-        let (nl, q) = scalar_block(block.try_into().expect("blocks of 64"));
-        marks.newlines.push(nl);
-        marks.quotes.push(q);
-    }
-}
-
-/// One block's newline and quote bits, eight bytes at a time in a word.
-fn scalar_block(block: &[u8; 64]) -> (u64, u64) {
-    let mut newlines = 0;
-    let mut quotes = 0;
-    for (k, chunk) in block.chunks_exact(8).enumerate() {
-        let word = u64::from_le_bytes(chunk.try_into().expect("chunks of 8"));
-        newlines |= byte_bits(word, b'\n') << (8 * k);
-        quotes |= byte_bits(word, b'"') << (8 * k);
-    }
-    (newlines, quotes)
-}
-
-/// Bit `i` set when byte `i` of `word` (the lowest first) is `needle`.
-fn byte_bits(word: u64, needle: u8) -> u64 {
-    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = word ^ (0x0101_0101_0101_0101 * u64::from(needle));
-    // High bit of each byte set when the byte is not zero, without borrows between bytes.
-    let nonzero = ((x & LOW7) + LOW7) | x;
-    let zero = !nonzero & !LOW7;
-    // Gathers the eight high bits into the top byte: bit 7 of byte `i` lands on bit 56 + `i`.
-    (zero >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+    // Elsewhere (or without AVX2), marked as a search finds them: about as fast as searching
+    // for each line's newline and quotes, as without marks.
+    let at = marks.quotes.len();
+    marks.newlines.resize(at + n, 0);
+    marks.quotes.resize(at + n, 0);
+    marks.mark_found(data, at);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -162,7 +154,7 @@ mod tests {
         bits
     }
 
-    /// Marks made every way (the processor's vector instructions, AVX2, words) from byte 0 or
+    /// Marks made every way (the processor's vector instructions, AVX2, a search) from byte 0 or
     /// from a later one are exactly the newlines and quotes, whatever surrounds them: bytes
     /// that differ from them in one bit, zero, 0x80 and 0xff, at every position of a block and
     /// in a short tail.
@@ -215,13 +207,11 @@ mod tests {
                 // Each way of marking whole blocks.
                 let whole = &data[..len / 64 * 64];
                 let mut ways: Vec<Marks> = Vec::new();
-                let mut words = Marks::default();
-                for block in whole.chunks_exact(64) {
-                    let (nl, q) = scalar_block(block.try_into().unwrap());
-                    words.newlines.push(nl);
-                    words.quotes.push(q);
-                }
-                ways.push(words);
+                let mut found = Marks::default();
+                found.newlines.resize(len / 64, 0);
+                found.quotes.resize(len / 64, 0);
+                found.mark_found(whole, 0);
+                ways.push(found);
                 #[cfg(target_arch = "x86_64")]
                 {
                     if std::arch::is_x86_feature_detected!("avx2") {
