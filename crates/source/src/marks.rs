@@ -111,12 +111,14 @@ mod x86 {
     pub(super) unsafe fn avx512(data: &[u8], marks: &mut Marks) {
         let nl = _mm512_set1_epi8(b'\n' as i8);
         let q = _mm512_set1_epi8(b'"' as i8);
-        for block in data.chunks_exact(64) {
+        in_groups(data, marks, |block| {
             // SAFETY: reads the 64 bytes of `block`, any alignment.
             let bytes = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
-            marks.newlines.push(_mm512_cmpeq_epi8_mask(bytes, nl));
-            marks.quotes.push(_mm512_cmpeq_epi8_mask(bytes, q));
-        }
+            (
+                _mm512_cmpeq_epi8_mask(bytes, nl),
+                _mm512_cmpeq_epi8_mask(bytes, q),
+            )
+        });
     }
 
     /// [`super::mark_blocks`] with AVX2: two loads and four comparisons per block.
@@ -124,7 +126,10 @@ mod x86 {
     pub(super) unsafe fn avx2(data: &[u8], marks: &mut Marks) {
         let nl = _mm256_set1_epi8(b'\n' as i8);
         let q = _mm256_set1_epi8(b'"' as i8);
-        for block in data.chunks_exact(64) {
+        let bits = |v: __m256i, needle: __m256i| {
+            u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, needle)) as u32)
+        };
+        in_groups(data, marks, |block| {
             // SAFETY: each load reads 32 of the 64 bytes of `block`, any alignment.
             let (lo, hi) = unsafe {
                 (
@@ -132,13 +137,37 @@ mod x86 {
                     _mm256_loadu_si256(block.as_ptr().add(32).cast()),
                 )
             };
-            let bits = |v: __m256i, needle: __m256i| {
-                u64::from(_mm256_movemask_epi8(_mm256_cmpeq_epi8(v, needle)) as u32)
-            };
-            marks.newlines.push(bits(lo, nl) | bits(hi, nl) << 32);
-            marks.quotes.push(bits(lo, q) | bits(hi, q) << 32);
+            (
+                bits(lo, nl) | bits(hi, nl) << 32,
+                bits(lo, q) | bits(hi, q) << 32,
+            )
+        });
+    }
+
+    /// Adds the newline and quote words `mark` gives for each 64-byte block of `data`, eight
+    /// blocks at a time: a word pushed per block made the loop reload the vectors' lengths and
+    /// keep the block's bytes on the stack around a possible growth (a quarter of its time).
+    #[inline(always)]
+    fn in_groups(data: &[u8], marks: &mut Marks, mut mark: impl FnMut(&[u8]) -> (u64, u64)) {
+        let mut groups = data.chunks_exact(64 * GROUP);
+        for group in groups.by_ref() {
+            let mut newlines = [0u64; GROUP];
+            let mut quotes = [0u64; GROUP];
+            for (k, block) in group.chunks_exact(64).enumerate() {
+                (newlines[k], quotes[k]) = mark(block);
+            }
+            marks.newlines.extend_from_slice(&newlines);
+            marks.quotes.extend_from_slice(&quotes);
+        }
+        for block in groups.remainder().chunks_exact(64) {
+            let (newlines, quotes) = mark(block);
+            marks.newlines.push(newlines);
+            marks.quotes.push(quotes);
         }
     }
+
+    /// Blocks marked between two additions to the bitmaps.
+    const GROUP: usize = 8;
 }
 
 #[cfg(test)]
@@ -173,7 +202,8 @@ mod tests {
             b'\\',
             b' ',
         ];
-        for len in [0, 1, 63, 64, 65, 127, 128, 200, 1000] {
+        // Whole groups of eight blocks, and groups with blocks left over.
+        for len in [0, 1, 63, 64, 65, 127, 128, 200, 511, 512, 1000, 1024, 1600] {
             for _ in 0..40 {
                 let data: Vec<u8> = (0..len)
                     .map(|_| {
