@@ -208,6 +208,8 @@ pub struct Batch {
     /// Where `data`'s newlines and quotes are, when its reader marked them ([`PieceFile`]
     /// does); empty otherwise.
     marks: marks::Marks,
+    /// Scratch for [`PieceFile`]: the newlines of the piece being cut into lines.
+    newlines: Vec<u32>,
 }
 
 impl Batch {

@@ -76,6 +76,64 @@ pub(crate) fn next_mark(bits: &[u64], from: usize, end: usize) -> Option<usize> 
     None
 }
 
+/// The marked bytes at or after `from` and before `end`, in order, into `out` (cleared first),
+/// for a bitmap of [`Marks`] that covers `end` bytes or more.
+///
+/// Each word's first four marks are written whether it has them or not, and the count moves on
+/// by the number it has: no branch on where a line ends, where [`next_mark`] per line mispredicts
+/// its loop's exit about once a line (most words hold no newline, some one, a few two).
+pub(crate) fn marks_in(bits: &[u64], from: usize, end: usize, out: &mut Vec<u32>) {
+    out.clear();
+    if from >= end {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the processor has POPCNT (checked just above), all this needs.
+            return unsafe { x86::marks_in(bits, from, end, out) };
+        }
+    }
+    list_marks(bits, from, end, out);
+}
+
+/// The work of [`marks_in`], for a range that is not empty. Inlined into a copy built with the
+/// processor's population count: the baseline x86-64 target counts bits in a dozen operations.
+#[inline(always)]
+fn list_marks(bits: &[u64], from: usize, end: usize, out: &mut Vec<u32>) {
+    let (first, last) = (from / 64, (end - 1) / 64);
+    let mut n = 0;
+    for (k, &word) in bits[first..=last].iter().enumerate() {
+        let at = first + k;
+        let mut word = word;
+        if at == first {
+            word &= !0 << (from % 64);
+        }
+        if at == last && !end.is_multiple_of(64) {
+            word &= !(!0 << (end % 64));
+        }
+        let count = word.count_ones() as usize;
+        // Room for every mark of this word, written four at a time.
+        if out.len() < n + 64 {
+            out.resize(n + 64 + 1024, 0);
+        }
+        let base = (at * 64) as u32;
+        for slot in &mut out[n..n + 4] {
+            // Past the word's last mark this writes `base + 64`, which `n` then leaves behind.
+            *slot = base + word.trailing_zeros();
+            word &= word.wrapping_sub(1);
+        }
+        let mut i = n + 4;
+        while word != 0 {
+            out[i] = base + word.trailing_zeros();
+            word &= word - 1;
+            i += 1;
+        }
+        n += count;
+    }
+    out.truncate(n);
+}
+
 /// Marks whole 64-byte blocks, adding a word to each bitmap per block.
 fn mark_blocks(data: &[u8], marks: &mut Marks) {
     let n = data.len() / 64;
@@ -105,6 +163,12 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::Marks;
+
+    /// [`super::marks_in`] with POPCNT.
+    #[target_feature(enable = "popcnt")]
+    pub(super) unsafe fn marks_in(bits: &[u64], from: usize, end: usize, out: &mut Vec<u32>) {
+        super::list_marks(bits, from, end, out);
+    }
 
     /// [`super::mark_blocks`] with AVX-512BW: one load and two comparisons per block.
     #[target_feature(enable = "avx512bw")]
@@ -181,6 +245,53 @@ mod tests {
             bits[i / 64] |= u64::from(b == needle) << (i % 64);
         }
         bits
+    }
+
+    /// The marks listed from any byte to any later one are those `next_mark` finds one after
+    /// another: words with no mark, one, four, five and all 64, the first and last words cut
+    /// anywhere, and a list left long by an earlier call.
+    #[test]
+    fn marks_listed_are_the_marks_found_one_by_one() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut out = vec![5; 3000];
+        for round in 0..3000 {
+            let words = 1 + next() as usize % 12;
+            let bits: Vec<u64> = (0..words)
+                .map(|_| match next() % 7 {
+                    0 => 0,
+                    1 => 1 << (next() % 64),
+                    2 => u64::MAX,
+                    3 => 0b1111 << (next() % 60),
+                    4 => 0b11111 << (next() % 59),
+                    _ => next() & next(),
+                })
+                .collect();
+            let end = next() as usize % (words * 64 + 1);
+            let from = next() as usize % (end + 2);
+            let mut want = Vec::new();
+            let mut at = from;
+            while let Some(m) = next_mark(&bits, at, end) {
+                want.push(m as u32);
+                at = m + 1;
+            }
+            marks_in(&bits, from, end, &mut out);
+            assert_eq!(out, want, "round {round}: {bits:x?} from {from} to {end}");
+            // Without the processor's population count too.
+            if from < end {
+                out.resize(out.len() + 7, 9);
+                list_marks(&bits, from, end, &mut out);
+                assert_eq!(
+                    out, want,
+                    "round {round} (plain): {bits:x?} from {from} to {end}"
+                );
+            }
+        }
     }
 
     /// Marks made every way (the processor's vector instructions, AVX2, a search) from byte 0 or

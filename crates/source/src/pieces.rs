@@ -18,7 +18,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::marks::next_mark;
+use crate::marks::{marks_in, next_mark};
 use crate::{Batch, ByteCounter, Entry, SourceError};
 
 /// How many bytes of a file a piece covers: about a batch, and small enough that a piece read
@@ -157,6 +157,17 @@ impl PieceFile {
                 None => return Ok(()),
             }
         };
+        // The lines whose newlines have been read, from a list of those newlines.
+        let mut newlines = std::mem::take(&mut batch.newlines);
+        marks_in(&batch.marks.newlines, pos, buf.filled, &mut newlines);
+        for &nl in &newlines {
+            if pos >= stop {
+                break;
+            }
+            push_line(batch, pos, nl as usize, max_line);
+            pos = nl as usize + 1;
+        }
+        batch.newlines = newlines;
         while pos < stop {
             if let Some(nl) = next_mark(&batch.marks.newlines, pos, buf.filled) {
                 push_line(batch, pos, nl, max_line);

@@ -219,6 +219,7 @@ fn reused_batches_hold_the_same_lines_as_new_ones() {
             newlines: vec![u64::MAX; 4],
             quotes: vec![u64::MAX; 4],
         },
+        newlines: vec![7; 3],
     };
     let mut reused = Vec::new();
     let mut batches = 0;
