@@ -146,7 +146,7 @@ pub(super) fn parse<'a>(
     // No quote in the value: the first one from its start is the last byte.
     if last != b'"'
         || user_agent.last() == Some(&b'\\')
-        || quotes.next_far(line, pos) != Some(pos + user_agent.len())
+        || !quotes.none_in(line, pos, pos + user_agent.len())
     {
         return None;
     }
@@ -167,8 +167,8 @@ pub(super) fn parse<'a>(
 pub(super) trait Quotes {
     /// The first `"` in `line` at or after `from`, in a short stretch (a request, a referrer).
     fn next(&self, line: &[u8], from: usize) -> Option<usize>;
-    /// The same in a long one (a User-Agent).
-    fn next_far(&self, line: &[u8], from: usize) -> Option<usize>;
+    /// Whether `line[from..to]` holds no `"`, for a long stretch (a User-Agent).
+    fn none_in(&self, line: &[u8], from: usize, to: usize) -> bool;
 }
 
 /// Quotes found by searching the line.
@@ -183,8 +183,8 @@ impl Quotes for Search {
     /// A User-Agent is long enough (~130 bytes) for `memchr`'s 32-byte steps to beat
     /// `find_any`'s 16 (24 fewer instructions per line).
     #[inline]
-    fn next_far(&self, line: &[u8], from: usize) -> Option<usize> {
-        memchr(b'"', line.get(from..)?).map(|k| from + k)
+    fn none_in(&self, line: &[u8], from: usize, to: usize) -> bool {
+        memchr(b'"', &line[from..to]).is_none()
     }
 }
 
@@ -195,8 +195,8 @@ impl Quotes for QuoteMarks<'_> {
     }
 
     #[inline]
-    fn next_far(&self, line: &[u8], from: usize) -> Option<usize> {
-        QuoteMarks::next(self, line, from)
+    fn none_in(&self, _: &[u8], from: usize, to: usize) -> bool {
+        QuoteMarks::none_in(self, from, to)
     }
 }
 
