@@ -189,6 +189,8 @@ impl GeoDb {
             local: Vec::new(),
             interned: HashSet::new(),
             unknown_place,
+            offsets: HashMap::default(),
+            unseen: Vec::new(),
         }
     }
 
@@ -356,6 +358,21 @@ pub struct GeoLookup<'db> {
     local: Vec<Option<(Arc<Place>, bool)>>,
     interned: HashSet<Arc<Place>>,
     unknown_place: Arc<Place>,
+    /// Record offsets this worker has met, with their answers (the shared `by_offset`'s, for
+    /// this worker alone).
+    offsets: HashMap<usize, u32, foldhash::fast::RandomState>,
+    /// [`GeoLookup::look_ahead`]'s walks that ended at a record this worker had not met: line,
+    /// address, record offset, and the answer another worker found for it.
+    unseen: Vec<(usize, IpAddr, usize, Option<u32>)>,
+}
+
+/// Remembers in a worker's `offsets` that the record at `offset` has answer `n` (as many as the
+/// shared records keep).
+fn remember(offsets: &mut HashMap<usize, u32, foldhash::fast::RandomState>, offset: usize, n: u32) {
+    if offsets.len() >= RECORDS_KEPT {
+        offsets.clear();
+    }
+    offsets.insert(offset, n);
 }
 
 impl GeoLookup<'_> {
@@ -401,40 +418,61 @@ impl GeoLookup<'_> {
         self.found.clear();
         tree.find(false, &self.bits[..v4], &mut self.found);
         tree.find(true, &self.bits[v4..], &mut self.found);
-        let mut unseen = Vec::new();
-        {
+        // Most walks end at a record this worker has met: its answer is found here, without the
+        // shared lock (held for every walk of a batch, it kept the other workers waiting on it,
+        // asleep, a hundred times a run). The others are asked of the shared records in one
+        // short hold of the lock; those no worker has met are read below.
+        let mut unseen = std::mem::take(&mut self.unseen);
+        unseen.clear();
+        for (&(i, ip), found) in self.walks.iter().zip(&self.found) {
+            let answer = match found {
+                None => Answer::Unknown,
+                Some(offset) => match self.offsets.get(offset) {
+                    Some(&n) => Answer::Known(n),
+                    None => {
+                        unseen.push((i, ip, *offset, None));
+                        continue;
+                    }
+                },
+            };
+            cache.put(&AddressKey::of(ip), answer);
+            answers[first + i] = Answered(answer);
+        }
+        if !unseen.is_empty() {
             let records = self.db.records();
-            for (&(i, ip), found) in self.walks.iter().zip(&self.found) {
-                let answer = match found {
-                    None => Answer::Unknown,
-                    Some(offset) => match records.by_offset.get(offset) {
-                        Some(&n) => Answer::Known(n),
-                        None => {
-                            unseen.push((i, ip, *offset));
-                            continue;
-                        }
-                    },
-                };
-                cache.put(&AddressKey::of(ip), answer);
-                answers[first + i] = Answered(answer);
+            for (_, _, offset, known) in unseen.iter_mut() {
+                *known = records.by_offset.get(offset).copied();
             }
         }
+        unseen.retain(|&(i, ip, offset, known)| match known {
+            Some(n) => {
+                remember(&mut self.offsets, offset, n);
+                cache.put(&AddressKey::of(ip), Answer::Known(n));
+                answers[first + i] = Answered(Answer::Known(n));
+                false
+            }
+            None => true,
+        });
         // Records met for the first time are read at the offset the walk found. Each is in a
         // part of the database no lookup has read lately: their first cache lines are asked
         // for all at once, so that their reads overlap instead of waiting one after another.
         let data = tree.data();
-        for &(_, _, offset) in &unseen {
+        for &(_, _, offset, _) in &unseen {
             for line in 0..RECORD_LINES {
                 if let Some(byte) = data.get(offset + 64 * line) {
                     prefetch(byte);
                 }
             }
         }
-        for (i, ip, offset) in unseen {
+        for &(i, ip, offset, _) in &unseen {
             let answer = self.db.answer_at(tree, offset);
+            if let Answer::Known(n) = answer {
+                remember(&mut self.offsets, offset, n);
+            }
             cache.put(&AddressKey::of(ip), answer);
             answers[first + i] = Answered(answer);
         }
+        self.unseen = unseen;
     }
 
     /// The place of an address, and whether the database knew its country (or continent at that
