@@ -10,9 +10,6 @@ use logcensus_policy::{GeoFields, GeoLevel};
 use maxminddb::PathElement;
 
 use crate::prefetch::prefetch;
-
-/// Cache lines of a new record fetched ahead of reading it ([`GeoLookup::look_ahead`]).
-const RECORD_LINES: usize = 4;
 use crate::{Str, UNKNOWN};
 
 mod record;
@@ -336,14 +333,23 @@ impl GeoDb {
 /// on a database with very many records.
 const RECORDS_KEPT: usize = 1_000_000;
 
+/// Cache lines of a new record fetched ahead of reading it ([`GeoLookup::look_ahead`]).
+const RECORD_LINES: usize = 4;
+
 impl Records {
     /// Remembers that the record at `offset` has answer `i`.
     fn remember(&mut self, offset: usize, i: u32) {
-        if self.by_offset.len() >= RECORDS_KEPT {
-            self.by_offset.clear();
-        }
-        self.by_offset.insert(offset, i);
+        remember(&mut self.by_offset, offset, i);
     }
+}
+
+/// Remembers in `offsets` (the shared records', or a worker's own) that the record at `offset`
+/// has answer `i`, keeping at most [`RECORDS_KEPT`].
+fn remember(offsets: &mut HashMap<usize, u32, foldhash::fast::RandomState>, offset: usize, i: u32) {
+    if offsets.len() >= RECORDS_KEPT {
+        offsets.clear();
+    }
+    offsets.insert(offset, i);
 }
 
 /// Cached lookups for one worker.
@@ -364,15 +370,6 @@ pub struct GeoLookup<'db> {
     /// [`GeoLookup::look_ahead`]'s walks that ended at a record this worker had not met: line,
     /// address, record offset, and the answer another worker found for it.
     unseen: Vec<(usize, IpAddr, usize, Option<u32>)>,
-}
-
-/// Remembers in a worker's `offsets` that the record at `offset` has answer `n` (as many as the
-/// shared records keep).
-fn remember(offsets: &mut HashMap<usize, u32, foldhash::fast::RandomState>, offset: usize, n: u32) {
-    if offsets.len() >= RECORDS_KEPT {
-        offsets.clear();
-    }
-    offsets.insert(offset, n);
 }
 
 impl GeoLookup<'_> {

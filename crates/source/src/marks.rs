@@ -133,10 +133,7 @@ fn list_marks(bits: &[u64], from: usize, end: usize, out: &mut Vec<u32>) {
     let mut n = 0;
     for (mut word, base) in words_between(bits, from, end) {
         let count = word.count_ones() as usize;
-        // Room for every mark of this word, written four at a time.
-        if out.len() < n + 64 {
-            out.resize(n + 64 + 1024, 0);
-        }
+        make_room(out, n);
         for slot in &mut out[n..n + 4] {
             // Past the word's last mark this writes `base + 64`, which `n` then leaves behind.
             *slot = base + word.trailing_zeros();
@@ -151,6 +148,15 @@ fn list_marks(bits: &[u64], from: usize, end: usize, out: &mut Vec<u32>) {
         n += count;
     }
     out.truncate(n);
+}
+
+/// Makes `out` long enough to take a word's marks (up to 64) written from index `n` on, whether
+/// the word has them or not; it grows by 1,024 more at a time beyond that.
+#[inline(always)]
+fn make_room(out: &mut Vec<u32>, n: usize) {
+    if out.len() < n + 64 {
+        out.resize(n + 64 + 1024, 0);
+    }
 }
 
 /// Marks whole 64-byte blocks, adding a word to each bitmap per block.
@@ -202,9 +208,7 @@ mod x86 {
         let mut n = 0;
         for (word, base) in super::words_between(bits, from, end) {
             let count = word.count_ones() as usize;
-            if out.len() < n + 64 {
-                out.resize(n + 64 + 1024, 0);
-            }
+            super::make_room(out, n);
             let packed = _mm512_maskz_compress_epi8(word, numbers);
             let base = _mm512_set1_epi32(base as i32);
             let slots = &mut out[n..n + 64];
