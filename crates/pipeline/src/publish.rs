@@ -143,6 +143,7 @@ fn move_staged(staging: &Path, out: &Path) -> Result<(), RunError> {
     }
     let mut stack = vec![staging.to_path_buf()];
     let mut dirs = Vec::new();
+    let mut moved_into = BTreeSet::new();
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| io("list", &dir, e))? {
             let entry = entry.map_err(|e| io("list", &dir, e))?;
@@ -153,11 +154,17 @@ fn move_staged(staging: &Path, out: &Path) -> Result<(), RunError> {
             }
             let target = out.join(path.strip_prefix(staging).expect("below staging"));
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
+                logcensus_sink::create_dir_durably(parent)?;
+                moved_into.insert(parent.to_path_buf());
             }
             std::fs::rename(&path, &target).map_err(|e| io("move into place", &target, e))?;
         }
         dirs.push(dir);
+    }
+    // The moves are durable before the staged copies' directories go (and before the state
+    // forgets that this date was staged).
+    for dir in &moved_into {
+        logcensus_sink::sync_dir(dir)?;
     }
     for dir in dirs.iter().rev() {
         std::fs::remove_dir(dir).map_err(|e| io("remove", dir, e))?;

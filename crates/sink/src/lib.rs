@@ -39,7 +39,10 @@ mod writer;
 pub use contract::{arrow_schema, contracts, ColumnContract, ColumnType, TableContract};
 pub use error::SinkError;
 pub use reader::{inspect, read_table, Inspection};
-pub use writer::{utc_date, write_tables, RunMetadata, WrittenFile, PART_FILE, VERSION};
+pub use writer::{
+    create_dir_durably, sync_dir, utc_date, write_tables, RunMetadata, WrittenFile, PART_FILE,
+    VERSION,
+};
 
 #[cfg(test)]
 mod test_tables;

@@ -363,10 +363,7 @@ fn write_partition(
     kv: Vec<KeyValue>,
     max_row_group_rows: usize,
 ) -> Result<(PathBuf, bool), SinkError> {
-    std::fs::create_dir_all(dir).map_err(|source| SinkError::CreateDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    create_dir_durably(dir)?;
     let path = dir.join(PART_FILE);
     let tmp = dir.join(format!(".{PART_FILE}.{}.tmp", std::process::id()));
     if let Err(e) = write_file(&tmp, batch, kv, max_row_group_rows) {
@@ -414,8 +411,42 @@ fn write_file(
     writer.inner().sync_all().map_err(write_err)
 }
 
-/// Makes the rename durable: the directory entry is data too.
-fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+/// Creates `dir` and whichever of its parents are missing, and syncs the parent of each one
+/// that was missing: a new directory's name is an entry in its parent, and until that parent is
+/// synced a crash can take the directory, with the synced files in it, away. (A parent another
+/// thread or run created meanwhile is synced too: this call's files must not depend on
+/// another's sync having happened.)
+pub fn create_dir_durably(dir: &Path) -> Result<(), SinkError> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.as_os_str().is_empty() && !d.is_dir() {
+        missing.push(d);
+        d = d.parent().unwrap_or(Path::new(""));
+    }
+    for m in missing.iter().rev() {
+        match std::fs::create_dir(m) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && m.is_dir() => {}
+            Err(source) => {
+                return Err(SinkError::CreateDir {
+                    path: m.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+    for m in missing.iter().rev() {
+        // A relative path's first component is in the working directory.
+        match m.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p)?,
+            _ => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
+/// Syncs a directory: makes the entries made or renamed in it durable (an entry is data too).
+pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     #[cfg(unix)]
     File::open(dir)
         .and_then(|d| d.sync_all())

@@ -490,7 +490,8 @@ fn an_unwritable_output_directory_is_named() {
     let blocker = dir.path().join("out");
     std::fs::write(&blocker, b"").unwrap();
     let e = write_tables(&blocker, &[referrers()], &meta()).unwrap_err();
-    let want_path = blocker.join("referrers/date=2026-05-17");
+    // The component that cannot be a directory is named, not the partition below it.
+    let want_path = blocker.clone();
     assert!(
         matches!(&e, SinkError::CreateDir { path, .. } if *path == want_path),
         "{e:?}"
@@ -507,6 +508,30 @@ fn an_unwritable_output_directory_is_named() {
         msg.ends_with("; check --out (it must be a writable directory)"),
         "{msg}"
     );
+}
+
+#[test]
+fn directories_are_made_with_their_missing_parents() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("out/clients/date=2026-05-17");
+    create_dir_durably(&deep).unwrap();
+    assert!(deep.is_dir());
+    // Again, and below a directory that exists: nothing to make, no error.
+    create_dir_durably(&deep).unwrap();
+    let sibling = dir.path().join("out/clients/date=2026-05-18");
+    create_dir_durably(&sibling).unwrap();
+    assert!(sibling.is_dir());
+    // Several threads making one tree at once (the sink writes its tables side by side).
+    let shared = dir.path().join("a/b");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let d = shared.join(format!("t{t}/date=2026-05-17"));
+            s.spawn(move || create_dir_durably(&d).unwrap());
+        }
+    });
+    for t in 0..4 {
+        assert!(shared.join(format!("t{t}/date=2026-05-17")).is_dir());
+    }
 }
 
 #[test]
