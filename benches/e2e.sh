@@ -63,6 +63,11 @@ data_dir="${BENCH_DATA:-$root/target/bench-data}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 pipeline="pipelines/internal-daily.toml"
 mmdb="${LOGCENSUS_BENCH_MMDB:-}"
+page_cache="${PAGE_CACHE:-reread}"
+case "$page_cache" in
+  reread | as-is) ;;
+  *) echo "e2e.sh: PAGE_CACHE=$page_cache: use reread or as-is" >&2; exit 2 ;;
+esac
 
 apt_install() {
   if [[ $(id -u) != 0 ]]; then
@@ -186,7 +191,9 @@ for n in $lines_list; do
   # been touched for about a minute (a DAMON `pageout` scheme), and what is read back comes in
   # large folios. So the file is dropped from the cache and read back before it is timed:
   # the state of a log read from disk, the one that can be had at any time.
-  if [[ ${PAGE_CACHE:-reread} == reread ]]; then
+  # (Written back first: the kernel does not drop pages still waiting for the disk.)
+  if [[ $page_cache == reread ]]; then
+    sync -- "$log"
     dd if="$log" iflag=nocache count=0 status=none
   fi
   cat "$log" >/dev/null
@@ -265,7 +272,7 @@ for n in $lines_list; do
 done
 
 echo
-echo "logcensus e2e, started $started, $(nproc) cores, other cargo/rustc processes at start: $busy, geoip: ${mmdb:-test database of the pipeline}, page cache: ${PAGE_CACHE:-reread}"
+echo "logcensus e2e, started $started, $(nproc) cores, other cargo/rustc processes at start: $busy, geoip: ${mmdb:-test database of the pipeline}, page cache: $page_cache"
 echo
 printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |\n' lines tool wall_s cpu_s lines/s peak_MiB ratio
 echo "|-----------:|-----------|---------:|---------:|-------------:|----------:|------------------------|"

@@ -28,6 +28,14 @@ pub enum SinkError {
         source: std::io::Error,
     },
 
+    /// A directory could not be synced, so what was made or renamed in it may not survive a
+    /// crash.
+    #[error("cannot sync directory {}: {source}; the files written may not survive a crash: check the file system under --out and run again", path.display())]
+    SyncDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
     /// The Parquet encoder failed.
     #[error("cannot encode the Parquet file {}: {source}; check free space under --out", path.display())]
     Encode {

@@ -125,6 +125,9 @@ pub(crate) fn write_tables_with(
         }
         checked.push(check(t)?);
     }
+    // The output directory first, on this thread: the table threads below share it, and one
+    // that found it made by another could return before that one had synced it into its parent.
+    create_dir_durably(out)?;
     // Each table on its own thread: most of a file's time is waiting for its fsync, and a
     // backfill writes a file per table and date. Files come back in table order; the first
     // table (in order) that fails gives the error, as when they were written one by one.
@@ -413,9 +416,10 @@ fn write_file(
 
 /// Creates `dir` and whichever of its parents are missing, and syncs the parent of each one
 /// that was missing: a new directory's name is an entry in its parent, and until that parent is
-/// synced a crash can take the directory, with the synced files in it, away. (A parent another
-/// thread or run created meanwhile is synced too: this call's files must not depend on
-/// another's sync having happened.)
+/// synced a crash can take the directory, with the synced files in it, away. A directory that
+/// another thread makes meanwhile is synced into its parent here too; one that another thread
+/// made just before (and may not have synced yet) is not, so threads that share parents make
+/// those first, once.
 pub fn create_dir_durably(dir: &Path) -> Result<(), SinkError> {
     let mut missing = Vec::new();
     let mut d = dir;
@@ -427,6 +431,15 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), SinkError> {
         match std::fs::create_dir(m) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && m.is_dir() => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(SinkError::CreateDir {
+                    path: m.to_path_buf(),
+                    source: std::io::Error::new(
+                        e.kind(),
+                        "something that is not a directory is in the way",
+                    ),
+                })
+            }
             Err(source) => {
                 return Err(SinkError::CreateDir {
                     path: m.to_path_buf(),
@@ -450,7 +463,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     #[cfg(unix)]
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| SinkError::Write {
+        .map_err(|source| SinkError::SyncDir {
             path: dir.to_path_buf(),
             source,
         })?;

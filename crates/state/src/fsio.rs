@@ -25,7 +25,28 @@ pub(crate) fn is_temp_name(name: &str) -> bool {
 }
 
 /// Creates a directory (and its parents) readable by the owner only; tightens it if it exists.
+/// The parent of each directory that was missing is synced: a new directory's name is an entry
+/// in its parent, and until that is synced a crash can take the directory, and the synced state
+/// files in it, away.
 pub(crate) fn private_dir(dir: &Path) -> Result<(), StateError> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while !d.as_os_str().is_empty() && !d.is_dir() {
+        missing.push(d);
+        d = d.parent().unwrap_or(Path::new(""));
+    }
+    make_private_dir(dir)?;
+    for m in missing.iter().rev() {
+        match m.parent() {
+            Some(p) if !p.as_os_str().is_empty() => sync_dir(p)?,
+            // A relative path's first component is in the working directory.
+            _ => sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), StateError> {
     let mut b = fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]

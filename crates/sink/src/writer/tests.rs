@@ -499,7 +499,7 @@ fn an_unwritable_output_directory_is_named() {
     let msg = e.to_string();
     assert!(
         msg.starts_with(&format!(
-            "cannot create directory {}: ",
+            "cannot create directory {}: something that is not a directory is in the way",
             want_path.display()
         )),
         "{msg}"
@@ -532,6 +532,20 @@ fn directories_are_made_with_their_missing_parents() {
     for t in 0..4 {
         assert!(shared.join(format!("t{t}/date=2026-05-17")).is_dir());
     }
+    // A relative path whose first directory is new: it is synced into the working directory.
+    struct Removed(PathBuf);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let top = Removed(PathBuf::from(format!(
+        ".durable-test-{}",
+        std::process::id()
+    )));
+    let relative = top.0.join("out/date=2026-05-17");
+    create_dir_durably(&relative).unwrap();
+    assert!(relative.is_dir());
 }
 
 #[test]
