@@ -24,8 +24,8 @@
 #   PAGE_CACHE             reread (default): each log is dropped from the page cache and read
 #                          back before it is timed, so that every run sees the state of a file
 #                          read from disk (see the comment where it is done); as-is: read it
-#                          into the cache as it is (a log just generated is in small folios,
-#                          where `wc -l` is about a third slower)
+#                          into the cache as it is (in a log just generated, `wc -l` is about
+#                          a third slower)
 #   RUNS                   runs of logcensus and of `wc -l` per log, alternately (default 5):
 #                          the median wall time of each is reported (this machine class's speed
 #                          moves from run to run, and `wc -l`'s hundredths of a second most of
@@ -184,9 +184,9 @@ for n in $lines_list; do
   commands+=("${gen[*]}")
   size_mib="$(($(stat -c %s "$log") / 1048576))"
   # Every tool reads the file from the page cache, and from the same state of it. How the
-  # cache holds a file moves `wc -l` by a third: a file as a program wrote it, in small writes,
-  # sits in small pages (folios), and one read back from disk in large ones, which the kernel
-  # copies out faster (the 1M log: 0.044 s against 0.029 s, same machine, same minute). A
+  # cache holds a file moves `wc -l` by a third: a file just written sits in the pages (folios)
+  # its writes made, and one read back from disk in what readahead makes, most likely larger,
+  # which the kernel copies out faster (the 1M log: 0.044 s against 0.029 s, same minute). A
   # cached file does not stay in one state either: this machine class pages out what has not
   # been touched for about a minute (a DAMON `pageout` scheme), and what is read back comes in
   # large folios. So the file is dropped from the cache and read back before it is timed:
