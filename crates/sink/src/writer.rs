@@ -447,8 +447,6 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), SinkError> {
                 })
             }
         }
-    }
-    for m in missing.iter().rev() {
         // A relative path's first component is in the working directory.
         match m.parent() {
             Some(p) if !p.as_os_str().is_empty() => sync_dir(p)?,

@@ -351,7 +351,8 @@ mod tests {
             }
             marks_in(&bits, from, end, &mut out);
             assert_eq!(out, want, "round {round}: {bits:x?} from {from} to {end}");
-            // Without the processor's population count, and with the AVX-512 compress.
+            // Without the processor's population count, with it alone (`marks_in` above takes
+            // the AVX-512 compress where there is one), and with the compress.
             if from < end {
                 out.resize(out.len() + 7, 9);
                 list_marks(&bits, from, end, &mut out);
@@ -359,6 +360,13 @@ mod tests {
                     out, want,
                     "round {round} (plain): {bits:x?} from {from} to {end}"
                 );
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("popcnt") {
+                    out.resize(out.len() + 70, 9);
+                    // SAFETY: the processor has what it needs (checked just above).
+                    unsafe { x86::marks_in(&bits, from, end, &mut out) };
+                    assert_eq!(out, want, "round {round} (popcnt)");
+                }
                 #[cfg(target_arch = "x86_64")]
                 if std::arch::is_x86_feature_detected!("avx512vbmi2")
                     && std::arch::is_x86_feature_detected!("popcnt")
