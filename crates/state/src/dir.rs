@@ -298,35 +298,53 @@ impl StateDir {
     /// still runs) start their ranges at the same offset; the first claim wins and the other
     /// gets [`StateError::Claimed`] and must abandon its delta (its records are read again by
     /// the partition's owner). A worker re-claiming its own start (a retry after a crash) may.
+    ///
+    /// All or nothing: when one range cannot be claimed, the claims this call made for the
+    /// others are taken back. Left in place, such a claim would name a worker whose partial
+    /// was never written, and whoever reads that partition next from the same offset (its
+    /// committed offset, since nothing after it was made durable) could never claim it.
     fn claim(&self, meta: &PartialMeta) -> Result<(), StateError> {
         let claims = self.root.join(CLAIMS_DIR);
         fsio::private_dir(&claims)?;
-        for (&partition, r) in &meta.offsets {
-            if r.from == r.to {
-                continue;
-            }
-            let path = claims.join(format!("{partition}-{}", r.from));
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    f.write_all(meta.worker.as_bytes())
-                        .and_then(|()| f.sync_all())
-                        .map_err(io_error("write", &path))?;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = fs::read_to_string(&path).map_err(io_error("read", &path))?;
-                    if owner != meta.worker {
-                        return Err(StateError::Claimed {
-                            partition,
-                            from: r.from,
-                            owner,
-                        });
+        let mut made = Vec::new();
+        let claimed = meta
+            .offsets
+            .iter()
+            .filter(|(_, r)| r.from != r.to)
+            .try_for_each(|(&partition, r)| {
+                let path = claims.join(format!("{partition}-{}", r.from));
+                match OpenOptions::new().write(true).create_new(true).open(&path) {
+                    Ok(mut f) => {
+                        made.push(path.clone());
+                        use std::io::Write;
+                        f.write_all(meta.worker.as_bytes())
+                            .and_then(|()| f.sync_all())
+                            .map_err(io_error("write", &path))
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        let owner = fs::read_to_string(&path).map_err(io_error("read", &path))?;
+                        if owner == meta.worker {
+                            Ok(())
+                        } else {
+                            Err(StateError::Claimed {
+                                partition,
+                                from: r.from,
+                                owner,
+                            })
+                        }
+                    }
+                    Err(e) => Err(io_error("create", &path)(e)),
                 }
-                Err(e) => return Err(io_error("create", &path)(e)),
+            })
+            .and_then(|()| fsio::sync_dir(&claims));
+        if claimed.is_err() {
+            // Best effort: what cannot be removed here is no worse than before the call.
+            for path in made {
+                let _ = fs::remove_file(path);
             }
+            let _ = fsio::sync_dir(&claims);
         }
-        fsio::sync_dir(&claims)
+        claimed
     }
 
     /// Removes the claims of ranges the compacted record holds (their partials are folded in;

@@ -244,3 +244,49 @@ fn a_range_start_is_claimed_once_so_an_evicted_worker_cannot_double_count() {
         .collect();
     assert!(claims.is_empty(), "{claims:?}");
 }
+
+#[test]
+fn a_refused_claim_takes_back_the_other_ranges_it_claimed() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    let l = lines();
+    // w1 owns partition 1 from offset 968. w2 checkpoints partitions 0 and 1 (it read
+    // partition 1 at the same time); partition 0 comes first, so its claim is made before
+    // partition 1's is refused.
+    state
+        .write_partial(
+            &meta("w1", 0, &[(1, 968, 990)], &[(1, T0)]),
+            &agg_of(&l[..2]),
+        )
+        .unwrap();
+    let refused = state
+        .write_partial(
+            &meta("w2", 0, &[(0, 40, 60), (1, 968, 1000)], &[(0, T0), (1, T0)]),
+            &agg_of(&l[..4]),
+        )
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .starts_with("partition 1 from offset 968 is already claimed by worker \"w1\""),
+        "{refused}"
+    );
+    let mut claims: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    claims.sort();
+    assert_eq!(claims, ["1-968"], "w2's claim of partition 0 is taken back");
+    // Partition 0's next owner reads it from its committed offset, 40, and can claim it.
+    state
+        .write_partial(
+            &meta("w3", 0, &[(0, 40, 55)], &[(0, T0)]),
+            &agg_of(&l[2..4]),
+        )
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(out.path().join("_state/claims/0-40")).unwrap(),
+        "w3"
+    );
+    assert_eq!(state.coverage().unwrap().partials, 2);
+}
