@@ -228,6 +228,50 @@ impl Window {
         Ok(self.durable.iter().map(|(p, o)| (*p, *o)).collect())
     }
 
+    /// The revoke hook's checkpoint: writes the delta and returns the offsets to commit before
+    /// `partitions` go, and forgets them.
+    ///
+    /// If another worker has claimed one of the delta's ranges (both read a partition at once:
+    /// the group moved it before its last owner had let go), the delta is dropped instead and
+    /// the worker carries on, when every record in it belongs to a partition going now: their
+    /// next owners read them again from the committed offsets, which this delta never moved, so
+    /// each is still counted once. The worker that stopped here before, with partitions it was
+    /// giving up anyway, left the group one member short. Any other failure, or a claim lost
+    /// while the worker keeps one of the delta's partitions, still stops it.
+    fn before_revoke(&mut self, partitions: &[i32]) -> Vec<(i32, i64)> {
+        let was_failed = self.failed.is_some();
+        let offsets = match self.checkpoint() {
+            Ok(offsets) => offsets,
+            Err(e) => {
+                let lost_claim = matches!(self.failed, Some(StateError::Claimed { .. }));
+                let all_going = self.ranges.keys().all(|p| partitions.contains(p));
+                if was_failed || !lost_claim || !all_going {
+                    tracing::error!(error = %e, "checkpoint before a rebalance failed; this worker stops and the partitions' new owner reads the records again");
+                    return Vec::new();
+                }
+                tracing::warn!(error = %e, ?partitions, records = self.agg.requests(), "checkpoint before a rebalance refused: another worker counts a partition this one was giving up; the delta is dropped (the partitions' new owners read its records again) and this worker carries on");
+                self.failed = None;
+                self.ranges.clear();
+                self.agg = Aggregates::new(self.agg.period(), self.agg.crawlers());
+                self.late = 0;
+                self.watermarks_moved = false;
+                // The dropped records moved these; the next owner's start from the state must.
+                for p in partitions {
+                    self.watermarks.remove(p);
+                }
+                Vec::new()
+            }
+        };
+        // No longer ours: their next owner reads where they start from the state.
+        for p in partitions {
+            self.owned.remove(p);
+            self.last_seen.remove(p);
+            self.durable.remove(p);
+            self.last_period.remove(p);
+        }
+        offsets
+    }
+
     /// An owned partition with nothing left to read and no record for `idle_after` does not
     /// hold the group's watermark back: its watermark moves up to the newest among this
     /// worker's partitions (a record that comes later with an older time counts as late). So
@@ -316,23 +360,7 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     {
         let window = window.clone();
         consumer.set_revoke_hook(Box::new(move |partitions| {
-            let mut w = lock(&window);
-            match w.checkpoint() {
-                Ok(offsets) => {
-                    // No longer ours: their next owner reads where they start from the state.
-                    for p in partitions {
-                        w.owned.remove(p);
-                        w.last_seen.remove(p);
-                        w.durable.remove(p);
-                        w.last_period.remove(p);
-                    }
-                    offsets
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "checkpoint before a rebalance failed; this worker stops and the partitions' new owner reads the records again");
-                    Vec::new()
-                }
-            }
+            lock(&window).before_revoke(partitions)
         }));
     }
     tracing::info!(worker = %opts.worker_id, topic = %k.topic, group = %k.group, brokers = %k.brokers, "streaming worker started");
@@ -687,6 +715,91 @@ mod tests {
             .unwrap_err()
             .contains("already claimed by worker"));
         assert_eq!(w.state.coverage().unwrap().partials, 0);
+    }
+
+    /// A worker whose delta holds records of partitions 0 and 1 read partition 1 while another
+    /// worker did (`w2` has a partial from the same offset).
+    fn window_that_lost_a_claim(dir: &std::path::Path) -> Window {
+        let state = StateDir::open(dir).unwrap();
+        let other = PartialMeta {
+            worker: "w2".into(),
+            seq: 0,
+            created_unix: 1_700_000_000,
+            offsets: BTreeMap::from([(1, OffsetRange { from: 968, to: 990 })]),
+            watermarks: BTreeMap::from([(1, 1_700_000_000)]),
+            late_records: 0,
+        };
+        let agg = Aggregates::new(
+            logcensus_policy::Period::Day,
+            logcensus_policy::CrawlerHandling::Include,
+        );
+        state.write_partial(&other, &agg).unwrap();
+        let mut w = window(dir);
+        w.assigned(&[0, 1]).unwrap();
+        w.ranges.insert(0, OffsetRange { from: 40, to: 60 });
+        w.ranges.insert(
+            1,
+            OffsetRange {
+                from: 968,
+                to: 1000,
+            },
+        );
+        w.watermarks.insert(0, 1_700_000_500);
+        w.watermarks.insert(1, 1_700_000_900);
+        w.agg.reject(
+            logcensus_aggregate::Rejection::InvalidUtf8,
+            Some(1_699_920_000),
+        );
+        w.late = 2;
+        w
+    }
+
+    fn claims(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("_state/claims"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_claim_lost_for_partitions_going_drops_the_delta_and_the_worker_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window_that_lost_a_claim(dir.path());
+        // An eager rebalance revokes both: nothing to commit, nothing written, nothing claimed
+        // for partition 0 (whose next owner reads 40.. again).
+        assert_eq!(w.before_revoke(&[0, 1]), Vec::new());
+        assert_eq!(w.abandoned(), None);
+        assert_eq!(w.state.coverage().unwrap().partials, 1);
+        assert_eq!(claims(dir.path()), ["1-968"]);
+        assert!(w.ranges.is_empty());
+        assert_eq!(w.agg.rejections().iter().sum::<u64>(), 0);
+        assert_eq!(w.late, 0);
+        assert!(w.owned.is_empty());
+        assert!(w.watermarks.is_empty(), "{:?}", w.watermarks);
+        // Assigned partition 1 again, it starts where w2's partial ends, with its watermark.
+        w.assigned(&[1]).unwrap();
+        assert_eq!(w.durable, BTreeMap::from([(1, 990)]));
+        assert_eq!(w.watermarks, BTreeMap::from([(1, 1_700_000_000)]));
+        w.ranges.insert(1, OffsetRange { from: 990, to: 995 });
+        assert_eq!(w.checkpoint().unwrap(), vec![(1, 995)]);
+        assert_eq!(w.state.coverage().unwrap().partials, 2);
+    }
+
+    #[test]
+    fn a_claim_lost_for_a_partition_kept_still_stops_the_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window_that_lost_a_claim(dir.path());
+        // Only partition 1 goes: the records of partition 0 cannot be dropped (this worker
+        // has read past them) nor written without partition 1's.
+        assert_eq!(w.before_revoke(&[1]), Vec::new());
+        assert!(w
+            .abandoned()
+            .unwrap()
+            .starts_with("partition 1 from offset 968 is already claimed by worker \"w2\""));
+        assert_eq!(w.state.coverage().unwrap().partials, 1);
+        assert_eq!(claims(dir.path()), ["1-968"]);
     }
 
     #[test]
