@@ -51,8 +51,14 @@ pub struct Front {
     clients: Numbered<ClientClass>,
     referrers: Numbered<str>,
     periods: BTreeMap<i64, Guests>,
-    /// Requests numbered but not yet in `periods`, in arrival order (see [`Front::settle`]).
-    pending: Vec<Pending>,
+    /// Requests numbered but not yet in `periods`, in arrival order, by the worker that owns
+    /// their visitor ([`owner`]; one box when visitors are not shared out): this worker's own
+    /// at [`Front::me`], the others' sent at [`Front::settle`].
+    boxes: Vec<Vec<Pending>>,
+    /// Which of `boxes` is this worker's (0 on its own).
+    me: usize,
+    /// Requests in `boxes`, all told.
+    held: usize,
     /// The other workers, when visitors are shared out among several.
     exchange: Option<Exchange>,
     /// Whether referrer cells keep only how many visitors they have (see
@@ -60,15 +66,12 @@ pub struct Front {
     referrer_counts: bool,
 }
 
-/// One worker's part in sharing visitors out: who it is, and the way to every other worker.
+/// One worker's part in sharing visitors out: the way to every other worker.
 struct Exchange {
-    me: usize,
     /// To each worker (`None` for this one), requests of the visitors it owns.
     to: Vec<Option<Sender<Vec<Pending>>>>,
     /// Requests other workers sent here, of visitors this one owns.
     inbox: Receiver<Vec<Pending>>,
-    /// Requests on their way to each worker, until the next settle.
-    outboxes: Vec<Vec<Pending>>,
 }
 
 /// Which of `n` workers owns `visitor`: each about 1/n of them. The high bits of a product with
@@ -287,12 +290,7 @@ impl Front {
                     places.clone(),
                     clients.clone(),
                     referrers.clone(),
-                    Some(Exchange {
-                        me,
-                        to,
-                        inbox,
-                        outboxes: vec![Vec::new(); n],
-                    }),
+                    Some((me, Exchange { to, inbox })),
                 )
             })
             .collect()
@@ -302,14 +300,21 @@ impl Front {
         places: Arc<Mutex<Numbers<Place>>>,
         clients: Arc<Mutex<Numbers<ClientClass>>>,
         referrers: Arc<Mutex<Numbers<str>>>,
-        exchange: Option<Exchange>,
+        exchange: Option<(usize, Exchange)>,
     ) -> Front {
+        let (me, exchange) = match exchange {
+            Some((me, x)) => (me, Some(x)),
+            None => (0, None),
+        };
+        let n = exchange.as_ref().map_or(1, |x| x.to.len());
         Front {
             places: Numbered::new(places),
             clients: Numbered::new(clients),
             referrers: Numbered::new(referrers),
             periods: BTreeMap::new(),
-            pending: Vec::with_capacity(PENDING),
+            boxes: (0..n).map(|_| Vec::with_capacity(PENDING / n)).collect(),
+            me,
+            held: 0,
             exchange,
             referrer_counts: false,
         }
@@ -328,20 +333,27 @@ impl Front {
 
     /// Counts one parsed request: what [`Aggregates::observe`] counts, with the region, client
     /// and referrer cells kept here until [`Front::flush_into`]. Its traffic quality is counted
-    /// at once; the rest waits in `pending` until [`Front::settle`].
+    /// at once; the rest waits in its owner's box until [`Front::settle`].
     pub fn observe(&mut self, obs: &Observation<'_>, agg: &mut Aggregates) {
         let Some(period) = agg.count_quality(obs) else {
             return;
         };
-        self.pending.push(Pending {
+        let request = Pending {
             period,
             visitor: obs.visitor,
             bytes: obs.bytes,
             place: self.places.number(obs.place),
             client: self.clients.number(obs.client),
             referrer: self.referrers.number(obs.referrer),
-        });
-        if self.pending.len() >= PENDING {
+        };
+        // Into its owner's box, this worker's own included, without a branch on the owner:
+        // which worker owns a request is a coin toss from one request to the next, and a
+        // mispredicted branch per request cost more than a copy (with one box, the owner is 0).
+        // Put there at once, where settling once copied each batch's requests into the boxes.
+        let n = self.boxes.len();
+        self.boxes[owner(request.visitor, n)].push(request);
+        self.held += 1;
+        if self.held >= PENDING {
             self.settle(agg);
         }
     }
@@ -358,17 +370,8 @@ impl Front {
     /// When visitors are shared out, the requests of visitors another worker owns are sent to
     /// it instead, and those other workers sent here are counted too.
     pub fn settle(&mut self, agg: &mut Aggregates) {
-        let mut pending = std::mem::take(&mut self.pending);
-        if let Some(x) = &mut self.exchange {
-            let n = x.to.len();
-            // Each request into its owner's box, this worker's own included, without a branch
-            // on the owner: which worker owns a request is a coin toss from one request to the
-            // next, and a mispredicted branch per request cost more than the copy.
-            for r in pending.drain(..) {
-                x.outboxes[owner(r.visitor, n)].push(r);
-            }
-            std::mem::swap(&mut pending, &mut x.outboxes[x.me]);
-            for (outbox, to) in x.outboxes.iter_mut().zip(&x.to) {
+        if let Some(x) = &self.exchange {
+            for (outbox, to) in self.boxes.iter_mut().zip(&x.to) {
                 if let (false, Some(to)) = (outbox.is_empty(), to) {
                     // Sent with a box of the same size left in its place, so the next batch's
                     // pushes do not grow one from nothing.
@@ -378,10 +381,12 @@ impl Front {
                 }
             }
         }
-        self.count(&pending, agg);
+        let mine = std::mem::take(&mut self.boxes[self.me]);
+        self.count(&mine, agg);
         // The buffer is kept for the next requests.
-        self.pending = pending;
-        self.pending.clear();
+        self.boxes[self.me] = mine;
+        self.boxes[self.me].clear();
+        self.held = 0;
         while let Some(inbound) = self.exchange.as_ref().and_then(|x| x.inbox.try_recv().ok()) {
             self.count(&inbound, agg);
         }
@@ -485,7 +490,9 @@ impl Front {
             clients,
             referrers,
             mut periods,
-            pending: _,
+            boxes: _,
+            me: _,
+            held: _,
             exchange: _,
             referrer_counts: _,
         } = self;
