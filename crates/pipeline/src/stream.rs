@@ -249,12 +249,18 @@ impl Window {
                     tracing::error!(error = %e, "checkpoint before a rebalance failed; this worker stops and the partitions' new owner reads the records again");
                     return Vec::new();
                 }
-                tracing::warn!(error = %e, ?partitions, records = self.agg.requests(), "checkpoint before a rebalance refused: another worker counts a partition this one was giving up; the delta is dropped (the partitions' new owners read its records again) and this worker carries on");
+                // Every record read since the last checkpoint, late and rejected ones included.
+                let records: i64 = self.ranges.values().map(|r| r.to - r.from).sum();
+                tracing::warn!(error = %e, ?partitions, records, "checkpoint before a rebalance refused: another worker counts a partition this one was giving up; the records read since the last checkpoint are dropped (the partitions' new owners read them again, so this worker's record counters count them twice) and this worker carries on");
                 self.failed = None;
                 self.ranges.clear();
                 self.agg = Aggregates::new(self.agg.period(), self.agg.crawlers());
                 self.late = 0;
-                self.watermarks_moved = false;
+                // An idle partition's moved watermark is kept for the next checkpoint if the
+                // partition stays.
+                if self.owned.iter().all(|p| partitions.contains(p)) {
+                    self.watermarks_moved = false;
+                }
                 // The dropped records moved these; the next owner's start from the state must.
                 for p in partitions {
                     self.watermarks.remove(p);
@@ -717,25 +723,17 @@ mod tests {
         assert_eq!(w.state.coverage().unwrap().partials, 0);
     }
 
-    /// A worker whose delta holds records of partitions 0 and 1 read partition 1 while another
-    /// worker did (`w2` has a partial from the same offset).
+    const T: i64 = 1_700_000_000;
+
+    /// A worker that owns partitions 0 and 1, has checkpointed partition 0 up to offset 40, and
+    /// has read partition 0 to 60 and partition 1 from 968 to 1000 since; meanwhile `w2` read
+    /// partition 1 too and checkpointed it from 968 first.
     fn window_that_lost_a_claim(dir: &std::path::Path) -> Window {
-        let state = StateDir::open(dir).unwrap();
-        let other = PartialMeta {
-            worker: "w2".into(),
-            seq: 0,
-            created_unix: 1_700_000_000,
-            offsets: BTreeMap::from([(1, OffsetRange { from: 968, to: 990 })]),
-            watermarks: BTreeMap::from([(1, 1_700_000_000)]),
-            late_records: 0,
-        };
-        let agg = Aggregates::new(
-            logcensus_policy::Period::Day,
-            logcensus_policy::CrawlerHandling::Include,
-        );
-        state.write_partial(&other, &agg).unwrap();
         let mut w = window(dir);
         w.assigned(&[0, 1]).unwrap();
+        w.ranges.insert(0, OffsetRange { from: 0, to: 40 });
+        w.watermarks.insert(0, T);
+        assert_eq!(w.checkpoint().unwrap(), vec![(0, 40)]);
         w.ranges.insert(0, OffsetRange { from: 40, to: 60 });
         w.ranges.insert(
             1,
@@ -744,13 +742,26 @@ mod tests {
                 to: 1000,
             },
         );
-        w.watermarks.insert(0, 1_700_000_500);
-        w.watermarks.insert(1, 1_700_000_900);
+        w.watermarks.insert(0, T + 500);
+        w.watermarks.insert(1, T + 900);
         w.agg.reject(
             logcensus_aggregate::Rejection::InvalidUtf8,
-            Some(1_699_920_000),
+            Some(T - T % 86_400),
         );
         w.late = 2;
+        let other = PartialMeta {
+            worker: "w2".into(),
+            seq: 0,
+            created_unix: T,
+            offsets: BTreeMap::from([(1, OffsetRange { from: 968, to: 990 })]),
+            watermarks: BTreeMap::from([(1, T + 100)]),
+            late_records: 0,
+        };
+        let agg = Aggregates::new(
+            logcensus_policy::Period::Day,
+            logcensus_policy::CrawlerHandling::Include,
+        );
+        w.state.write_partial(&other, &agg).unwrap();
         w
     }
 
@@ -767,24 +778,28 @@ mod tests {
     fn a_claim_lost_for_partitions_going_drops_the_delta_and_the_worker_carries_on() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = window_that_lost_a_claim(dir.path());
+        assert_eq!(w.durable, BTreeMap::from([(0, 40)]));
         // An eager rebalance revokes both: nothing to commit, nothing written, nothing claimed
-        // for partition 0 (whose next owner reads 40.. again).
+        // for partition 0 from 40 (its next owner reads 40.. again).
         assert_eq!(w.before_revoke(&[0, 1]), Vec::new());
         assert_eq!(w.abandoned(), None);
-        assert_eq!(w.state.coverage().unwrap().partials, 1);
-        assert_eq!(claims(dir.path()), ["1-968"]);
+        assert_eq!(w.state.coverage().unwrap().partials, 2);
+        assert_eq!(claims(dir.path()), ["0-0", "1-968"]);
         assert!(w.ranges.is_empty());
         assert_eq!(w.agg.rejections().iter().sum::<u64>(), 0);
         assert_eq!(w.late, 0);
         assert!(w.owned.is_empty());
+        assert!(w.durable.is_empty(), "{:?}", w.durable);
         assert!(w.watermarks.is_empty(), "{:?}", w.watermarks);
-        // Assigned partition 1 again, it starts where w2's partial ends, with its watermark.
-        w.assigned(&[1]).unwrap();
-        assert_eq!(w.durable, BTreeMap::from([(1, 990)]));
-        assert_eq!(w.watermarks, BTreeMap::from([(1, 1_700_000_000)]));
+        // Assigned both again, it starts where the partials end, with their watermarks (not
+        // those of the records it dropped).
+        w.assigned(&[0, 1]).unwrap();
+        assert_eq!(w.durable, BTreeMap::from([(0, 40), (1, 990)]));
+        assert_eq!(w.watermarks, BTreeMap::from([(0, T), (1, T + 100)]));
+        w.ranges.insert(0, OffsetRange { from: 40, to: 60 });
         w.ranges.insert(1, OffsetRange { from: 990, to: 995 });
-        assert_eq!(w.checkpoint().unwrap(), vec![(1, 995)]);
-        assert_eq!(w.state.coverage().unwrap().partials, 2);
+        assert_eq!(w.checkpoint().unwrap(), vec![(0, 60), (1, 995)]);
+        assert_eq!(w.state.coverage().unwrap().partials, 3);
     }
 
     #[test]
@@ -798,8 +813,45 @@ mod tests {
             .abandoned()
             .unwrap()
             .starts_with("partition 1 from offset 968 is already claimed by worker \"w2\""));
-        assert_eq!(w.state.coverage().unwrap().partials, 1);
-        assert_eq!(claims(dir.path()), ["1-968"]);
+        assert_eq!(w.state.coverage().unwrap().partials, 2);
+        assert_eq!(claims(dir.path()), ["0-0", "1-968"]);
+    }
+
+    #[test]
+    fn a_worker_that_already_failed_or_fails_otherwise_stops_at_a_revoke() {
+        // A periodic checkpoint lost the claim first: the revoke on the way out keeps it failed.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window_that_lost_a_claim(dir.path());
+        assert!(w.checkpoint().is_err());
+        assert_eq!(w.before_revoke(&[0, 1]), Vec::new());
+        assert!(w.abandoned().unwrap().contains("already claimed by worker"));
+        assert_eq!(w.state.coverage().unwrap().partials, 2);
+        // A failure that is not a lost claim: the partial's name is taken (a second worker
+        // named w1). The worker stops, and the claims it made are taken back.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window(dir.path());
+        w.assigned(&[0]).unwrap();
+        let taken = PartialMeta {
+            worker: "w1".into(),
+            seq: 0,
+            created_unix: T,
+            offsets: BTreeMap::from([(5, OffsetRange { from: 0, to: 3 })]),
+            watermarks: BTreeMap::new(),
+            late_records: 0,
+        };
+        let agg = Aggregates::new(
+            logcensus_policy::Period::Day,
+            logcensus_policy::CrawlerHandling::Include,
+        );
+        w.state.write_partial(&taken, &agg).unwrap();
+        w.ranges.insert(0, OffsetRange { from: 0, to: 10 });
+        assert_eq!(w.before_revoke(&[0]), Vec::new());
+        assert!(
+            w.abandoned().unwrap().contains("already exists"),
+            "{:?}",
+            w.abandoned()
+        );
+        assert_eq!(claims(dir.path()), ["5-0"]);
     }
 
     #[test]

@@ -266,26 +266,29 @@ impl StateDir {
             return Err(e);
         }
         self.fail_point(FailPoint::AfterTempWrite, write, &path)?;
-        if let Err(e) = self.claim(meta) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        let claimed = match self.claim(meta) {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         // A hard link never replaces an existing file (a rename would, silently losing a
         // partial whose offsets may be committed already).
-        match fs::hard_link(&tmp, &path) {
-            Ok(()) => {}
+        let linked = match fs::hard_link(&tmp, &path) {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(&tmp);
-                return Err(StateError::Exists { path });
+                Err(StateError::Exists { path: path.clone() })
             }
-            Err(_) => {
-                // A file system without hard links: check, then rename.
-                if path.exists() {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(StateError::Exists { path });
-                }
-                fs::rename(&tmp, &path).map_err(io_error("rename into place", &path))?;
-            }
+            Err(_) if path.exists() => Err(StateError::Exists { path: path.clone() }),
+            // A file system without hard links: checked above, now renamed.
+            Err(_) => fs::rename(&tmp, &path).map_err(io_error("rename into place", &path)),
+        };
+        if let Err(e) = linked {
+            // No partial holds these ranges: their claims would only refuse the next owner.
+            let _ = fs::remove_file(&tmp);
+            self.unclaim(claimed);
+            return Err(e);
         }
         fsio::remove(&tmp)?;
         self.fail_point(FailPoint::AfterRename, write, &path)?;
@@ -302,8 +305,11 @@ impl StateDir {
     /// All or nothing: when one range cannot be claimed, the claims this call made for the
     /// others are taken back. Left in place, such a claim would name a worker whose partial
     /// was never written, and whoever reads that partition next from the same offset (its
-    /// committed offset, since nothing after it was made durable) could never claim it.
-    fn claim(&self, meta: &PartialMeta) -> Result<(), StateError> {
+    /// committed offset, since nothing after it was made durable) could not claim it. Returns
+    /// the claims it made, for [`StateDir::write_partial`] to take back if the partial cannot
+    /// be put in place. (A crash between the claim and the link still leaves its claims: the
+    /// same worker, restarted, may claim them again; another is refused.)
+    fn claim(&self, meta: &PartialMeta) -> Result<Vec<PathBuf>, StateError> {
         let claims = self.root.join(CLAIMS_DIR);
         fsio::private_dir(&claims)?;
         let mut made = Vec::new();
@@ -337,14 +343,25 @@ impl StateDir {
                 }
             })
             .and_then(|()| fsio::sync_dir(&claims));
-        if claimed.is_err() {
-            // Best effort: what cannot be removed here is no worse than before the call.
-            for path in made {
-                let _ = fs::remove_file(path);
+        match claimed {
+            Ok(()) => Ok(made),
+            Err(e) => {
+                self.unclaim(made);
+                Err(e)
             }
-            let _ = fsio::sync_dir(&claims);
         }
-        claimed
+    }
+
+    /// Takes back claims [`StateDir::claim`] made. Best effort: a claim that cannot be removed
+    /// is no worse than before.
+    fn unclaim(&self, made: Vec<PathBuf>) {
+        if made.is_empty() {
+            return;
+        }
+        for path in made {
+            let _ = fs::remove_file(path);
+        }
+        let _ = fsio::sync_dir(&self.root.join(CLAIMS_DIR));
     }
 
     /// Removes the claims of ranges the compacted record holds (their partials are folded in;
