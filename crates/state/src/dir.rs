@@ -22,6 +22,12 @@ const STATE_DIR: &str = "_state";
 const PARTIALS_DIR: &str = "partials";
 /// Fencing claims: one empty-ish file per partition range start (`<partition>-<from>`).
 const CLAIMS_DIR: &str = "claims";
+/// Taken while a stale claim is taken over ([`StateDir::take_over_stale`]).
+const TAKEOVER_LOCK: &str = "claims.lock";
+/// How old a claim must be, with no partial covering its offset, before another worker may
+/// take it over ([`StateDir::take_over_stale`]): a worker writes its partial milliseconds after
+/// claiming its ranges. As long as temporary files are given ([`fsio::TEMP_GRACE`]).
+const STALE_CLAIM: std::time::Duration = fsio::TEMP_GRACE;
 const PARTIAL_EXT: &str = ".partial";
 /// Environment variable naming a fail point at which [`StateDir::write_partial`] aborts the
 /// process (shared with the pipeline's own fail points): `partial-temp-written` or
@@ -331,6 +337,9 @@ impl StateDir {
                         let owner = fs::read_to_string(&path).map_err(io_error("read", &path))?;
                         if owner == meta.worker {
                             Ok(())
+                        } else if self.take_over_stale(&claims, partition, r.from, &meta.worker)? {
+                            made.push(path.clone());
+                            Ok(())
                         } else {
                             Err(StateError::Claimed {
                                 partition,
@@ -350,6 +359,54 @@ impl StateDir {
                 Err(e)
             }
         }
+    }
+
+    /// Takes over the claim of `partition` from offset `from` for `worker` if it is stale: older
+    /// than [`STALE_CLAIM`] while no partial (nor the compacted record) covers that offset. Its
+    /// worker claimed the range and never put its partial in place (it crashed in between, or
+    /// its partial was refused), so no record of the range was counted; without this, every
+    /// later owner of the partition, reading from the same committed offset, would be refused
+    /// for as long as that worker does not come back. A claim that fresh may still be followed
+    /// by its partial; a worker that stalls that long between the two and then writes its
+    /// partial meets the merge's overlap check. Claims are taken over one at a time, under a
+    /// lock, so two workers cannot both take one over.
+    fn take_over_stale(
+        &self,
+        claims: &Path,
+        partition: i32,
+        from: i64,
+        worker: &str,
+    ) -> Result<bool, StateError> {
+        let lock_path = self.root.join(TAKEOVER_LOCK);
+        let mut o = OpenOptions::new();
+        o.write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(0o600);
+        }
+        let lock = o.open(&lock_path).map_err(io_error("open", &lock_path))?;
+        lock.lock().map_err(io_error("lock", &lock_path))?;
+        // Looked at again under the lock: another worker may have just taken it over.
+        let name = format!("{partition}-{from}");
+        let path = claims.join(&name);
+        let age = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_none_or(|age| age < STALE_CLAIM) {
+            return Ok(false);
+        }
+        if self
+            .coverage()?
+            .offsets
+            .get(&partition)
+            .is_some_and(|&next| next > from)
+        {
+            return Ok(false);
+        }
+        fsio::replace_atomic(claims, &name, worker.as_bytes())?;
+        Ok(true)
     }
 
     /// Takes back claims [`StateDir::claim`] made. Best effort: a claim that cannot be removed

@@ -290,3 +290,62 @@ fn a_refused_claim_takes_back_the_other_ranges_it_claimed() {
     );
     assert_eq!(state.coverage().unwrap().partials, 2);
 }
+
+/// Sets a claim file's modification time `ago` in the past.
+fn age_claim(out: &std::path::Path, name: &str, ago: std::time::Duration) {
+    let f = fs::File::options()
+        .write(true)
+        .open(out.join("_state/claims").join(name))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() - ago).unwrap();
+}
+
+#[test]
+fn a_stale_claim_with_no_partial_is_taken_over_and_no_other() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    let l = lines();
+    let hour = std::time::Duration::from_secs(3600);
+    // A worker that claimed partition 0 from 0 and crashed before its partial was in place
+    // (its claim is there, no partial covers offset 0).
+    fs::create_dir_all(out.path().join("_state/claims")).unwrap();
+    fs::write(out.path().join("_state/claims/0-0"), "ghost").unwrap();
+    // While the claim is fresh, the partial may yet come: refused.
+    let fresh = state
+        .write_partial(&meta("w1", 0, &[(0, 0, 10)], &[(0, T0)]), &agg_of(&l[..2]))
+        .unwrap_err();
+    assert!(
+        fresh
+            .to_string()
+            .starts_with("partition 0 from offset 0 is already claimed by worker \"ghost\""),
+        "{fresh}"
+    );
+    // An hour old and still uncovered: the next owner takes it over.
+    age_claim(out.path(), "0-0", hour);
+    state
+        .write_partial(&meta("w1", 0, &[(0, 0, 10)], &[(0, T0)]), &agg_of(&l[..2]))
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(out.path().join("_state/claims/0-0")).unwrap(),
+        "w1"
+    );
+    // An old claim whose partial is in place is not stale: w2, reading partition 0 from 0
+    // too (evicted w1's partition), is refused however old the claim.
+    age_claim(out.path(), "0-0", hour);
+    let covered = state
+        .write_partial(&meta("w2", 0, &[(0, 0, 12)], &[(0, T0)]), &agg_of(&l[..2]))
+        .unwrap_err();
+    assert!(
+        covered
+            .to_string()
+            .starts_with("partition 0 from offset 0 is already claimed by worker \"w1\""),
+        "{covered}"
+    );
+    assert_eq!(state.coverage().unwrap().partials, 1);
+    let mut names: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["0-0"]);
+}
