@@ -803,6 +803,24 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_idle_partitions_moved_watermark_outlives_a_dropped_delta() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = window_that_lost_a_claim(dir.path());
+        // Partition 2 (no records) had its watermark moved up as idle; only 0 and 1 go.
+        w.assigned(&[2]).unwrap();
+        w.watermarks.insert(2, T + 900);
+        w.watermarks_moved = true;
+        assert_eq!(w.before_revoke(&[0, 1]), Vec::new());
+        assert_eq!(w.abandoned(), None);
+        assert!(w.watermarks_moved);
+        assert_eq!(w.checkpoint().unwrap(), Vec::new());
+        assert_eq!(
+            w.state.coverage().unwrap().watermarks.get(&2),
+            Some(&(T + 900))
+        );
+    }
+
+    #[test]
     fn a_claim_lost_for_a_partition_kept_still_stops_the_worker() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = window_that_lost_a_claim(dir.path());

@@ -22,12 +22,9 @@ const STATE_DIR: &str = "_state";
 const PARTIALS_DIR: &str = "partials";
 /// Fencing claims: one empty-ish file per partition range start (`<partition>-<from>`).
 const CLAIMS_DIR: &str = "claims";
-/// Taken while a stale claim is taken over ([`StateDir::take_over_stale`]).
-const TAKEOVER_LOCK: &str = "claims.lock";
-/// How old a claim must be, with no partial covering its offset, before another worker may
-/// take it over ([`StateDir::take_over_stale`]): a worker writes its partial milliseconds after
-/// claiming its ranges. As long as temporary files are given ([`fsio::TEMP_GRACE`]).
-const STALE_CLAIM: std::time::Duration = fsio::TEMP_GRACE;
+/// Held shared from a partial's claims to its link, exclusively to take an abandoned claim over
+/// ([`StateDir::take_over_abandoned`]).
+const CLAIMS_LOCK: &str = "claims.lock";
 const PARTIAL_EXT: &str = ".partial";
 /// Environment variable naming a fail point at which [`StateDir::write_partial`] aborts the
 /// process (shared with the pipeline's own fail points): `partial-temp-written` or
@@ -272,7 +269,10 @@ impl StateDir {
             return Err(e);
         }
         self.fail_point(FailPoint::AfterTempWrite, write, &path)?;
-        let claimed = match self.claim(meta) {
+        // Held from the claims to the link, so that no claim is taken over while its partial
+        // is on its way ([`StateDir::take_over_abandoned`]).
+        let writing = self.claims_lock()?;
+        let claimed = match self.claim(meta, &writing) {
             Ok(claimed) => claimed,
             Err(e) => {
                 let _ = fs::remove_file(&tmp);
@@ -296,6 +296,7 @@ impl StateDir {
             self.unclaim(claimed);
             return Err(e);
         }
+        drop(writing);
         fsio::remove(&tmp)?;
         self.fail_point(FailPoint::AfterRename, write, &path)?;
         fsio::sync_dir(&self.partials)?;
@@ -313,9 +314,10 @@ impl StateDir {
     /// was never written, and whoever reads that partition next from the same offset (its
     /// committed offset, since nothing after it was made durable) could not claim it. Returns
     /// the claims it made, for [`StateDir::write_partial`] to take back if the partial cannot
-    /// be put in place. (A crash between the claim and the link still leaves its claims: the
-    /// same worker, restarted, may claim them again; another is refused.)
-    fn claim(&self, meta: &PartialMeta) -> Result<Vec<PathBuf>, StateError> {
+    /// be put in place. A crash between the claim and the link still leaves its claims: the
+    /// next claimer takes them over ([`StateDir::take_over_abandoned`]). `writing` is the
+    /// caller's shared hold of the claims lock ([`StateDir::claims_lock`]).
+    fn claim(&self, meta: &PartialMeta, writing: &File) -> Result<Vec<PathBuf>, StateError> {
         let claims = self.root.join(CLAIMS_DIR);
         fsio::private_dir(&claims)?;
         let mut made = Vec::new();
@@ -337,7 +339,13 @@ impl StateDir {
                         let owner = fs::read_to_string(&path).map_err(io_error("read", &path))?;
                         if owner == meta.worker {
                             Ok(())
-                        } else if self.take_over_stale(&claims, partition, r.from, &meta.worker)? {
+                        } else if self.take_over_abandoned(
+                            writing,
+                            &claims,
+                            partition,
+                            r.from,
+                            &meta.worker,
+                        )? {
                             made.push(path.clone());
                             Ok(())
                         } else {
@@ -361,23 +369,10 @@ impl StateDir {
         }
     }
 
-    /// Takes over the claim of `partition` from offset `from` for `worker` if it is stale: older
-    /// than [`STALE_CLAIM`] while no partial (nor the compacted record) covers that offset. Its
-    /// worker claimed the range and never put its partial in place (it crashed in between, or
-    /// its partial was refused), so no record of the range was counted; without this, every
-    /// later owner of the partition, reading from the same committed offset, would be refused
-    /// for as long as that worker does not come back. A claim that fresh may still be followed
-    /// by its partial; a worker that stalls that long between the two and then writes its
-    /// partial meets the merge's overlap check. Claims are taken over one at a time, under a
-    /// lock, so two workers cannot both take one over.
-    fn take_over_stale(
-        &self,
-        claims: &Path,
-        partition: i32,
-        from: i64,
-        worker: &str,
-    ) -> Result<bool, StateError> {
-        let lock_path = self.root.join(TAKEOVER_LOCK);
+    /// The claims lock, held shared: every partial holds it from its claims to its link, so
+    /// that a worker holding it exclusively knows no claim is on its way to a partial.
+    fn claims_lock(&self) -> Result<File, StateError> {
+        let path = self.root.join(CLAIMS_LOCK);
         let mut o = OpenOptions::new();
         o.write(true).create(true).truncate(false);
         #[cfg(unix)]
@@ -385,18 +380,32 @@ impl StateDir {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(0o600);
         }
-        let lock = o.open(&lock_path).map_err(io_error("open", &lock_path))?;
-        lock.lock().map_err(io_error("lock", &lock_path))?;
-        // Looked at again under the lock: another worker may have just taken it over.
-        let name = format!("{partition}-{from}");
-        let path = claims.join(&name);
-        let age = fs::metadata(&path)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok());
-        if age.is_none_or(|age| age < STALE_CLAIM) {
-            return Ok(false);
-        }
+        let lock = o.open(&path).map_err(io_error("open", &path))?;
+        lock.lock_shared().map_err(io_error("lock", &path))?;
+        Ok(lock)
+    }
+
+    /// Takes over the claim of `partition` from offset `from` for `worker` if it was abandoned:
+    /// no partial (nor the compacted record) covers that offset, while no other worker is
+    /// between claiming and linking (the claims lock, `writing`, held exclusively from here to
+    /// the caller's link). Its worker claimed the range and never put its partial in place (it
+    /// crashed in between), so no record of the range was counted; without this, every later
+    /// owner of the partition, reading from the same committed offset, would be refused for as
+    /// long as that worker did not come back under its name. A claim whose partial is in place
+    /// is the fence doing its work: refused.
+    fn take_over_abandoned(
+        &self,
+        writing: &File,
+        claims: &Path,
+        partition: i32,
+        from: i64,
+        worker: &str,
+    ) -> Result<bool, StateError> {
+        // From shared to exclusive: the shared hold is let go first, so two workers doing this
+        // at once take turns instead of waiting for each other.
+        writing
+            .lock()
+            .map_err(io_error("lock", self.root.join(CLAIMS_LOCK)))?;
         if self
             .coverage()?
             .offsets
@@ -405,7 +414,7 @@ impl StateDir {
         {
             return Ok(false);
         }
-        fsio::replace_atomic(claims, &name, worker.as_bytes())?;
+        fsio::replace_atomic(claims, &format!("{partition}-{from}"), worker.as_bytes())?;
         Ok(true)
     }
 

@@ -16,7 +16,10 @@
 //!
 //! Layout: `_state/partials/<worker>-<seq:012>.partial` (see `format.rs`: magic, version, JSON
 //! header with the [`PartialMeta`], the aggregates, a BLAKE3 checksum), `_state/compacted.json`,
-//! `_state/published.json`, `_state/topic.json`, `_state/publish.lock`. Directories are
+//! `_state/published.json`, `_state/topic.json`, `_state/publish.lock`,
+//! `_state/claims/<partition>-<from>` (fencing: the worker that first claimed a range start;
+//! see [`StateDir::write_partial`]), `_state/claims.lock` (held shared from a partial's claims
+//! to its link). Directories are
 //! owner-only (0700) and files 0600: partials hold keyed visitor hashes, which are never
 //! released. Every file is written under a temporary name, synced, renamed, and its directory
 //! synced; a damaged partial is an error naming it, never skipped (that would lose counts).

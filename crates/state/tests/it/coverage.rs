@@ -291,37 +291,15 @@ fn a_refused_claim_takes_back_the_other_ranges_it_claimed() {
     assert_eq!(state.coverage().unwrap().partials, 2);
 }
 
-/// Sets a claim file's modification time `ago` in the past.
-fn age_claim(out: &std::path::Path, name: &str, ago: std::time::Duration) {
-    let f = fs::File::options()
-        .write(true)
-        .open(out.join("_state/claims").join(name))
-        .unwrap();
-    f.set_modified(std::time::SystemTime::now() - ago).unwrap();
-}
-
 #[test]
-fn a_stale_claim_with_no_partial_is_taken_over_and_no_other() {
+fn an_abandoned_claim_is_taken_over_and_no_other() {
     let out = tempfile::tempdir().unwrap();
     let state = open(out.path());
     let l = lines();
-    let hour = std::time::Duration::from_secs(3600);
-    // A worker that claimed partition 0 from 0 and crashed before its partial was in place
-    // (its claim is there, no partial covers offset 0).
+    // A worker that claimed partition 0 from 0 and crashed before its partial was in place:
+    // its claim is there, no partial covers offset 0, and no worker is writing one.
     fs::create_dir_all(out.path().join("_state/claims")).unwrap();
     fs::write(out.path().join("_state/claims/0-0"), "ghost").unwrap();
-    // While the claim is fresh, the partial may yet come: refused.
-    let fresh = state
-        .write_partial(&meta("w1", 0, &[(0, 0, 10)], &[(0, T0)]), &agg_of(&l[..2]))
-        .unwrap_err();
-    assert!(
-        fresh
-            .to_string()
-            .starts_with("partition 0 from offset 0 is already claimed by worker \"ghost\""),
-        "{fresh}"
-    );
-    // An hour old and still uncovered: the next owner takes it over.
-    age_claim(out.path(), "0-0", hour);
     state
         .write_partial(&meta("w1", 0, &[(0, 0, 10)], &[(0, T0)]), &agg_of(&l[..2]))
         .unwrap();
@@ -329,9 +307,8 @@ fn a_stale_claim_with_no_partial_is_taken_over_and_no_other() {
         fs::read_to_string(out.path().join("_state/claims/0-0")).unwrap(),
         "w1"
     );
-    // An old claim whose partial is in place is not stale: w2, reading partition 0 from 0
-    // too (evicted w1's partition), is refused however old the claim.
-    age_claim(out.path(), "0-0", hour);
+    // A claim whose partial is in place is the fence at work: w2, reading partition 0 from 0
+    // too (w1 was evicted, say), is refused.
     let covered = state
         .write_partial(&meta("w2", 0, &[(0, 0, 12)], &[(0, T0)]), &agg_of(&l[..2]))
         .unwrap_err();
@@ -342,10 +319,55 @@ fn a_stale_claim_with_no_partial_is_taken_over_and_no_other() {
         "{covered}"
     );
     assert_eq!(state.coverage().unwrap().partials, 1);
-    let mut names: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
+    let names: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    names.sort();
     assert_eq!(names, ["0-0"]);
+}
+
+#[test]
+fn a_claim_on_its_way_to_a_partial_is_not_taken_over() {
+    let out = tempfile::tempdir().unwrap();
+    let state = open(out.path());
+    let l = lines();
+    // w1 has claimed partition 0 from 0 and is about to link its partial: it holds the claims
+    // lock shared, as `write_partial` does from its claims to its link.
+    fs::create_dir_all(out.path().join("_state/claims")).unwrap();
+    fs::write(out.path().join("_state/claims/0-0"), "w1").unwrap();
+    let writing = fs::File::options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(out.path().join("_state/claims.lock"))
+        .unwrap();
+    writing.lock_shared().unwrap();
+    // w2 read partition 0 from 0 too, and finds w1's claim with no partial yet: it waits for
+    // the lock before it looks at the coverage.
+    let taker = {
+        let state = open(out.path());
+        let agg = agg_of(&l[..2]);
+        std::thread::spawn(move || {
+            state
+                .write_partial(&meta("w2", 0, &[(0, 0, 12)], &[(0, T0)]), &agg)
+                .map_err(|e| e.to_string())
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!taker.is_finished(), "w2 did not wait for w1's link");
+    // w1's partial goes in place (its own claim is its own), then w1 lets go.
+    state
+        .write_partial(&meta("w1", 0, &[(0, 0, 10)], &[(0, T0)]), &agg_of(&l[..2]))
+        .unwrap();
+    writing.unlock().unwrap();
+    let refused = taker.join().unwrap().unwrap_err();
+    assert!(
+        refused.starts_with("partition 0 from offset 0 is already claimed by worker \"w1\""),
+        "{refused}"
+    );
+    assert_eq!(state.coverage().unwrap().partials, 1);
+    assert_eq!(
+        fs::read_to_string(out.path().join("_state/claims/0-0")).unwrap(),
+        "w1"
+    );
 }
