@@ -349,6 +349,8 @@ impl StateDir {
                             made.push(path.clone());
                             Ok(())
                         } else {
+                            // Named as it is now: another worker may have taken it over.
+                            let owner = fs::read_to_string(&path).unwrap_or(owner);
                             Err(StateError::Claimed {
                                 partition,
                                 from: r.from,
