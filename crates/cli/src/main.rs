@@ -330,8 +330,8 @@ fn stream(args: &RunArgs, pipeline: Pipeline) -> Result<()> {
     };
     let s = logcensus_pipeline::run_stream(&opts)?;
     println!(
-        "streamed {} records: {} requests counted, {} rejected, {} late, {} already counted before a restart; {} checkpoints",
-        s.records, s.parsed, s.rejected, s.late, s.already_counted, s.checkpoints
+        "streamed {} records: {} requests counted, {} rejected, {} late, {} already counted before a restart, {} dropped for another worker to count; {} checkpoints",
+        s.records, s.parsed, s.rejected, s.late, s.already_counted, s.dropped, s.checkpoints
     );
     Ok(())
 }

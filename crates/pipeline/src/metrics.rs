@@ -31,6 +31,8 @@ pub struct Metrics {
     pub parsed: Counter,
     rejected: Family<Reason, Counter>,
     pub late: Counter,
+    /// Records read, then dropped before a rebalance for another worker to count.
+    pub dropped: Counter,
     lag: Family<Partition, Gauge>,
     pub checkpoint_seconds: Histogram,
     pub publish_seconds: Histogram,
@@ -52,6 +54,7 @@ impl Default for Metrics {
             parsed: Counter::default(),
             rejected: Family::default(),
             late: Counter::default(),
+            dropped: Counter::default(),
             lag: Family::default(),
             checkpoint_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 10)),
             publish_seconds: Histogram::new(exponential_buckets(0.01, 4.0, 10)),
@@ -73,6 +76,11 @@ impl Default for Metrics {
             "late_records",
             "Records whose period had closed when they came (counted, not aggregated)",
             m.late.clone(),
+        );
+        registry.register(
+            "dropped_records",
+            "Records read and then dropped before a rebalance, for the partitions' new owners to count (a checkpoint refused by another worker's claim); also in records, parsed, rejected and late",
+            m.dropped.clone(),
         );
         registry.register(
             "consumer_lag",

@@ -85,6 +85,9 @@ pub struct StreamSummary {
     pub late: u64,
     /// Records skipped because a partial already covered them.
     pub already_counted: u64,
+    /// Records read and then dropped before a rebalance, for the partitions' new owners to
+    /// count ([`Window::before_revoke`]); they are in the counts above too.
+    pub dropped: u64,
     pub checkpoints: u64,
 }
 
@@ -118,6 +121,8 @@ struct Window {
     /// are read again by whoever owns their partitions next).
     failed: Option<StateError>,
     checkpoints: u64,
+    /// Records dropped by [`Window::before_revoke`].
+    dropped: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -151,6 +156,7 @@ impl Window {
             published: Default::default(),
             failed: None,
             checkpoints: 0,
+            dropped: 0,
             metrics,
         }
     }
@@ -251,7 +257,10 @@ impl Window {
                 }
                 // Every record read since the last checkpoint, late and rejected ones included.
                 let records: i64 = self.ranges.values().map(|r| r.to - r.from).sum();
-                tracing::warn!(error = %e, ?partitions, records, "checkpoint before a rebalance refused: another worker counts a partition this one was giving up; the records read since the last checkpoint are dropped (the partitions' new owners read them again, so this worker's record counters count them twice) and this worker carries on");
+                let records = u64::try_from(records).unwrap_or(0);
+                self.dropped += records;
+                self.metrics.dropped.inc_by(records);
+                tracing::warn!(error = %e, ?partitions, records, "checkpoint before a rebalance refused: another worker counts a partition this one was giving up; the records read since the last checkpoint are dropped (the partitions' new owners read them again; they stay in this worker's record counters, and are counted as dropped) and this worker carries on");
                 self.failed = None;
                 self.ranges.clear();
                 self.agg = Aggregates::new(self.agg.period(), self.agg.crawlers());
@@ -558,6 +567,7 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     checkpoint_and_commit(&window, &consumer)?;
     drop(consumer);
     summary.checkpoints = lock(&window).checkpoints;
+    summary.dropped = lock(&window).dropped;
     result.map(|()| summary)
 }
 
@@ -783,6 +793,12 @@ mod tests {
         // for partition 0 from 40 (its next owner reads 40.. again).
         assert_eq!(w.before_revoke(&[0, 1]), Vec::new());
         assert_eq!(w.abandoned(), None);
+        // Offsets 40..60 and 968..1000.
+        assert_eq!(w.dropped, 52);
+        assert!(w
+            .metrics
+            .render()
+            .contains("logcensus_dropped_records_total 52\n"));
         assert_eq!(w.state.coverage().unwrap().partials, 2);
         assert_eq!(claims(dir.path()), ["0-0", "1-968"]);
         assert!(w.ranges.is_empty());
