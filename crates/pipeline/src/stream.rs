@@ -759,20 +759,31 @@ mod tests {
             Some(T - T % 86_400),
         );
         w.late = 2;
-        let other = PartialMeta {
-            worker: "w2".into(),
+        write_other_partial(&w.state, "w2", (1, 968, 990), &[(1, T + 100)]);
+        w
+    }
+
+    /// Writes an empty partial of `worker`'s covering `(partition, from, to)`, as another worker
+    /// (or one of the same name) would.
+    fn write_other_partial(
+        state: &StateDir,
+        worker: &str,
+        (partition, from, to): (i32, i64, i64),
+        watermarks: &[(i32, i64)],
+    ) {
+        let meta = PartialMeta {
+            worker: worker.into(),
             seq: 0,
             created_unix: T,
-            offsets: BTreeMap::from([(1, OffsetRange { from: 968, to: 990 })]),
-            watermarks: BTreeMap::from([(1, T + 100)]),
+            offsets: BTreeMap::from([(partition, OffsetRange { from, to })]),
+            watermarks: watermarks.iter().copied().collect(),
             late_records: 0,
         };
         let agg = Aggregates::new(
             logcensus_policy::Period::Day,
             logcensus_policy::CrawlerHandling::Include,
         );
-        w.state.write_partial(&other, &agg).unwrap();
-        w
+        state.write_partial(&meta, &agg).unwrap();
     }
 
     fn claims(dir: &std::path::Path) -> Vec<String> {
@@ -865,19 +876,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = window(dir.path());
         w.assigned(&[0]).unwrap();
-        let taken = PartialMeta {
-            worker: "w1".into(),
-            seq: 0,
-            created_unix: T,
-            offsets: BTreeMap::from([(5, OffsetRange { from: 0, to: 3 })]),
-            watermarks: BTreeMap::new(),
-            late_records: 0,
-        };
-        let agg = Aggregates::new(
-            logcensus_policy::Period::Day,
-            logcensus_policy::CrawlerHandling::Include,
-        );
-        w.state.write_partial(&taken, &agg).unwrap();
+        write_other_partial(&w.state, "w1", (5, 0, 3), &[]);
         w.ranges.insert(0, OffsetRange { from: 0, to: 10 });
         assert_eq!(w.before_revoke(&[0]), Vec::new());
         assert!(

@@ -375,14 +375,7 @@ impl StateDir {
     /// that a worker holding it exclusively knows no claim is on its way to a partial.
     fn claims_lock(&self) -> Result<File, StateError> {
         let path = self.root.join(CLAIMS_LOCK);
-        let mut o = OpenOptions::new();
-        o.write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        let lock = o.open(&path).map_err(io_error("open", &path))?;
+        let lock = fsio::open_lock_file(&path)?;
         lock.lock_shared().map_err(io_error("lock", &path))?;
         Ok(lock)
     }
@@ -852,14 +845,7 @@ impl StateDir {
     /// system releases it when the process exits, however it exits.
     pub fn lock_publisher(&self) -> Result<PublisherLock, LockError> {
         let path = self.root.join(PUBLISH_LOCK);
-        let mut o = OpenOptions::new();
-        o.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            o.mode(0o600);
-        }
-        let file = o.open(&path).map_err(io_error("open", &path))?;
+        let file = fsio::open_lock_file(&path)?;
         #[cfg(unix)]
         match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}

@@ -74,6 +74,19 @@ pub(crate) fn create_private(path: &Path) -> io::Result<File> {
     o.open(path)
 }
 
+/// Opens a lock file readable by the owner only, making it if it is missing (never truncated:
+/// its content does not matter, only the `flock` on it).
+pub(crate) fn open_lock_file(path: &Path) -> Result<File, StateError> {
+    let mut o = OpenOptions::new();
+    o.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    o.open(path).map_err(io_error("open", path))
+}
+
 /// Writes `bytes` to a new private file and makes its content durable.
 pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let mut f = create_private(path).map_err(io_error("create", path))?;

@@ -238,11 +238,18 @@ fn a_range_start_is_claimed_once_so_an_evicted_worker_cannot_double_count() {
         .unwrap();
     // Compaction prunes the claims of the ranges it folds in.
     state.compact(|_| true).unwrap();
-    let claims: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
+    let claims = claims(out.path());
+    assert!(claims.is_empty(), "{claims:?}");
+}
+
+/// The claim files under `out`, sorted.
+fn claims(out: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(out.join("_state/claims"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(claims.is_empty(), "{claims:?}");
+    names.sort();
+    names
 }
 
 #[test]
@@ -271,12 +278,11 @@ fn a_refused_claim_takes_back_the_other_ranges_it_claimed() {
             .starts_with("partition 1 from offset 968 is already claimed by worker \"w1\""),
         "{refused}"
     );
-    let mut claims: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    claims.sort();
-    assert_eq!(claims, ["1-968"], "w2's claim of partition 0 is taken back");
+    assert_eq!(
+        claims(out.path()),
+        ["1-968"],
+        "w2's claim of partition 0 is taken back"
+    );
     // Partition 0's next owner reads it from its committed offset, 40, and can claim it.
     state
         .write_partial(
@@ -319,11 +325,7 @@ fn an_abandoned_claim_is_taken_over_and_no_other() {
         "{covered}"
     );
     assert_eq!(state.coverage().unwrap().partials, 1);
-    let names: Vec<String> = fs::read_dir(out.path().join("_state/claims"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, ["0-0"]);
+    assert_eq!(claims(out.path()), ["0-0"]);
 }
 
 #[test]
