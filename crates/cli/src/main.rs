@@ -68,6 +68,21 @@ enum Command {
         #[arg(long, value_name = "FILE", env = "LOGCENSUS_VISITOR_KEY_FILE")]
         visitor_key_file: Option<PathBuf>,
     },
+    /// Makes the address index of a GeoIP database: its answers for every IPv4 /24, which a run
+    /// given it (`--geoip-index`, [geoip] index) looks addresses up in instead of walking the
+    /// database. Make it again after each database update: a run leaves out, with a warning,
+    /// an index made from another database or with other [geoip.fields].
+    GeoipIndex {
+        /// The pipeline file (its [geoip.fields], and [geoip] database and index).
+        #[arg(long)]
+        pipeline: PathBuf,
+        /// GeoIP database (.mmdb); replaces [geoip] database.
+        #[arg(long, value_name = "MMDB")]
+        geoip: Option<PathBuf>,
+        /// Where to write the index; replaces [geoip] index.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Shows a Parquet file's schema, metadata and first rows.
     Inspect {
         /// The Parquet file.
@@ -92,6 +107,9 @@ struct RunArgs {
     /// GeoIP database (.mmdb); replaces [geoip] database.
     #[arg(long, value_name = "MMDB")]
     geoip: Option<PathBuf>,
+    /// The database's address index, made by `logcensus geoip-index`; replaces [geoip] index.
+    #[arg(long, value_name = "FILE")]
+    geoip_index: Option<PathBuf>,
     /// File holding the secret visitor keys are derived from (never put it in a pipeline file).
     #[arg(long, value_name = "FILE", env = "LOGCENSUS_VISITOR_KEY_FILE")]
     visitor_key_file: Option<PathBuf>,
@@ -169,6 +187,11 @@ fn main() -> ExitCode {
             all,
             visitor_key_file,
         } => publish(&pipeline, out, all, visitor_key_file.as_deref()),
+        Command::GeoipIndex {
+            pipeline,
+            geoip,
+            out,
+        } => geoip_index(&pipeline, geoip, out),
         Command::Inspect { file, rows } => logcensus_sink::inspect(&file, rows)
             .map(|i| print!("{i}"))
             .map_err(Into::into),
@@ -193,6 +216,31 @@ fn audit(
     let report = logcensus_audit::audit(dir, &pipeline, min_visitors)?;
     println!("{report}");
     Ok(report.is_clean())
+}
+
+fn geoip_index(path: &std::path::Path, geoip: Option<PathBuf>, out: Option<PathBuf>) -> Result<()> {
+    let pipeline = Pipeline::load(path)?;
+    let Some(geoip) = geoip.or_else(|| pipeline.geoip.clone()) else {
+        anyhow::bail!(
+            "no GeoIP database: set [geoip] database in {} or pass --geoip FILE.mmdb",
+            path.display()
+        );
+    };
+    let Some(out) = out.or_else(|| pipeline.geoip_index.clone()) else {
+        anyhow::bail!(
+            "nowhere to write the index: set [geoip] index in {} or pass --out FILE",
+            path.display()
+        );
+    };
+    let started = std::time::Instant::now();
+    let bytes = logcensus_pipeline::make_geoip_index(&pipeline, &geoip, &out)?;
+    println!(
+        "wrote the address index of {} to {} ({bytes} bytes, {:.2}s)",
+        geoip.display(),
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn validate(path: &std::path::Path) -> Result<()> {
@@ -314,6 +362,10 @@ fn stream(args: &RunArgs, pipeline: Pipeline) -> Result<()> {
     });
     let opts = logcensus_pipeline::StreamOptions {
         geoip: args.geoip.clone().or_else(|| pipeline.geoip.clone()),
+        geoip_index: args
+            .geoip_index
+            .clone()
+            .or_else(|| pipeline.geoip_index.clone()),
         out: args
             .out
             .clone()
@@ -370,6 +422,10 @@ fn run(args: RunArgs) -> Result<()> {
     });
     let opts = RunOptions {
         geoip: args.geoip.clone().or_else(|| pipeline.geoip.clone()),
+        geoip_index: args
+            .geoip_index
+            .clone()
+            .or_else(|| pipeline.geoip_index.clone()),
         pipeline,
         inputs,
         out,

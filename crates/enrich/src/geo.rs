@@ -12,9 +12,12 @@ use maxminddb::PathElement;
 use crate::prefetch::prefetch;
 use crate::{Str, UNKNOWN};
 
+mod index;
 mod record;
 mod tree;
 
+pub use index::IndexError;
+use index::{AddressIndex, DbIdentity, Indexed};
 use tree::{Bytes, Source, Tree};
 
 /// Where an address is, no finer than the pipeline's level. `None` means "below the level"
@@ -98,6 +101,10 @@ pub struct GeoDb {
     addresses: AddressCache,
     /// The answers met so far, shared so that the address cache can name them by index.
     records: Mutex<Records>,
+    /// The database's IPv4 /24s, made offline (`logcensus geoip-index`), when the run has one.
+    index: Option<AddressIndex>,
+    /// What an index records of this database.
+    identity: DbIdentity,
 }
 
 /// What the workers have learnt from the database's records.
@@ -128,6 +135,7 @@ impl GeoDb {
                 detail: e.to_string(),
             })?;
         let m = reader.metadata();
+        let identity = DbIdentity::of(bytes.as_ref(), m);
         let tree = Tree::new(bytes, m.node_count, m.record_size, m.ip_version);
         let description = format!(
             "{} (built at Unix time {}, {} nodes)",
@@ -143,7 +151,62 @@ impl GeoDb {
             description,
             addresses: AddressCache::new(),
             records: Mutex::new(Records::default()),
+            index: None,
+            identity,
         })
+    }
+
+    /// Makes the address index of the database at `path` read with `fields` (see
+    /// `geo/index.rs`), as the bytes of its file, and says how many places and /24 blocks it has.
+    pub fn make_index(path: &Path, fields: &GeoFields) -> Result<Vec<u8>, IndexError> {
+        let db = GeoDb::open(path, fields, GeoLevel::Region)
+            .map_err(|e| IndexError::Make(e.to_string()))?;
+        let Some(tree) = &db.tree else {
+            return Err(IndexError::Make(format!(
+                "{} has a search tree this logcensus cannot walk",
+                path.display()
+            )));
+        };
+        index::make(&db, tree, db.identity.clone())
+    }
+
+    /// Looks IPv4 addresses up in the address index at `path` from now on. An index made from
+    /// another database or with other fields is refused, and the database is used as before.
+    pub fn use_index(&mut self, path: &Path) -> Result<(), IndexError> {
+        let data_len = self.tree.as_ref().map_or(0, |t| t.data().len());
+        let index = AddressIndex::load(path, &self.identity, &self.fields_text(), data_len)?;
+        self.index = Some(index);
+        Ok(())
+    }
+
+    /// Stops using the address index, if any.
+    pub fn forget_index(&mut self) {
+        self.index = None;
+    }
+
+    /// Whether the address index in use, if any, is intact: its checksum is checked while the
+    /// run starts, and a run asks for the result before it writes anything.
+    pub fn index_intact(&self) -> Result<(), IndexError> {
+        self.index.as_ref().map_or(Ok(()), AddressIndex::intact)
+    }
+
+    /// The field mapping as an index records it.
+    fn fields_text(&self) -> String {
+        let path = |segs: &[Seg]| {
+            segs.iter()
+                .map(|s| match s {
+                    Seg::Key(k) => k.clone(),
+                    Seg::Index(i) => i.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        format!(
+            "continent = \"{}\", country = \"{}\", subdivision = \"{}\"",
+            path(&self.continent),
+            path(&self.country),
+            path(&self.subdivision)
+        )
     }
 
     /// Forgets every cached address and record, so that the next lookups walk the database and
@@ -188,6 +251,7 @@ impl GeoDb {
             unknown_place,
             offsets: HashMap::default(),
             unseen: Vec::new(),
+            by_place: vec![None; self.index.as_ref().map_or(0, AddressIndex::place_count)],
         }
     }
 
@@ -370,6 +434,8 @@ pub struct GeoLookup<'db> {
     /// [`GeoLookup::look_ahead`]'s walks that ended at a record this worker had not met: line,
     /// address, record offset, and the answer another worker found for it.
     unseen: Vec<(usize, IpAddr, usize, Option<u32>)>,
+    /// The answer of each of the address index's places this worker has met.
+    by_place: Vec<Option<Answer>>,
 }
 
 impl GeoLookup<'_> {
@@ -390,9 +456,18 @@ impl GeoLookup<'_> {
         };
         let first = answers.len();
         self.walks.clear();
+        let index = self.db.index.as_ref();
         for (i, &ip) in addresses.iter().enumerate() {
-            if let Some(&next) = addresses.get(i + 8) {
-                cache.prefetch(&AddressKey::of(next));
+            match (index, addresses.get(i + 8)) {
+                (Some(index), Some(&IpAddr::V4(next))) => index.prefetch(u32::from(next)),
+                (_, Some(&next)) => cache.prefetch(&AddressKey::of(next)),
+                (_, None) => {}
+            }
+            if let (Some(index), IpAddr::V4(a)) = (index, ip) {
+                if let Some(answer) = self.indexed(index, tree, u32::from(a)) {
+                    answers.push(Answered(answer));
+                    continue;
+                }
             }
             let answer = cache.get(&AddressKey::of(ip));
             if answer.is_none() {
@@ -475,9 +550,33 @@ impl GeoLookup<'_> {
     /// The place of an address, and whether the database knew its country (or continent at that
     /// level). A missing address, no record, or an unreadable record is the unknown place.
     pub fn place(&mut self, ip: Option<IpAddr>) -> (&Arc<Place>, bool) {
-        match ip {
-            Some(ip) => self.place_of(Answered(self.db.cached_answer(ip))),
-            None => (&self.unknown_place, false),
+        let answer = match ip {
+            Some(IpAddr::V4(a)) => match (&self.db.index, &self.db.tree) {
+                (Some(index), Some(tree)) => self.indexed(index, tree, u32::from(a)),
+                _ => None,
+            }
+            .unwrap_or_else(|| self.db.cached_answer(IpAddr::V4(a))),
+            Some(ip) => self.db.cached_answer(ip),
+            None => return (&self.unknown_place, false),
+        };
+        self.place_of(Answered(answer))
+    }
+
+    /// The answer the address index gives for an IPv4 address, or `None` when its /24 holds
+    /// networks finer than itself (walk the tree). A place's record is read once per worker.
+    #[inline]
+    fn indexed(&mut self, index: &AddressIndex, tree: &Tree, address: u32) -> Option<Answer> {
+        match index.get(address) {
+            Indexed::Finer => None,
+            Indexed::NotFound => Some(Answer::Unknown),
+            Indexed::Place(p) => Some(match self.by_place[usize::from(p)] {
+                Some(answer) => answer,
+                None => {
+                    let answer = self.db.answer_at(tree, index.record_of(p));
+                    self.by_place[usize::from(p)] = Some(answer);
+                    answer
+                }
+            }),
         }
     }
 

@@ -22,7 +22,7 @@ mod prefetch;
 mod referrer;
 mod ua;
 
-pub use geo::{Answered, GeoDb, GeoError, GeoLookup, Place};
+pub use geo::{Answered, GeoDb, GeoError, GeoLookup, IndexError, Place};
 pub use prefetch::prefetch;
 pub use referrer::ReferrerClassifier;
 pub use ua::{ClientClass, Kept, UaClassifier};

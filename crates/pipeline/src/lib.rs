@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub inputs: Vec<Input>,
     pub out: PathBuf,
     pub geoip: Option<PathBuf>,
+    /// The database's address index (`logcensus geoip-index`), if any.
+    pub geoip_index: Option<PathBuf>,
     pub secret: VisitorSecret,
     /// Worker threads (at least 1).
     pub threads: usize,
@@ -60,10 +62,17 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Geo(#[from] GeoError),
+    #[error("{0}; nothing was written. Make the index again with `logcensus geoip-index`, or run without it")]
+    GeoIndex(#[from] logcensus_enrich::IndexError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("the table traffic_by_region needs a GeoIP database; set [geoip] database in {pipeline} or pass --geoip FILE.mmdb")]
     NoGeoDatabase { pipeline: String },
+    #[error("cannot write address index {path}: {source}; check that its directory exists and is writable")]
+    WriteIndex {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no input: set [source] inputs in {pipeline} or pass --input PATH (`-` for stdin)")]
     NoInput { pipeline: String },
     #[error(transparent)]
@@ -174,7 +183,12 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .name("ua-warm-up".into())
             .spawn(UaClassifier::warm_up);
     }
-    let geo = open_geo(pipeline, opts.geoip.as_deref())?;
+    let geo = open_geo(
+        pipeline,
+        opts.geoip.as_deref(),
+        opts.geoip_index.as_deref(),
+        false,
+    )?;
     // Calibrated before any line is read: parameters that cannot be met fail the run at once.
     let plan = release_plan(pipeline)?;
     // A table released as counted needs only how many visitors each row has, not which: the
@@ -403,6 +417,11 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
             .unwrap_or_else(|p| std::panic::resume_unwind(p))
     });
     cells.add_into(&mut total);
+    // Every place came from the address index, if any, as its file was meant to be: else
+    // nothing is written.
+    if let Some(geo) = &geo {
+        geo.index_intact()?;
+    }
     // Nothing reads the visitor records or the database any more. Freeing the one and
     // unmapping the other take milliseconds (tens of megabytes, most pages of the database
     // touched); they go on beside the release and the writes, which wait on the disk, instead
@@ -528,12 +547,20 @@ fn read_piece(
     }
 }
 
-/// Opens the GeoIP database, if any; an error when `traffic_by_region` needs one.
+/// Opens the GeoIP database, if any; an error when `traffic_by_region` needs one. With an
+/// `index` (see `logcensus geoip-index`), IPv4 addresses are looked up in it; an index that
+/// cannot be used with this database (made from another, or with other fields, or unreadable)
+/// is left out with a warning that says how to make the right one: the answers are the same
+/// without it, only slower. Its checksum is checked meanwhile: a batch run asks for the result
+/// before it writes ([`GeoDb::index_intact`]); with `check_now` (a streaming worker) it is
+/// waited for here, and a damaged index is left out too.
 pub(crate) fn open_geo(
     pipeline: &Pipeline,
     path: Option<&std::path::Path>,
+    index: Option<&std::path::Path>,
+    check_now: bool,
 ) -> Result<Option<GeoDb>, RunError> {
-    let geo = match path {
+    let mut geo = match path {
         Some(path) => GeoDb::open(path, &pipeline.geo_fields, pipeline.geo_level)?,
         None if pipeline.has_table(TableName::TrafficByRegion) => {
             return Err(RunError::NoGeoDatabase {
@@ -543,7 +570,61 @@ pub(crate) fn open_geo(
         None => return Ok(None),
     };
     tracing::info!(database = %geo.description, "GeoIP database opened");
+    if let Some(index) = index {
+        let used = geo.use_index(index).and_then(|()| match check_now {
+            true => geo.index_intact(),
+            false => Ok(()),
+        });
+        match used {
+            Ok(()) => tracing::info!(index = %index.display(), "address index in use"),
+            Err(e) => {
+                geo.forget_index();
+                tracing::warn!("{e}; looking addresses up in the database itself");
+            }
+        }
+    }
     Ok(Some(geo))
+}
+
+/// Makes the address index of the GeoIP database at `geoip`, read with `pipeline`'s
+/// `[geoip.fields]`, and writes it to `out` (in place of any file there, whole or not at
+/// all: written beside it, synced, renamed). Returns its size in bytes.
+pub fn make_geoip_index(
+    pipeline: &Pipeline,
+    geoip: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<u64, RunError> {
+    let bytes = GeoDb::make_index(geoip, &pipeline.geo_fields)?;
+    let write = || -> std::io::Result<()> {
+        let dir = match out.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let name = out.file_name().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name")
+        })?;
+        let temp = dir.join(format!(
+            ".{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let written = (|| {
+            let mut file = std::fs::File::create(&temp)?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, out)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        written?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|source| RunError::WriteIndex {
+        path: out.display().to_string(),
+        source,
+    })?;
+    Ok(bytes.len() as u64)
 }
 
 /// Rows written per table.

@@ -62,6 +62,8 @@ pub struct StreamOptions {
     pub kafka: KafkaSource,
     pub out: PathBuf,
     pub geoip: Option<PathBuf>,
+    /// The database's address index (`logcensus geoip-index`), if any.
+    pub geoip_index: Option<PathBuf>,
     /// Must be the same for every worker of the group (a key file): visitor hashes of one
     /// visitor must agree across workers and restarts.
     pub secret: VisitorSecret,
@@ -353,7 +355,12 @@ pub fn run_stream(opts: &StreamOptions) -> Result<StreamSummary, RunError> {
     if !opts.secret.persistent {
         return Err(RunError::StreamNeedsKey);
     }
-    let geo = crate::open_geo(pipeline, opts.geoip.as_deref())?;
+    let geo = crate::open_geo(
+        pipeline,
+        opts.geoip.as_deref(),
+        opts.geoip_index.as_deref(),
+        true,
+    )?;
     // Release parameters are checked now, not at the first publish.
     crate::release_plan(pipeline)?;
     let state = StateDir::open(&opts.out)?;

@@ -48,6 +48,8 @@ pub struct Pipeline {
     pub client_address: ClientAddressSource,
     /// GeoIP database path, if any (replaced by `--geoip`).
     pub geoip: Option<PathBuf>,
+    /// The database's address index, if any (replaced by `--geoip-index`).
+    pub geoip_index: Option<PathBuf>,
     /// Where values sit in the GeoIP records.
     pub geo_fields: GeoFields,
     /// How finely addresses are located.
@@ -349,6 +351,11 @@ impl Pipeline {
             .as_ref()
             .and_then(|g| g.database.as_deref())
             .map(|d| config::relative_to(path, d));
+        let geoip_index = file
+            .geoip
+            .as_ref()
+            .and_then(|g| g.index.as_deref())
+            .map(|d| config::relative_to(path, d));
         let geo_fields = file.geoip.map(|g| g.fields).unwrap_or_default();
         for (key, path) in [
             ("geoip.fields.continent", &geo_fields.continent),
@@ -378,6 +385,7 @@ impl Pipeline {
             max_line_bytes: source.max_line_bytes,
             client_address: source.client_address,
             geoip,
+            geoip_index,
             geo_fields,
             geo_level,
             period,

@@ -204,6 +204,22 @@ impl Tree {
         }
     }
 
+    /// Where the first [`JUMP_BITS`] bits of each IPv4 address lead (see `jumps_from`), for
+    /// the address index.
+    pub(super) fn v4_jumps(&self) -> Box<[u32]> {
+        self.jumps_from(self.v4_start)
+    }
+
+    /// Whether a record value is a node of the tree (else a walk ends there).
+    pub(super) fn is_node(&self, value: usize) -> bool {
+        value < self.node_count
+    }
+
+    /// One of a node's two records (`side` 0 left, 1 right); `node` is a node of the tree.
+    pub(super) fn child(&self, node: usize, side: u32) -> usize {
+        self.record(node, side)
+    }
+
     /// Has every later walk start from the root, as a walk does while another worker makes
     /// the family's table.
     #[cfg(test)]
@@ -241,7 +257,7 @@ impl Tree {
 
     /// Where a walk ended: a data record's offset, or `None` for "not found" (the empty
     /// marker, or bits exhausted on an inner node) and for a value that points nowhere valid.
-    fn offset(&self, end: usize) -> Option<usize> {
+    pub(super) fn offset(&self, end: usize) -> Option<usize> {
         end.checked_sub(self.node_count)?
             .checked_sub(SEPARATOR_BYTES)
             .filter(|&o| o < self.data_section_len())

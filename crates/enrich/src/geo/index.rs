@@ -1,0 +1,740 @@
+//! A database's IPv4 networks as a table by /24: the address index.
+//!
+//! Each address a run has not met costs a walk down the database's search tree (a cache miss
+//! per level, in tens of megabytes) and, for a record no lookup has read yet, its decoding. A
+//! 1M-line log with 200,000 distinct clients spends a sixth of its run on that. The index is
+//! the same answers worked out once, offline (`logcensus geoip-index`), for every IPv4 /24:
+//! looking an address up is one read in a table of where each /16 goes and, for a /16 that is
+//! not one place throughout, one in a block of its 256 /24s. A network finer than a /24 is
+//! left to the tree, as are IPv6 addresses.
+//!
+//! An entry names a *place* by number; the index keeps one record offset per place, whose
+//! record the run decodes (once per worker) at its own level: two records with the same
+//! continent, country and region are the same place at every level, so an index made at region
+//! level serves a run at any level. The index names the database it was made from (size, build
+//! time, node count, and a checksum of the tree's start and the file's end) and the field
+//! mapping it was made with; a run checks both, and the body's checksum, before using it.
+
+use std::path::Path;
+
+use twox_hash::XxHash64;
+
+use super::tree::{Bytes, Tree};
+use super::{Answer, GeoDb};
+
+const MAGIC: &[u8; 8] = b"LCGEOIDX";
+const VERSION: u32 = 1;
+/// Entries of the top table: one per /16.
+const TOP: usize = 1 << 16;
+/// A top entry with this bit names one place for the whole /16 in its low 16 bits; without it,
+/// it is the number of the /16's block.
+const UNIFORM: u32 = 1 << 31;
+/// A /24 the database has no record for.
+const NOT_FOUND: u16 = 0xfffe;
+/// A /24 split into networks finer than itself: its addresses are walked in the tree.
+const FINER: u16 = 0xffff;
+/// Places an index can name.
+const MAX_PLACES: usize = NOT_FOUND as usize;
+/// Bytes of the tree's start and of the file's end that the database's checksum covers.
+const FINGERPRINT_BYTES: usize = 1 << 16;
+
+/// What the index says of an IPv4 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Indexed {
+    /// The place numbered so (see [`AddressIndex::record_of`]).
+    Place(u16),
+    /// The database has no record for it.
+    NotFound,
+    /// Its /24 holds finer networks: walk the tree.
+    Finer,
+}
+
+/// Why an index file cannot be used with a database.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("cannot read address index {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a logcensus address index ({detail}); make it again with `logcensus geoip-index`")]
+    Corrupt { path: String, detail: String },
+    #[error("address index {path} was made from another database ({detail}); make it again with `logcensus geoip-index` for this one")]
+    OtherDatabase { path: String, detail: String },
+    #[error("address index {path} was made with other [geoip.fields] ({made}, where this pipeline has {now}); make it again with `logcensus geoip-index` and this pipeline")]
+    OtherFields {
+        path: String,
+        made: String,
+        now: String,
+    },
+    #[error("cannot make an address index: {0}")]
+    Make(String),
+}
+
+/// What an index records of the database it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DbIdentity {
+    pub(super) len: u64,
+    pub(super) build_epoch: u64,
+    pub(super) node_count: u32,
+    pub(super) record_size: u16,
+    pub(super) ip_version: u16,
+    pub(super) checksum: u64,
+}
+
+impl DbIdentity {
+    pub(super) fn of(bytes: &[u8], m: &maxminddb::Metadata) -> DbIdentity {
+        let head = &bytes[..bytes.len().min(FINGERPRINT_BYTES)];
+        let tail = &bytes[bytes.len().saturating_sub(FINGERPRINT_BYTES)..];
+        let mut h = XxHash64::with_seed(0);
+        std::hash::Hasher::write(&mut h, head);
+        std::hash::Hasher::write(&mut h, tail);
+        DbIdentity {
+            len: bytes.len() as u64,
+            build_epoch: m.build_epoch,
+            node_count: m.node_count,
+            record_size: m.record_size,
+            ip_version: m.ip_version,
+            checksum: std::hash::Hasher::finish(&h),
+        }
+    }
+}
+
+/// A loaded index: its file mapped into memory, and the top table and place offsets read out.
+/// The blocks are read where they are in the file.
+pub(super) struct AddressIndex {
+    top: Box<[u32]>,
+    /// The record offset of each place.
+    places: Box<[u32]>,
+    bytes: Bytes,
+    /// Where the blocks start in `bytes` (256 two-byte entries each).
+    blocks_at: usize,
+    /// The body's checksum, worked out on a thread of its own while the run starts: the
+    /// run asks for it ([`AddressIndex::intact`]) before it writes anything.
+    checked: std::sync::Mutex<Option<std::thread::JoinHandle<bool>>>,
+    path: String,
+}
+
+impl AddressIndex {
+    /// What the index says of `address`. An entry that names no place or block the index has
+    /// (a damaged file, which [`AddressIndex::intact`] reports) is read as "walk the tree".
+    #[inline]
+    pub(super) fn get(&self, address: u32) -> Indexed {
+        let top = self.top[(address >> 16) as usize];
+        let entry = if top & UNIFORM != 0 {
+            top as u16
+        } else {
+            let at = self.blocks_at + 2 * ((top as usize) << 8 | (address >> 8 & 0xff) as usize);
+            match self.bytes.as_ref().get(at..at + 2) {
+                Some(e) => u16::from_le_bytes([e[0], e[1]]),
+                None => FINER,
+            }
+        };
+        match entry {
+            NOT_FOUND => Indexed::NotFound,
+            FINER => Indexed::Finer,
+            p if usize::from(p) < self.places.len() => Indexed::Place(p),
+            _ => Indexed::Finer,
+        }
+    }
+
+    /// Asks the processor for `address`'s entry ahead of [`AddressIndex::get`].
+    #[inline]
+    pub(super) fn prefetch(&self, address: u32) {
+        let top = self.top[(address >> 16) as usize];
+        if top & UNIFORM == 0 {
+            let at = self.blocks_at + 2 * ((top as usize) << 8 | (address >> 8 & 0xff) as usize);
+            if let Some(e) = self.bytes.as_ref().get(at) {
+                crate::prefetch::prefetch(e);
+            }
+        }
+    }
+
+    /// The data-section offset of a record of place `p`.
+    pub(super) fn record_of(&self, p: u16) -> usize {
+        self.places[usize::from(p)] as usize
+    }
+
+    /// How many places the index names.
+    pub(super) fn place_count(&self) -> usize {
+        self.places.len()
+    }
+
+    /// Whether the body is what its header's checksum says (waiting for the check to finish).
+    pub(super) fn intact(&self) -> Result<(), IndexError> {
+        let handle = self
+            .checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match handle.map(|h| h.join()) {
+            Some(Ok(false)) | Some(Err(_)) => Err(IndexError::Corrupt {
+                path: self.path.clone(),
+                detail: "its checksum does not match its contents".to_string(),
+            }),
+            Some(Ok(true)) | None => Ok(()),
+        }
+    }
+
+    /// Maps and checks the index at `path` for a database of `identity` read with `fields`.
+    pub(super) fn load(
+        path: &Path,
+        identity: &DbIdentity,
+        fields: &str,
+        data_len: usize,
+    ) -> Result<AddressIndex, IndexError> {
+        let shown = path.display().to_string();
+        let bytes = super::map_or_read(path).map_err(|source| IndexError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let corrupt = |detail: &str| IndexError::Corrupt {
+            path: shown.clone(),
+            detail: detail.to_string(),
+        };
+        let mut r = Reader {
+            bytes: bytes.as_ref(),
+            at: 0,
+        };
+        if r.take(8).ok_or_else(|| corrupt("too short"))? != MAGIC {
+            return Err(corrupt("no index header"));
+        }
+        let header = Header::read(&mut r).ok_or_else(|| corrupt("header cut short"))?;
+        if header.version != VERSION {
+            return Err(corrupt(&format!(
+                "format version {}, where this logcensus reads {VERSION}",
+                header.version
+            )));
+        }
+        if header.db != *identity {
+            return Err(IndexError::OtherDatabase {
+                path: shown,
+                detail: header.db.differs_from(identity),
+            });
+        }
+        if header.fields != fields {
+            return Err(IndexError::OtherFields {
+                path: shown,
+                made: header.fields,
+                now: fields.to_string(),
+            });
+        }
+        let body_at = r.at;
+        let places = header.places as usize;
+        let blocks = header.blocks as usize;
+        let body_len = bytes.as_ref().len() - body_at;
+        if places > MAX_PLACES
+            || body_len as u64 != (4 * TOP + 4 * places) as u64 + 512 * blocks as u64
+        {
+            return Err(corrupt("its length does not match its header"));
+        }
+        let words = |b: &[u8]| -> Box<[u32]> {
+            b.chunks_exact(4)
+                .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")))
+                .collect()
+        };
+        let body = &bytes.as_ref()[body_at..];
+        let top = words(&body[..4 * TOP]);
+        let offsets = words(&body[4 * TOP..4 * TOP + 4 * places]);
+        if offsets.iter().any(|&o| o as usize >= data_len) {
+            return Err(corrupt("a place's record is outside the database"));
+        }
+        let checked = {
+            let bytes = bytes.clone();
+            let expected = header.body_checksum;
+            std::thread::Builder::new()
+                .name("geoip-index-check".to_string())
+                .spawn(move || XxHash64::oneshot(0, &bytes.as_ref()[body_at..]) == expected)
+                .map_err(|source| IndexError::Read {
+                    path: shown.clone(),
+                    source,
+                })?
+        };
+        Ok(AddressIndex {
+            top,
+            places: offsets,
+            blocks_at: body_at + 4 * TOP + 4 * places,
+            bytes,
+            checked: std::sync::Mutex::new(Some(checked)),
+            path: shown,
+        })
+    }
+}
+
+/// An index file's header after its magic.
+struct Header {
+    version: u32,
+    db: DbIdentity,
+    fields: String,
+    places: u32,
+    blocks: u32,
+    body_checksum: u64,
+}
+
+impl Header {
+    fn read(r: &mut Reader<'_>) -> Option<Header> {
+        let version = r.u32()?;
+        let db = DbIdentity {
+            len: r.u64()?,
+            build_epoch: r.u64()?,
+            node_count: r.u32()?,
+            record_size: r.u16()?,
+            ip_version: r.u16()?,
+            checksum: r.u64()?,
+        };
+        let places = r.u32()?;
+        let blocks = r.u32()?;
+        let body_checksum = r.u64()?;
+        let fields_len = r.u32()? as usize;
+        let fields = String::from_utf8(r.take(fields_len)?.to_vec()).ok()?;
+        Some(Header {
+            version,
+            db,
+            fields,
+            places,
+            blocks,
+            body_checksum,
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.db.len.to_le_bytes());
+        out.extend_from_slice(&self.db.build_epoch.to_le_bytes());
+        out.extend_from_slice(&self.db.node_count.to_le_bytes());
+        out.extend_from_slice(&self.db.record_size.to_le_bytes());
+        out.extend_from_slice(&self.db.ip_version.to_le_bytes());
+        out.extend_from_slice(&self.db.checksum.to_le_bytes());
+        out.extend_from_slice(&self.places.to_le_bytes());
+        out.extend_from_slice(&self.blocks.to_le_bytes());
+        out.extend_from_slice(&self.body_checksum.to_le_bytes());
+        out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
+        out.extend_from_slice(self.fields.as_bytes());
+    }
+}
+
+impl DbIdentity {
+    /// What differs between the database an index was made from (`self`) and `now`.
+    fn differs_from(&self, now: &DbIdentity) -> String {
+        if self.build_epoch != now.build_epoch {
+            format!(
+                "built at Unix time {}, this one at {}",
+                self.build_epoch, now.build_epoch
+            )
+        } else if self.len != now.len {
+            format!("{} bytes, this one {}", self.len, now.len)
+        } else {
+            "same size and build time, different contents".to_string()
+        }
+    }
+}
+
+struct Reader<'b> {
+    bytes: &'b [u8],
+    at: usize,
+}
+
+impl<'b> Reader<'b> {
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+        let s = self.bytes.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// Makes the index of `db` (opened at region level, so that its places are the finest any
+/// run asks for), as the bytes of its file.
+pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<u8>, IndexError> {
+    let mut places: Vec<u32> = Vec::new();
+    // The database's answer number → place number, and record offset → entry.
+    let mut place_of_answer: std::collections::HashMap<u32, u16> = Default::default();
+    let mut entry_of_offset: std::collections::HashMap<usize, u16> = Default::default();
+    let mut entry_of = |end: usize| -> Result<u16, IndexError> {
+        let Some(offset) = tree.offset(end) else {
+            return Ok(NOT_FOUND);
+        };
+        if let Some(&e) = entry_of_offset.get(&offset) {
+            return Ok(e);
+        }
+        let e = match db.answer_at(tree, offset) {
+            Answer::Unknown => NOT_FOUND,
+            Answer::Known(i) => match place_of_answer.get(&i) {
+                Some(&p) => p,
+                None => {
+                    if places.len() >= MAX_PLACES {
+                        return Err(IndexError::Make(format!(
+                            "the database has more than {MAX_PLACES} places"
+                        )));
+                    }
+                    let record = u32::try_from(offset).map_err(|_| {
+                        IndexError::Make("a record offset does not fit in 32 bits".to_string())
+                    })?;
+                    let p = places.len() as u16;
+                    places.push(record);
+                    place_of_answer.insert(i, p);
+                    p
+                }
+            },
+        };
+        entry_of_offset.insert(offset, e);
+        Ok(e)
+    };
+    let starts = tree.v4_jumps();
+    let mut top = vec![0u32; TOP];
+    let mut blocks: Vec<u16> = Vec::new();
+    let mut block_numbers: std::collections::HashMap<Vec<u16>, u32> = Default::default();
+    let mut block = vec![0u16; 256];
+    for (slash16, &start) in starts.iter().enumerate() {
+        let start = start as usize;
+        if !tree.is_node(start) {
+            top[slash16] = UNIFORM | u32::from(entry_of(start)?);
+            continue;
+        }
+        // Depth first through the /16's next eight levels: a leaf fills the /24s it covers,
+        // a node still inner at the eighth level is a /24 of finer networks.
+        let mut stack = vec![(start, 0u32, 0usize)];
+        while let Some((node, depth, first)) = stack.pop() {
+            let span = 256 >> depth;
+            if !tree.is_node(node) {
+                let e = entry_of(node)?;
+                block[first..first + span].fill(e);
+            } else if depth == 8 {
+                block[first] = FINER;
+            } else {
+                stack.push((tree.child(node, 1), depth + 1, first + span / 2));
+                stack.push((tree.child(node, 0), depth + 1, first));
+            }
+        }
+        top[slash16] = if block.iter().all(|&e| e == block[0]) {
+            UNIFORM | u32::from(block[0])
+        } else {
+            let next = (blocks.len() / 256) as u32;
+            let n = *block_numbers.entry(block.clone()).or_insert(next);
+            if n == next {
+                blocks.extend_from_slice(&block);
+            }
+            n
+        };
+    }
+    let mut body = Vec::with_capacity(4 * TOP + 4 * places.len() + 2 * blocks.len());
+    top.iter()
+        .for_each(|t| body.extend_from_slice(&t.to_le_bytes()));
+    places
+        .iter()
+        .for_each(|o| body.extend_from_slice(&o.to_le_bytes()));
+    blocks
+        .iter()
+        .for_each(|e| body.extend_from_slice(&e.to_le_bytes()));
+    let header = Header {
+        version: VERSION,
+        db: identity,
+        fields: db.fields_text(),
+        places: places.len() as u32,
+        blocks: (blocks.len() / 256) as u32,
+        body_checksum: XxHash64::oneshot(0, &body),
+    };
+    let mut out = Vec::with_capacity(body.len() + 128);
+    header.write(&mut out);
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::path::{Path, PathBuf};
+
+    use logcensus_fixtures::mmdb::{MmdbBuilder, Value};
+    use logcensus_policy::{GeoFields, GeoLevel};
+
+    use super::*;
+
+    /// A random City-schema database: IPv4 networks from /8 to /32 (so some /24s are split
+    /// finer), IPv6 ones, and records that repeat a place under another city, lack a
+    /// subdivision or a country, or hold values the reader refuses.
+    fn random_city(ip_version: u16, record_size: u16, epoch: u64, seed: u64) -> Vec<u8> {
+        random_city_networks(ip_version, record_size, epoch, seed).0
+    }
+
+    /// [`random_city`], and its networks.
+    fn random_city_networks(
+        ip_version: u16,
+        record_size: u16,
+        epoch: u64,
+        seed: u64,
+    ) -> (Vec<u8>, Vec<(IpAddr, u8)>) {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let places = [
+            ("NA", "US", Some("VA")),
+            ("NA", "US", Some("CA")),
+            ("NA", "US", None),
+            ("EU", "DE", Some("BY")),
+            ("EU", "GB", Some("SCT")),
+            ("AS", "JP", Some("13")),
+            ("EU", "Germany", Some("BY")),
+            ("", "FR", Some("IDF")),
+        ];
+        let mut b = MmdbBuilder::new("GeoIP2-City", ip_version);
+        b.record_size(record_size).build_epoch(epoch);
+        let mut networks = Vec::new();
+        for i in 0..2_000u32 {
+            let (continent, country, sub) = places[(next() % places.len() as u64) as usize];
+            let mut fields = vec![("city", Value::map([("geoname_id", Value::Uint32(i % 97))]))];
+            if !continent.is_empty() {
+                fields.push((
+                    "continent",
+                    Value::map([("code", Value::String(continent.into()))]),
+                ));
+            }
+            fields.push((
+                "country",
+                Value::map([("iso_code", Value::String(country.into()))]),
+            ));
+            if let Some(sub) = sub {
+                fields.push((
+                    "subdivisions",
+                    Value::Array(vec![Value::map([("iso_code", Value::String(sub.into()))])]),
+                ));
+            }
+            let value = match i % 50 {
+                0 => Value::map([("location", Value::Double(1.5))]),
+                _ => Value::map(fields),
+            };
+            let v6 = ip_version == 6 && i % 4 == 0;
+            let network = if v6 {
+                let len = 16 + (next() % 49) as u8;
+                let a = (u128::from(next()) << 64 | u128::from(next())) >> 3 | 1u128 << 125;
+                (
+                    IpAddr::V6((a & (u128::MAX << (128 - u32::from(len)))).into()),
+                    len,
+                )
+            } else {
+                // Mostly /8–/24, a fifth finer: some /24s end up split.
+                let len = if i % 5 == 0 {
+                    25 + (next() % 8) as u8
+                } else {
+                    8 + (next() % 17) as u8
+                };
+                let a = (next() as u32) & (u32::MAX << (32 - u32::from(len)));
+                (IpAddr::V4(a.into()), len)
+            };
+            b.insert(network, value).unwrap();
+            networks.push(network);
+        }
+        (b.build().unwrap(), networks)
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// The first, last, middle and neighbouring addresses of every network, and random ones
+    /// with the first and last addresses of their /24s.
+    fn probes(seed: u64, networks: &[(IpAddr, u8)]) -> Vec<IpAddr> {
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut out = Vec::new();
+        for &(ip, len) in networks {
+            if let IpAddr::V4(a) = ip {
+                let (a, size) = (u32::from(a), (1u64 << (32 - u32::from(len))) as u32);
+                for p in [
+                    a.wrapping_sub(1),
+                    a,
+                    a.wrapping_add(size / 2),
+                    a.wrapping_add(size.wrapping_sub(1)),
+                    a.wrapping_add(size),
+                ] {
+                    out.push(IpAddr::V4(p.into()));
+                }
+            } else {
+                out.push(ip);
+            }
+        }
+        for _ in 0..40_000 {
+            let a = next() as u32;
+            out.push(IpAddr::V4(a.into()));
+            out.push(IpAddr::V4((a & !0xff).into()));
+            out.push(IpAddr::V4((a | 0xff).into()));
+        }
+        for _ in 0..2_000 {
+            out.push(IpAddr::V6(
+                ((u128::from(next()) << 64 | u128::from(next())) >> 3 | 1u128 << 125).into(),
+            ));
+        }
+        out.push("0.0.0.0".parse().unwrap());
+        out.push("255.255.255.255".parse().unwrap());
+        out
+    }
+
+    fn show(answer: (&std::sync::Arc<super::super::Place>, bool)) -> String {
+        let (p, known) = answer;
+        let s = |v: &Option<crate::Str>| v.as_deref().unwrap_or("null").to_string();
+        format!(
+            "{} {} {} {known}",
+            s(&p.continent),
+            s(&p.country),
+            s(&p.region)
+        )
+    }
+
+    /// With its index, a database answers every address as it does without (one at a time and
+    /// looked up ahead in batches), at every level, on IPv4 and IPv6 databases of each record
+    /// size; and the index answers most addresses itself, leaving split /24s to the tree.
+    #[test]
+    fn an_index_answers_what_its_database_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let fields = GeoFields::default();
+        for (n, (ip_version, record_size)) in [(4, 24), (6, 28), (6, 32)].into_iter().enumerate() {
+            let (db, networks) =
+                random_city_networks(ip_version, record_size, 1_700_000_000, n as u64 + 1);
+            let db_path = write(dir.path(), &format!("{n}.mmdb"), &db);
+            let ips = probes(0x2545_f491_4f6c_dd1d, &networks);
+            let index = write(
+                dir.path(),
+                &format!("{n}.idx"),
+                &GeoDb::make_index(&db_path, &fields).unwrap(),
+            );
+            for level in [GeoLevel::Continent, GeoLevel::Country, GeoLevel::Region] {
+                let plain = GeoDb::open(&db_path, &fields, level).unwrap();
+                let mut indexed = GeoDb::open(&db_path, &fields, level).unwrap();
+                indexed.use_index(&index).unwrap();
+                indexed.index_intact().unwrap();
+                let mut p = plain.lookup();
+                let mut one = indexed.lookup();
+                let want: Vec<String> = ips.iter().map(|&ip| show(p.place(Some(ip)))).collect();
+                for (ip, want) in ips.iter().zip(&want) {
+                    let got = show(one.place(Some(*ip)));
+                    assert_eq!(
+                        &got, want,
+                        "{ip}: IPv{ip_version}, {record_size}-bit, {level:?}"
+                    );
+                }
+                let mut ahead = indexed.lookup();
+                let mut answers = Vec::new();
+                for (ips, want) in ips.chunks(1000).zip(want.chunks(1000)) {
+                    answers.clear();
+                    ahead.look_ahead(ips, &mut answers);
+                    for ((ip, &a), want) in ips.iter().zip(&answers).zip(want) {
+                        let got = show(ahead.place_of(a));
+                        assert_eq!(&got, want, "{ip} looked up ahead, {level:?}");
+                    }
+                }
+            }
+            let db = GeoDb::open(&db_path, &fields, GeoLevel::Region).unwrap();
+            let ix = AddressIndex::load(
+                &index,
+                &db.identity,
+                &db.fields_text(),
+                db.tree.as_ref().unwrap().data().len(),
+            )
+            .unwrap();
+            let mut counts = [0usize; 3];
+            for ip in &ips {
+                if let IpAddr::V4(a) = ip {
+                    counts[match ix.get(u32::from(*a)) {
+                        Indexed::Place(_) => 0,
+                        Indexed::NotFound => 1,
+                        Indexed::Finer => 2,
+                    }] += 1;
+                }
+            }
+            let [places, not_found, finer] = counts;
+            assert!(
+                places > 30_000 && not_found > 1_000 && finer > 100,
+                "{counts:?}"
+            );
+        }
+    }
+
+    /// An index is refused, with what to do, when it was made from another database, with other
+    /// fields, or is not an index; a damaged body is found by its checksum.
+    #[test]
+    fn an_index_for_another_database_or_damaged_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fields = GeoFields::default();
+        let a = write(dir.path(), "a.mmdb", &random_city(6, 28, 1_700_000_000, 7));
+        let b = write(dir.path(), "b.mmdb", &random_city(6, 28, 1_700_086_400, 7));
+        let bytes = GeoDb::make_index(&a, &fields).unwrap();
+        let index = write(dir.path(), "a.idx", &bytes);
+        let open =
+            |db: &Path, fields: &GeoFields| GeoDb::open(db, fields, GeoLevel::Region).unwrap();
+
+        let e = open(&b, &fields).use_index(&index).unwrap_err().to_string();
+        assert!(
+            e.contains("a.idx was made from another database (built at Unix time 1700000000, this one at 1700086400)")
+                && e.contains("logcensus geoip-index"),
+            "{e}"
+        );
+        let other = GeoFields {
+            subdivision: "subdivisions.1.iso_code".into(),
+            ..GeoFields::default()
+        };
+        let e = open(&a, &other).use_index(&index).unwrap_err().to_string();
+        assert!(
+            e.contains("made with other [geoip.fields]")
+                && e.contains("subdivision = \"subdivisions.0.iso_code\"")
+                && e.contains("subdivision = \"subdivisions.1.iso_code\""),
+            "{e}"
+        );
+        let short = write(dir.path(), "short.idx", &bytes[..bytes.len() - 2]);
+        let e = open(&a, &fields).use_index(&short).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "short.idx is not a logcensus address index (its length does not match its header)"
+            ),
+            "{e}"
+        );
+        let e = open(&a, &fields).use_index(&a).unwrap_err().to_string();
+        assert!(
+            e.contains("a.mmdb is not a logcensus address index (no index header)"),
+            "{e}"
+        );
+        let e = open(&a, &fields)
+            .use_index(&dir.path().join("missing.idx"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read address index ") && e.contains("missing.idx"),
+            "{e}"
+        );
+
+        // A flipped byte in a block: the index loads (its entries still name places it has),
+        // and its checksum says it is damaged.
+        let mut damaged = bytes.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0x01;
+        let damaged = write(dir.path(), "damaged.idx", &damaged);
+        let mut db = open(&a, &fields);
+        db.use_index(&damaged).unwrap();
+        let e = db.index_intact().unwrap_err().to_string();
+        assert!(e.contains("damaged.idx is not a logcensus address index (its checksum does not match its contents)"), "{e}");
+        // The intact one passes.
+        let mut db = open(&a, &fields);
+        db.use_index(&index).unwrap();
+        db.index_intact().unwrap();
+    }
+}
