@@ -62,7 +62,7 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Geo(#[from] GeoError),
-    #[error("{0}; nothing was written. Make the index again with `logcensus geoip-index`, or run without it")]
+    #[error("{0} (or run without it); nothing was written")]
     GeoIndex(#[from] logcensus_enrich::IndexError),
     #[error(transparent)]
     Sink(#[from] SinkError),

@@ -698,3 +698,133 @@ fn a_run_replacing_a_date_built_from_other_input_says_so() {
         "{other}"
     );
 }
+
+/// `logcensus geoip-index` makes the address index of the test database; a run given it writes
+/// the tables a run without it writes (checked by hand here); an index of another database is
+/// left out with a warning that names it and says what to do; a damaged one fails the run
+/// before anything is written.
+#[test]
+fn an_address_index_gives_the_same_tables() {
+    let lines = [
+        ("3.80.0.1", FIREFOX, 10),       // US-VA
+        ("3.80.0.1", FIREFOX, 20),       // US-VA, same visitor
+        ("3.80.0.2", FIREFOX, 30),       // US-VA, another visitor
+        ("2a01:4f8::1", CHROME_WIN, 40), // DE-BY, IPv6: never in the index
+        ("63.140.0.1", FIREFOX, 50),     // US, no subdivision
+        ("203.0.113.9", FIREFOX, 60),    // no record
+        ("126.1.2.3", FIREFOX, 70),      // JP-13
+    ];
+    let log: String = lines
+        .iter()
+        .map(|(ip, ua, b)| {
+            format!(
+                "{ip} - - [17/May/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 {b} \"-\" \"{ua}\"\n"
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("access.log");
+    std::fs::write(&input, &log).unwrap();
+    let index = dir.path().join("city.idx");
+    let p = pipeline(
+        dir.path(),
+        "indexed",
+        &format!(
+            "[source]\nformat = \"combined\"\n\n[geoip]\ndatabase = \"{}\"\nindex = \"city.idx\"\n\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\n{ALL_TABLES}\ncrawlers = \"exclude\"\n",
+            test_mmdb().display()
+        ),
+    );
+    let made = ok(&logcensus(&[
+        "geoip-index",
+        "--pipeline",
+        p.to_str().unwrap(),
+    ]));
+    assert!(
+        made.contains("wrote the address index of") && made.contains("city.idx"),
+        "{made}"
+    );
+    let regions = |out: &Path| -> Vec<String> {
+        rows(out, "traffic_by_region")
+            .iter()
+            .map(|r| {
+                [
+                    "continent",
+                    "country",
+                    "region",
+                    "requests",
+                    "visitors",
+                    "bytes",
+                ]
+                .map(|c| get(r, c))
+                .join(" ")
+            })
+            .collect()
+    };
+    let want = [
+        "(unknown) (unknown) (unknown) 1 1 60",
+        "AS JP JP-13 1 1 70",
+        "EU DE DE-BY 1 1 40",
+        "NA US (unknown) 1 1 50",
+        "NA US US-VA 3 2 60",
+    ];
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--pipeline",
+            p.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        logcensus(&args)
+    };
+    let with = dir.path().join("with");
+    let said = ok(&run(&with, &[]));
+    assert!(said.contains("address index in use"), "{said}");
+    assert_eq!(regions(&with), want);
+
+    // An index of another database (the flat test database's) is left out, with a warning.
+    let flat = root().join("fixtures/geoip/logcensus-test-flat.mmdb");
+    let other = dir.path().join("other.idx");
+    ok(&logcensus(&[
+        "geoip-index",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--geoip",
+        flat.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+    ]));
+    let left_out = dir.path().join("left-out");
+    let said = ok(&run(&left_out, &["--geoip-index", other.to_str().unwrap()]));
+    assert!(
+        said.contains("WARN")
+            && said.contains("other.idx was made from another database")
+            && said.contains("make it again with `logcensus geoip-index` for this one")
+            && said.contains("looking addresses up in the database itself"),
+        "{said}"
+    );
+    assert_eq!(regions(&left_out), want);
+
+    // A damaged index: the run fails, says why and what to do, and writes nothing.
+    let mut bytes = std::fs::read(&index).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    let damaged = dir.path().join("damaged.idx");
+    std::fs::write(&damaged, bytes).unwrap();
+    let failed_out = dir.path().join("failed");
+    let failed = run(&failed_out, &["--geoip-index", damaged.to_str().unwrap()]);
+    let said = text(&failed);
+    assert!(!failed.status.success(), "{said}");
+    assert!(
+        said.contains("damaged.idx is not a logcensus address index (its checksum does not match its contents); make it again with `logcensus geoip-index` (or run without it); nothing was written"),
+        "{said}"
+    );
+    assert!(
+        !failed_out.exists() || files_below(&failed_out).is_empty(),
+        "{:?}",
+        files_below(&failed_out)
+    );
+}
