@@ -20,6 +20,9 @@
 #   LOGCENSUS_BENCH_MMDB   a real GeoIP database (e.g. GeoLite2-City.mmdb) for logcensus
 #                          --geoip and GoAccess --geoip-database; never commit one. Without it,
 #                          logcensus uses the pipeline's test database and GoAccess none.
+#   GEOIP_INDEX            on (default): `logcensus geoip-index` makes the database's address
+#                          index once (its time is printed) and each run is given it
+#                          (--geoip-index); off: runs look addresses up in the database alone
 #   THREADS                logcensus --threads (default: logcensus's own, one per core)
 #   PAGE_CACHE             reread (default): each log is dropped from the page cache and read
 #                          back before it is timed, so that every run sees the state of a file
@@ -64,6 +67,11 @@ target_dir="${CARGO_TARGET_DIR:-$root/target}"
 pipeline="pipelines/internal-daily.toml"
 mmdb="${LOGCENSUS_BENCH_MMDB:-}"
 page_cache="${PAGE_CACHE:-reread}"
+geoip_index="${GEOIP_INDEX:-on}"
+case "$geoip_index" in
+  on | off) ;;
+  *) echo "e2e.sh: GEOIP_INDEX=$geoip_index: use on or off" >&2; exit 2 ;;
+esac
 case "$page_cache" in
   reread | as-is) ;;
   *) echo "e2e.sh: PAGE_CACHE=$page_cache: use reread or as-is" >&2; exit 2 ;;
@@ -161,6 +169,14 @@ timed_alternating() {
 rows=()
 commands=()
 counted=()
+index_note="database alone"
+if [[ $geoip_index == on ]]; then
+  make_index=("$logcensus" geoip-index --pipeline "$pipeline" --out "$tmp/geoip.idx")
+  [[ -n "$mmdb" ]] && make_index+=(--geoip "$mmdb")
+  timed index "${make_index[@]}"
+  commands+=("${make_index[*]}")
+  index_note="with its address index (made in $(elapsed_s index) s, $(($(stat -c %s "$tmp/geoip.idx") / 1048576)) MiB)"
+fi
 row() { rows+=("$(printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |' "$@")"); }
 
 started="$(date -u +%Y-%m-%dT%H:%MZ)"
@@ -200,11 +216,13 @@ for n in $lines_list; do
   # The database too is read into the cache (pages of it may have been paged out since the
   # last run): a run that waits on the disk measures the disk.
   [[ -n "$mmdb" ]] && cat "$mmdb" >/dev/null
+  [[ $geoip_index == on ]] && cat "$tmp/geoip.idx" >/dev/null
 
   out="$tmp/out-$n"
   run=("$logcensus" run --pipeline "$pipeline" --input "$log" --out "$out" --no-progress
     --visitor-key-file "$tmp/visitor.key")
   [[ -n "$mmdb" ]] && run+=(--geoip "$mmdb")
+  [[ $geoip_index == on ]] && run+=(--geoip-index "$tmp/geoip.idx")
   [[ -n "${THREADS:-}" ]] && run+=(--threads "$THREADS")
   wc_cmd=(wc -l "$log")
   echo "running logcensus and wc -l on $n lines ($size_mib MiB), alternately" >&2
@@ -224,6 +242,7 @@ for n in $lines_list; do
       "$logcensus" run --pipeline "$pipeline" --input "$log" --out "$tmp/cg-out-$n" --no-progress
       --visitor-key-file "$tmp/visitor.key" --threads 1)
     [[ -n "$mmdb" ]] && cg+=(--geoip "$mmdb")
+    [[ $geoip_index == on ]] && cg+=(--geoip-index "$tmp/geoip.idx")
     "${cg[@]}" >"$tmp/callgrind.out" 2>"$tmp/callgrind.err" || {
       cat "$tmp/callgrind.err" >&2
       exit 1
@@ -272,7 +291,7 @@ for n in $lines_list; do
 done
 
 echo
-echo "logcensus e2e, started $started, $(nproc) cores, other cargo/rustc processes at start: $busy, geoip: ${mmdb:-test database of the pipeline}, page cache: $page_cache"
+echo "logcensus e2e, started $started, $(nproc) cores, other cargo/rustc processes at start: $busy, geoip: ${mmdb:-test database of the pipeline}, $index_note, page cache: $page_cache"
 echo
 printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |\n' lines tool wall_s cpu_s lines/s peak_MiB ratio
 echo "|-----------:|-----------|---------:|---------:|-------------:|----------:|------------------------|"
