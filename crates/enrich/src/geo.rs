@@ -174,7 +174,10 @@ impl GeoDb {
     /// another database or with other fields is refused, and the database is used as before.
     pub fn use_index(&mut self, path: &Path) -> Result<(), IndexError> {
         let data_len = self.tree.as_ref().map_or(0, |t| t.data().len());
-        let index = AddressIndex::load(path, &self.identity, &self.fields_text(), data_len)?;
+        let mut index = AddressIndex::load(path, &self.identity, &self.fields_text(), data_len)?;
+        if let Some(tree) = &self.tree {
+            tree.use_jumps(index.take_jumps());
+        }
         self.index = Some(index);
         Ok(())
     }
@@ -458,10 +461,15 @@ impl GeoLookup<'_> {
         self.walks.clear();
         let index = self.db.index.as_ref();
         for (i, &ip) in addresses.iter().enumerate() {
+            // An indexed address's entry is two reads, the second at an offset the first
+            // gives: its top entry is asked for 16 addresses ahead, its block entry 8 ahead.
             match (index, addresses.get(i + 8)) {
                 (Some(index), Some(&IpAddr::V4(next))) => index.prefetch(u32::from(next)),
                 (_, Some(&next)) => cache.prefetch(&AddressKey::of(next)),
                 (_, None) => {}
+            }
+            if let (Some(index), Some(&IpAddr::V4(next))) = (index, addresses.get(i + 16)) {
+                index.prefetch_top(u32::from(next));
             }
             if let (Some(index), IpAddr::V4(a)) = (index, ip) {
                 if let Some(answer) = self.indexed(index, tree, u32::from(a)) {

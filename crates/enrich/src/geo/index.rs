@@ -23,7 +23,7 @@ use super::tree::{Bytes, Tree};
 use super::{Answer, GeoDb};
 
 const MAGIC: &[u8; 8] = b"LCGEOIDX";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Entries of the top table: one per /16.
 const TOP: usize = 1 << 16;
 /// A top entry with this bit names one place for the whole /16 in its low 16 bits; without it,
@@ -109,6 +109,10 @@ pub(super) struct AddressIndex {
     bytes: Bytes,
     /// Where the blocks start in `bytes` (256 two-byte entries each).
     blocks_at: usize,
+    /// The search tree's jump tables, IPv4's and (for an IPv6 database) IPv6's: where the
+    /// first 16 bits of an address lead (see `tree.rs`), which a run would otherwise make as it
+    /// starts (milliseconds for a real database).
+    jumps: Vec<Box<[u32]>>,
     /// The body's checksum, worked out on a thread of its own while the run starts: the
     /// run asks for it ([`AddressIndex::intact`]) before it writes anything.
     checked: std::sync::Mutex<Option<std::thread::JoinHandle<bool>>>,
@@ -150,9 +154,20 @@ impl AddressIndex {
         }
     }
 
+    /// Asks the processor for `address`'s top entry, which [`AddressIndex::prefetch`] reads.
+    #[inline]
+    pub(super) fn prefetch_top(&self, address: u32) {
+        crate::prefetch::prefetch(&self.top[(address >> 16) as usize]);
+    }
+
     /// The data-section offset of a record of place `p`.
     pub(super) fn record_of(&self, p: u16) -> usize {
         self.places[usize::from(p)] as usize
+    }
+
+    /// The jump tables (see `jumps`), to be handed to the tree.
+    pub(super) fn take_jumps(&mut self) -> Vec<Box<[u32]>> {
+        std::mem::take(&mut self.jumps)
     }
 
     /// How many places the index names.
@@ -222,9 +237,11 @@ impl AddressIndex {
         let body_at = r.at;
         let places = header.places as usize;
         let blocks = header.blocks as usize;
+        let jumps = header.jumps as usize;
         let body_len = bytes.as_ref().len() - body_at;
         if places > MAX_PLACES
-            || body_len as u64 != (4 * TOP + 4 * places) as u64 + 512 * blocks as u64
+            || jumps > 2
+            || body_len as u64 != (4 * TOP * (1 + jumps) + 4 * places) as u64 + 512 * blocks as u64
         {
             return Err(corrupt("its length does not match its header"));
         }
@@ -236,6 +253,10 @@ impl AddressIndex {
         let body = &bytes.as_ref()[body_at..];
         let top = words(&body[..4 * TOP]);
         let offsets = words(&body[4 * TOP..4 * TOP + 4 * places]);
+        let jumps_at = 4 * TOP + 4 * places;
+        let jumps: Vec<Box<[u32]>> = (0..jumps)
+            .map(|j| words(&body[jumps_at + 4 * TOP * j..jumps_at + 4 * TOP * (j + 1)]))
+            .collect();
         if offsets.iter().any(|&o| o as usize >= data_len) {
             return Err(corrupt("a place's record is outside the database"));
         }
@@ -253,7 +274,8 @@ impl AddressIndex {
         Ok(AddressIndex {
             top,
             places: offsets,
-            blocks_at: body_at + 4 * TOP + 4 * places,
+            blocks_at: body_at + jumps_at + 4 * TOP * jumps.len(),
+            jumps,
             bytes,
             checked: std::sync::Mutex::new(Some(checked)),
             path: shown,
@@ -267,6 +289,8 @@ struct Header {
     db: DbIdentity,
     fields: String,
     places: u32,
+    /// 1 (IPv4's) or 2 (and IPv6's).
+    jumps: u32,
     blocks: u32,
     body_checksum: u64,
 }
@@ -283,6 +307,7 @@ impl Header {
             checksum: r.u64()?,
         };
         let places = r.u32()?;
+        let jumps = r.u32()?;
         let blocks = r.u32()?;
         let body_checksum = r.u64()?;
         let fields_len = r.u32()? as usize;
@@ -292,6 +317,7 @@ impl Header {
             db,
             fields,
             places,
+            jumps,
             blocks,
             body_checksum,
         })
@@ -307,6 +333,7 @@ impl Header {
         out.extend_from_slice(&self.db.ip_version.to_le_bytes());
         out.extend_from_slice(&self.db.checksum.to_le_bytes());
         out.extend_from_slice(&self.places.to_le_bytes());
+        out.extend_from_slice(&self.jumps.to_le_bytes());
         out.extend_from_slice(&self.blocks.to_le_bytes());
         out.extend_from_slice(&self.body_checksum.to_le_bytes());
         out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
@@ -432,6 +459,15 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
     places
         .iter()
         .for_each(|o| body.extend_from_slice(&o.to_le_bytes()));
+    let mut jumps = vec![starts];
+    if let Some(v6) = tree.v6_jumps() {
+        jumps.push(v6);
+    }
+    for table in &jumps {
+        table
+            .iter()
+            .for_each(|j| body.extend_from_slice(&j.to_le_bytes()));
+    }
     blocks
         .iter()
         .for_each(|e| body.extend_from_slice(&e.to_le_bytes()));
@@ -440,6 +476,7 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
         db: identity,
         fields: db.fields_text(),
         places: places.len() as u32,
+        jumps: jumps.len() as u32,
         blocks: (blocks.len() / 256) as u32,
         body_checksum: XxHash64::oneshot(0, &body),
     };

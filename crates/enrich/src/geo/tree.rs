@@ -210,6 +210,22 @@ impl Tree {
         self.jumps_from(self.v4_start)
     }
 
+    /// The same for IPv6 addresses, in an IPv6 database.
+    pub(super) fn v6_jumps(&self) -> Option<Box<[u32]>> {
+        (self.ip_version == 6).then(|| self.jumps_from(0))
+    }
+
+    /// Uses `tables` (IPv4's, then IPv6's), made by [`Tree::v4_jumps`] and [`Tree::v6_jumps`]
+    /// from this very tree (the address index keeps them), instead of making its own. A table
+    /// of the wrong size is ignored.
+    pub(super) fn use_jumps(&self, tables: Vec<Box<[u32]>>) {
+        for (family, table) in tables.into_iter().enumerate().take(2) {
+            if table.len() == 1 << JUMP_BITS {
+                let _ = self.jumps[family].set(table);
+            }
+        }
+    }
+
     /// Whether a record value is a node of the tree (else a walk ends there).
     pub(super) fn is_node(&self, value: usize) -> bool {
         value < self.node_count
