@@ -182,6 +182,11 @@ impl GeoDb {
         Ok(())
     }
 
+    /// Whether IPv4 addresses are looked up in an address index.
+    pub fn has_index(&self) -> bool {
+        self.index.is_some()
+    }
+
     /// Stops using the address index, if any.
     pub fn forget_index(&mut self) {
         self.index = None;

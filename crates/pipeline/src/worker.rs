@@ -560,6 +560,17 @@ mod tests {
     /// with the virtual host), repeated within the batch and across batches.
     #[test]
     fn looking_ahead_changes_no_count() {
+        let plain = looking_ahead_changes_no_count_with(false);
+        // The address index changes none either.
+        let indexed = looking_ahead_changes_no_count_with(true);
+        assert_eq!(indexed, plain);
+    }
+
+    /// [`looking_ahead_changes_no_count`], with the database's address index or without; the
+    /// tables counted line by line, for each format.
+    fn looking_ahead_changes_no_count_with(
+        indexed: bool,
+    ) -> Vec<Vec<logcensus_aggregate::TableOut>> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("city.mmdb");
@@ -576,6 +587,7 @@ mod tests {
             "203.0.113.9",
             "63.140.0.1",
         ];
+        let mut tables = Vec::new();
         for format in ["combined", "vcombined"] {
             let p = dir.path().join(format!("{format}.toml"));
             std::fs::write(
@@ -588,7 +600,16 @@ mod tests {
             )
             .unwrap();
             let pipeline = Pipeline::load(&p).unwrap();
-            let geo = GeoDb::open(&db, &pipeline.geo_fields, pipeline.geo_level).unwrap();
+            let mut geo = GeoDb::open(&db, &pipeline.geo_fields, pipeline.geo_level).unwrap();
+            if indexed {
+                let index = dir.path().join("city.idx");
+                std::fs::write(
+                    &index,
+                    GeoDb::make_index(&db, &pipeline.geo_fields).unwrap(),
+                )
+                .unwrap();
+                geo.use_index(&index).unwrap();
+            }
             let lines: Vec<String> = (0..400)
                 .map(|i| {
                     let host = hosts[(i * 7 + i / 13) % hosts.len()];
@@ -618,7 +639,70 @@ mod tests {
             let ahead = batched.into_aggregates().finish(&TableName::ALL);
             assert_eq!(ahead, plain, "{format}");
             assert!(plain[0].num_rows() >= 5, "{format}: {:?}", plain[0]);
+            tables.push(plain);
         }
+        tables
+    }
+
+    /// A run opens the database with its address index when the index can be used, and
+    /// without it (a warning) when it cannot: missing, or made from another database. A damaged
+    /// index is found by its checksum: by the run's end for a batch run, at once for a
+    /// streaming worker, which then goes on without it.
+    #[test]
+    fn an_unusable_address_index_is_left_out() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("city.mmdb");
+        std::fs::write(&db, logcensus_fixtures::city_mmdb()).unwrap();
+        let flat = dir.path().join("flat.mmdb");
+        std::fs::write(&flat, logcensus_fixtures::flat_mmdb()).unwrap();
+        let p = dir.path().join("p.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[pipeline]\nname = \"t\"\npolicy = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_by_region\"]\ncrawlers = \"include\"\n",
+                root.join("pipelines/policies/site-privacy-policy.toml").display(),
+            ),
+        )
+        .unwrap();
+        let pipeline = Pipeline::load(&p).unwrap();
+        let index = dir.path().join("city.idx");
+        let bytes = GeoDb::make_index(&db, &pipeline.geo_fields).unwrap();
+        std::fs::write(&index, &bytes).unwrap();
+        let mut damaged_bytes = bytes.clone();
+        let last = damaged_bytes.len() - 1;
+        damaged_bytes[last] ^= 1;
+        let damaged = dir.path().join("damaged.idx");
+        std::fs::write(&damaged, damaged_bytes).unwrap();
+        let other = dir.path().join("flat.idx");
+        std::fs::write(
+            &other,
+            GeoDb::make_index(&flat, &pipeline.geo_fields).unwrap(),
+        )
+        .unwrap();
+        let open = |index: &std::path::Path, check_now: bool| {
+            crate::open_geo(&pipeline, Some(&db), Some(index), check_now)
+                .unwrap()
+                .unwrap()
+        };
+        for check_now in [false, true] {
+            let geo = open(&index, check_now);
+            assert!(geo.has_index());
+            geo.index_intact().unwrap();
+            assert!(!open(&dir.path().join("missing.idx"), check_now).has_index());
+            assert!(!open(&other, check_now).has_index());
+        }
+        // A batch run finds the damage before it writes; a streaming worker at once.
+        let geo = open(&damaged, false);
+        assert!(geo.has_index());
+        let e = geo.index_intact().unwrap_err().to_string();
+        assert!(
+            e.contains("its checksum does not match its contents"),
+            "{e}"
+        );
+        let geo = open(&damaged, true);
+        assert!(!geo.has_index());
+        geo.index_intact().unwrap();
     }
 
     /// A batch worker of a pipeline whose only table is `traffic_quality` hashes no visitor and
