@@ -157,7 +157,7 @@ impl GeoDb {
     }
 
     /// Makes the address index of the database at `path` read with `fields` (see
-    /// `geo/index.rs`), as the bytes of its file, and says how many places and /24 blocks it has.
+    /// `geo/index.rs`), as the bytes of its file.
     pub fn make_index(path: &Path, fields: &GeoFields) -> Result<Vec<u8>, IndexError> {
         let db = GeoDb::open(path, fields, GeoLevel::Region)
             .map_err(|e| IndexError::Make(e.to_string()))?;
