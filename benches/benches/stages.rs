@@ -65,6 +65,8 @@ struct Data {
     observed: Vec<Observed>,
     pipeline: Pipeline,
     geo: GeoDb,
+    /// The same database with its address index (`logcensus geoip-index`), made at start.
+    geo_indexed: GeoDb,
     /// `test-city`, or `LOGCENSUS_BENCH_MMDB=<file name>` for a database from the environment.
     geo_label: String,
     /// The finished tables of the whole log, for the Parquet writer.
@@ -127,6 +129,19 @@ fn data() -> &'static Data {
         };
         let geo = GeoDb::open(&mmdb, &pipeline.geo_fields, pipeline.geo_level)
             .unwrap_or_else(|e| panic!("{e}"));
+        let mut geo_indexed = GeoDb::open(&mmdb, &pipeline.geo_fields, pipeline.geo_level)
+            .unwrap_or_else(|e| panic!("{e}"));
+        {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let index = dir.path().join("geoip.idx");
+            let bytes =
+                GeoDb::make_index(&mmdb, &pipeline.geo_fields).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(&index, bytes).expect("the index is written");
+            geo_indexed
+                .use_index(&index)
+                .unwrap_or_else(|e| panic!("{e}"));
+            geo_indexed.index_intact().unwrap_or_else(|e| panic!("{e}"));
+        }
 
         let parser = LineParser::new(&FormatSpec::Combined).expect("combined compiles");
         let fields: Vec<Fields> = lines
@@ -203,6 +218,7 @@ fn data() -> &'static Data {
             observed,
             pipeline,
             geo,
+            geo_indexed,
             geo_label,
             tables,
             meta,
@@ -343,6 +359,22 @@ fn geo(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // The same through the address index: IPv4 addresses read from it, IPv6 ones walked.
+    g.bench_function(format!("place_cold_indexed/{}", d.geo_label), |b| {
+        b.iter_batched(
+            || {
+                d.geo_indexed.forget_lookups();
+                d.geo_indexed.lookup()
+            },
+            |mut places| {
+                for f in &d.fields {
+                    black_box(places.place(black_box(f.address)));
+                }
+                places
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 
@@ -460,6 +492,22 @@ fn line_worker(c: &mut Criterion) {
             || {
                 d.geo.forget_lookups();
                 LineWorker::new(&d.pipeline, Some(&d.geo), secret())
+            },
+            |mut w| {
+                for batch in &batches {
+                    w.batch("bench", black_box(batch));
+                }
+                w.into_aggregates()
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // The same with the database's address index.
+    g.bench_function(format!("batches_fresh_indexed/{}", d.geo_label), |b| {
+        b.iter_batched(
+            || {
+                d.geo_indexed.forget_lookups();
+                LineWorker::new(&d.pipeline, Some(&d.geo_indexed), secret())
             },
             |mut w| {
                 for batch in &batches {
