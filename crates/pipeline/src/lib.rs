@@ -567,7 +567,15 @@ pub(crate) fn open_geo(
                 pipeline: pipeline.path.display().to_string(),
             })
         }
-        None => return Ok(None),
+        None => {
+            if let Some(index) = index {
+                tracing::warn!(
+                    index = %index.display(),
+                    "an address index without a GeoIP database is not used; set [geoip] database or pass --geoip"
+                );
+            }
+            return Ok(None);
+        }
     };
     tracing::info!(database = %geo.description, "GeoIP database opened");
     if let Some(index) = index {
