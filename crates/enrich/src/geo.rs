@@ -187,9 +187,13 @@ impl GeoDb {
         self.index.is_some()
     }
 
-    /// Stops using the address index, if any.
+    /// Stops using the address index, if any, and the jump tables it gave the tree.
     pub fn forget_index(&mut self) {
-        self.index = None;
+        if self.index.take().is_some() {
+            if let Some(tree) = &mut self.tree {
+                tree.forget_jumps();
+            }
+        }
     }
 
     /// Whether the address index in use, if any, is intact: its checksum is checked while the
@@ -962,6 +966,19 @@ mod tests {
     }
 }
 
+/// SplitMix64 from `seed`: a repeatable stream of well-mixed numbers for tests.
+#[cfg(test)]
+fn splitmix(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed;
+    move || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
 #[cfg(test)]
 mod db_tests {
     use super::*;
@@ -1046,14 +1063,7 @@ mod db_tests {
     #[test]
     fn walks_in_step_find_the_crates_records() {
         use logcensus_fixtures::mmdb::{MmdbBuilder, Value};
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix(0x9e37_79b9_7f4a_7c15);
         for (ip_version, record_size, aliases) in [
             (4, 24, false),
             (4, 28, false),

@@ -433,6 +433,39 @@ fn inspect_shows_metadata_and_rows() {
     }
 }
 
+/// A log of one request at noon on 2026-05-17 for each (address, User-Agent, bytes).
+fn one_request_each(requests: &[(&str, &str, u32)]) -> String {
+    requests
+        .iter()
+        .map(|(ip, ua, b)| {
+            format!(
+                "{ip} - - [17/May/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 {b} \"-\" \"{ua}\"\n"
+            )
+        })
+        .collect()
+}
+
+/// `traffic_by_region`'s rows of that day, as "continent country region requests visitors
+/// bytes".
+fn region_rows(out: &Path) -> Vec<String> {
+    rows(out, "traffic_by_region")
+        .iter()
+        .map(|r| {
+            assert_eq!(get(r, "period_start"), "2026-05-17T00:00:00Z");
+            [
+                "continent",
+                "country",
+                "region",
+                "requests",
+                "visitors",
+                "bytes",
+            ]
+            .map(|c| get(r, c))
+            .join(" ")
+        })
+        .collect()
+}
+
 #[test]
 fn traffic_by_region_at_each_geo_level() {
     // Networks of the committed test database (see fixtures/README.md).
@@ -444,14 +477,7 @@ fn traffic_by_region_at_each_geo_level() {
         ("63.140.0.1", FIREFOX, 50),     // US, no subdivision
         ("203.0.113.9", FIREFOX, 60),    // no record
     ];
-    let log: String = lines
-        .iter()
-        .map(|(ip, ua, b)| {
-            format!(
-                "{ip} - - [17/May/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 {b} \"-\" \"{ua}\"\n"
-            )
-        })
-        .collect();
+    let log = one_request_each(&lines);
     let expect = [
         (
             "region",
@@ -490,23 +516,7 @@ fn traffic_by_region_at_each_geo_level() {
         );
         let out = dir.path().join("out");
         run_pipeline(&p, &input, &out);
-        let got: Vec<String> = rows(&out, "traffic_by_region")
-            .iter()
-            .map(|r| {
-                assert_eq!(get(r, "period_start"), "2026-05-17T00:00:00Z");
-                [
-                    "continent",
-                    "country",
-                    "region",
-                    "requests",
-                    "visitors",
-                    "bytes",
-                ]
-                .map(|c| get(r, c))
-                .join(" ")
-            })
-            .collect();
-        assert_eq!(got, want, "geo level {level}");
+        assert_eq!(region_rows(&out), want, "geo level {level}");
         assert_eq!(sum(&out, "traffic_quality", "unknown_geo_requests"), 1);
     }
 }
@@ -714,14 +724,7 @@ fn an_address_index_gives_the_same_tables() {
         ("203.0.113.9", FIREFOX, 60),    // no record
         ("126.1.2.3", FIREFOX, 70),      // JP-13
     ];
-    let log: String = lines
-        .iter()
-        .map(|(ip, ua, b)| {
-            format!(
-                "{ip} - - [17/May/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 {b} \"-\" \"{ua}\"\n"
-            )
-        })
-        .collect();
+    let log = one_request_each(&lines);
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("access.log");
     std::fs::write(&input, &log).unwrap();
@@ -743,23 +746,6 @@ fn an_address_index_gives_the_same_tables() {
         made.contains("wrote the address index of") && made.contains("city.idx"),
         "{made}"
     );
-    let regions = |out: &Path| -> Vec<String> {
-        rows(out, "traffic_by_region")
-            .iter()
-            .map(|r| {
-                [
-                    "continent",
-                    "country",
-                    "region",
-                    "requests",
-                    "visitors",
-                    "bytes",
-                ]
-                .map(|c| get(r, c))
-                .join(" ")
-            })
-            .collect()
-    };
     let want = [
         "(unknown) (unknown) (unknown) 1 1 60",
         "AS JP JP-13 1 1 70",
@@ -783,7 +769,7 @@ fn an_address_index_gives_the_same_tables() {
     let with = dir.path().join("with");
     let said = ok(&run(&with, &[]));
     assert!(said.contains("address index in use"), "{said}");
-    assert_eq!(regions(&with), want);
+    assert_eq!(region_rows(&with), want);
 
     // An index of another database (the flat test database's) is left out, with a warning.
     let flat = root().join("fixtures/geoip/logcensus-test-flat.mmdb");
@@ -806,7 +792,7 @@ fn an_address_index_gives_the_same_tables() {
             && said.contains("looking addresses up in the database itself"),
         "{said}"
     );
-    assert_eq!(regions(&left_out), want);
+    assert_eq!(region_rows(&left_out), want);
 
     // A damaged index: the run fails, says why and what to do, and writes nothing.
     let mut bytes = std::fs::read(&index).unwrap();

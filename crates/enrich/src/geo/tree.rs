@@ -226,6 +226,21 @@ impl Tree {
         }
     }
 
+    /// Forgets jump tables [`Tree::use_jumps`] gave it (an address index found damaged): walks
+    /// make their own again.
+    pub(super) fn forget_jumps(&mut self) {
+        for (jumps, making) in self.jumps.iter_mut().zip(&mut self.making) {
+            jumps.take();
+            *making.get_mut() = false;
+        }
+    }
+
+    /// Whether the tree has its jump table for IPv4 (`v6` false) or IPv6 addresses.
+    #[cfg(test)]
+    pub(super) fn has_jumps(&self, v6: bool) -> bool {
+        self.jumps[usize::from(v6)].get().is_some()
+    }
+
     /// Whether a record value is a node of the tree (else a walk ends there).
     pub(super) fn is_node(&self, value: usize) -> bool {
         value < self.node_count
