@@ -558,11 +558,17 @@ impl StateDir {
 
     /// Every partial's path and meta, sorted by worker and sequence number. Verifies every
     /// checksum: a damaged partial is an error naming it. Removes temporary files left by
-    /// writers that died (older than 15 minutes; younger ones may be in use) and ignores the
-    /// rest.
+    /// writers that died (older than 15 minutes; younger ones may be in use), beside the
+    /// partials, in the state directory and among the claims, and ignores the rest.
     pub fn list_partials(&self) -> Result<Vec<(PathBuf, PartialMeta)>, StateError> {
         fsio::remove_stale_temps(&self.partials)?;
         fsio::remove_stale_temps(&self.root)?;
+        // A claim is written as a temporary file and renamed: one whose writer died between the
+        // two (a claim taken over, say) is left there too.
+        let claims = self.root.join(CLAIMS_DIR);
+        if claims.is_dir() {
+            fsio::remove_stale_temps(&claims)?;
+        }
         self.consistent(|c| {
             let mut out = Vec::new();
             let complete = self.each_partial(c, |e| {

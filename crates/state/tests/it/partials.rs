@@ -99,19 +99,35 @@ fn leftover_temp_files_are_ignored_and_old_ones_removed() {
     let fresh = state
         .partials_dir()
         .join(".w2-000000000000.partial.998-0.tmp");
-    fs::write(&old, b"half a partial").unwrap();
-    fs::write(&fresh, b"half another").unwrap();
-    fs::File::options()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_modified(SystemTime::now() - Duration::from_secs(3600))
-        .unwrap();
+    // And among the claims: a claim's temporary file, of a writer that died before its rename.
+    let claims = state.partials_dir().parent().unwrap().join("claims");
+    let old_claim = claims.join(".0-5.999-1.tmp");
+    let fresh_claim = claims.join(".0-5.998-1.tmp");
+    for (path, bytes) in [
+        (&old, &b"half a partial"[..]),
+        (&fresh, b"half another"),
+        (&old_claim, b"w9"),
+        (&fresh_claim, b"w8"),
+    ] {
+        fs::write(path, bytes).unwrap();
+    }
+    for path in [&old, &old_claim] {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+    }
     let listed = state.list_partials().unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].1.worker, "w1");
     assert!(!old.exists());
     assert!(fresh.exists());
+    assert!(!old_claim.exists());
+    assert!(fresh_claim.exists());
+    // The claim itself is still there.
+    assert!(claims.join("0-0").exists());
     assert_eq!(state.covered_offsets().unwrap(), map(&[(0, 5)]));
     // The crashed writer's sequence number is free again.
     assert_eq!(state.next_seq("w1").unwrap(), 1);
