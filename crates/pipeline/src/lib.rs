@@ -62,8 +62,12 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Geo(#[from] GeoError),
+    /// The address index a run used is damaged (found before anything was written).
     #[error("{0} (or run without it); nothing was written")]
-    GeoIndex(#[from] logcensus_enrich::IndexError),
+    GeoIndex(logcensus_enrich::IndexError),
+    /// `geoip-index` could not make an index.
+    #[error(transparent)]
+    MakeIndex(logcensus_enrich::IndexError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("the table traffic_by_region needs a GeoIP database; set [geoip] database in {pipeline} or pass --geoip FILE.mmdb")]
@@ -420,7 +424,7 @@ pub fn run(opts: &RunOptions, progress: &ByteCounter) -> Result<Summary, RunErro
     // Every place came from the address index, if any, as its file was meant to be: else
     // nothing is written.
     if let Some(geo) = &geo {
-        geo.index_intact()?;
+        geo.index_intact().map_err(RunError::GeoIndex)?;
     }
     // Nothing reads the visitor records or the database any more. Freeing the one and
     // unmapping the other take milliseconds (tens of megabytes, most pages of the database
@@ -602,7 +606,7 @@ pub fn make_geoip_index(
     geoip: &std::path::Path,
     out: &std::path::Path,
 ) -> Result<u64, RunError> {
-    let bytes = GeoDb::make_index(geoip, &pipeline.geo_fields)?;
+    let bytes = GeoDb::make_index(geoip, &pipeline.geo_fields).map_err(RunError::MakeIndex)?;
     let write = || -> std::io::Result<()> {
         let dir = match out.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,

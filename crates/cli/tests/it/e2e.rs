@@ -794,6 +794,25 @@ fn an_address_index_gives_the_same_tables() {
     );
     assert_eq!(region_rows(&left_out), want);
 
+    // No database to make one from: said, with what to do.
+    let missing = dir.path().join("missing.mmdb");
+    let failed = logcensus(&[
+        "geoip-index",
+        "--pipeline",
+        p.to_str().unwrap(),
+        "--geoip",
+        missing.to_str().unwrap(),
+    ]);
+    let said = text(&failed);
+    assert_eq!(failed.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("cannot make an address index: cannot read GeoIP database")
+            && said.contains("missing.mmdb")
+            && said.contains("check --geoip or [geoip] database")
+            && !said.contains("nothing was written"),
+        "{said}"
+    );
+
     // A damaged index: the run fails, says why and what to do, and writes nothing.
     let mut bytes = std::fs::read(&index).unwrap();
     let last = bytes.len() - 1;
