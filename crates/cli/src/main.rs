@@ -266,6 +266,18 @@ fn validate(path: &std::path::Path) -> Result<()> {
             .collect();
         println!("  {}: {}", table.name(), shown.join(" "));
     }
+    // An address index that no longer fits its database (one updated since) is only slower at
+    // run time, so it is said here, not refused.
+    if let (Some(geoip), Some(index)) = (&p.geoip, &p.geoip_index) {
+        match logcensus_pipeline::check_geoip_index(&p, geoip, index) {
+            Ok(()) => println!(
+                "  geoip index: {} fits {}",
+                index.display(),
+                geoip.display()
+            ),
+            Err(e) => println!("  geoip index: not used by runs: {e}"),
+        }
+    }
     Ok(())
 }
 

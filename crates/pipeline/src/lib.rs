@@ -598,6 +598,19 @@ pub(crate) fn open_geo(
     Ok(Some(geo))
 }
 
+/// Whether the address index at `index` can be used with the GeoIP database at `geoip` read
+/// with `pipeline`'s `[geoip.fields]`: made from that database with those fields, and intact.
+pub fn check_geoip_index(
+    pipeline: &Pipeline,
+    geoip: &std::path::Path,
+    index: &std::path::Path,
+) -> Result<(), RunError> {
+    let mut db = GeoDb::open(geoip, &pipeline.geo_fields, pipeline.geo_level)?;
+    db.use_index(index)
+        .and_then(|()| db.index_intact())
+        .map_err(RunError::MakeIndex)
+}
+
 /// Makes the address index of the GeoIP database at `geoip`, read with `pipeline`'s
 /// `[geoip.fields]`, and writes it to `out` (in place of any file there, whole or not at
 /// all: written beside it, synced, renamed). Returns its size in bytes.

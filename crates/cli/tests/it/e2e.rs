@@ -766,6 +766,15 @@ fn an_address_index_gives_the_same_tables() {
         args.extend_from_slice(extra);
         logcensus(&args)
     };
+    let said = ok(&logcensus(&["validate", "--pipeline", p.to_str().unwrap()]));
+    assert!(
+        said.contains(&format!(
+            "  geoip index: {} fits {}",
+            index.display(),
+            test_mmdb().display()
+        )),
+        "{said}"
+    );
     let with = dir.path().join("with");
     let said = ok(&run(&with, &[]));
     assert!(said.contains("address index in use"), "{said}");
@@ -831,5 +840,15 @@ fn an_address_index_gives_the_same_tables() {
         !failed_out.exists() || files_below(&failed_out).is_empty(),
         "{:?}",
         files_below(&failed_out)
+    );
+
+    // Made again from the flat database into the pipeline's path, it no longer fits: validate
+    // says so (and succeeds: a run would only be slower).
+    std::fs::copy(&other, &index).unwrap();
+    let said = ok(&logcensus(&["validate", "--pipeline", p.to_str().unwrap()]));
+    assert!(
+        said.contains("  geoip index: not used by runs: address index ")
+            && said.contains("city.idx was made from another database"),
+        "{said}"
     );
 }
