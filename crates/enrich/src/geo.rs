@@ -103,8 +103,6 @@ pub struct GeoDb {
     records: Mutex<Records>,
     /// The database's IPv4 /24s, made offline (`logcensus geoip-index`), when the run has one.
     index: Option<AddressIndex>,
-    /// What an index records of this database.
-    identity: DbIdentity,
 }
 
 /// What the workers have learnt from the database's records.
@@ -135,7 +133,6 @@ impl GeoDb {
                 detail: e.to_string(),
             })?;
         let m = reader.metadata();
-        let identity = DbIdentity::of(bytes.as_ref(), m);
         let tree = Tree::new(bytes, m.node_count, m.record_size, m.ip_version);
         let description = format!(
             "{} (built at Unix time {}, {} nodes)",
@@ -152,7 +149,6 @@ impl GeoDb {
             addresses: AddressCache::new(),
             records: Mutex::new(Records::default()),
             index: None,
-            identity,
         })
     }
 
@@ -167,17 +163,27 @@ impl GeoDb {
                 path.display()
             )));
         };
-        index::make(&db, tree, db.identity.clone())
+        index::make(&db, tree, db.identity(tree))
+    }
+
+    /// What an index records of this database (worked out when an index is made or used).
+    fn identity(&self, tree: &Tree) -> DbIdentity {
+        DbIdentity::of(tree.bytes().as_ref(), self.reader.metadata())
     }
 
     /// Looks IPv4 addresses up in the address index at `path` from now on. An index made from
     /// another database or with other fields is refused, and the database is used as before.
     pub fn use_index(&mut self, path: &Path) -> Result<(), IndexError> {
-        let data_len = self.tree.as_ref().map_or(0, |t| t.data().len());
-        let mut index = AddressIndex::load(path, &self.identity, &self.fields_text(), data_len)?;
-        if let Some(tree) = &self.tree {
-            tree.use_jumps(index.take_jumps());
-        }
+        let Some(tree) = &self.tree else {
+            return Err(IndexError::Make(format!(
+                "{} has a search tree this logcensus cannot walk",
+                self.description
+            )));
+        };
+        let identity = self.identity(tree);
+        let mut index =
+            AddressIndex::load(path, &identity, &self.fields_text(), tree.data().len())?;
+        tree.use_jumps(index.take_jumps());
         self.index = Some(index);
         Ok(())
     }

@@ -679,7 +679,7 @@ mod tests {
             let db = GeoDb::open(&db_path, &fields, GeoLevel::Region).unwrap();
             let ix = AddressIndex::load(
                 &index,
-                &db.identity,
+                &db.identity(db.tree.as_ref().unwrap()),
                 &db.fields_text(),
                 db.tree.as_ref().unwrap().data().len(),
             )

@@ -123,7 +123,7 @@ impl Tree {
         self.bytes.as_ref().get(start..).unwrap_or_default()
     }
 
-    #[cfg(test)]
+    /// The database's bytes.
     pub(super) fn bytes(&self) -> &Bytes {
         &self.bytes
     }
