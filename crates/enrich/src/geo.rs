@@ -157,13 +157,18 @@ impl GeoDb {
     pub fn make_index(path: &Path, fields: &GeoFields) -> Result<Vec<u8>, IndexError> {
         let db = GeoDb::open(path, fields, GeoLevel::Region)
             .map_err(|e| IndexError::Make(e.to_string()))?;
-        let Some(tree) = &db.tree else {
-            return Err(IndexError::Make(format!(
-                "{} has a search tree this logcensus cannot walk",
-                path.display()
-            )));
-        };
+        let tree = db.walkable()?;
         index::make(&db, tree, db.identity(tree))
+    }
+
+    /// The search tree, which an address index is made from and used with.
+    fn walkable(&self) -> Result<&Tree, IndexError> {
+        self.tree.as_ref().ok_or_else(|| {
+            IndexError::Make(format!(
+                "{} has a search tree this logcensus cannot walk",
+                self.description
+            ))
+        })
     }
 
     /// What an index records of this database (worked out when an index is made or used).
@@ -174,16 +179,14 @@ impl GeoDb {
     /// Looks IPv4 addresses up in the address index at `path` from now on. An index made from
     /// another database or with other fields is refused, and the database is used as before.
     pub fn use_index(&mut self, path: &Path) -> Result<(), IndexError> {
-        let Some(tree) = &self.tree else {
-            return Err(IndexError::Make(format!(
-                "{} has a search tree this logcensus cannot walk",
-                self.description
-            )));
-        };
-        let identity = self.identity(tree);
-        let mut index =
-            AddressIndex::load(path, &identity, &self.fields_text(), tree.data().len())?;
-        tree.use_jumps(index.take_jumps());
+        let tree = self.walkable()?;
+        let (index, jumps) = AddressIndex::load(
+            path,
+            &self.identity(tree),
+            &self.fields_text(),
+            tree.data().len(),
+        )?;
+        tree.use_jumps(jumps);
         self.index = Some(index);
         Ok(())
     }

@@ -65,9 +65,10 @@ pub enum RunError {
     /// The address index a run used is damaged (found before anything was written).
     #[error("{0} (or run without it); nothing was written")]
     GeoIndex(logcensus_enrich::IndexError),
-    /// `geoip-index` could not make an index.
+    /// An address index that could not be made (`geoip-index`) or does not fit its database
+    /// (`validate`).
     #[error(transparent)]
-    MakeIndex(logcensus_enrich::IndexError),
+    Index(logcensus_enrich::IndexError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("the table traffic_by_region needs a GeoIP database; set [geoip] database in {pipeline} or pass --geoip FILE.mmdb")]
@@ -608,7 +609,7 @@ pub fn check_geoip_index(
     let mut db = GeoDb::open(geoip, &pipeline.geo_fields, pipeline.geo_level)?;
     db.use_index(index)
         .and_then(|()| db.index_intact())
-        .map_err(RunError::MakeIndex)
+        .map_err(RunError::Index)
 }
 
 /// Makes the address index of the GeoIP database at `geoip`, read with `pipeline`'s
@@ -619,7 +620,7 @@ pub fn make_geoip_index(
     geoip: &std::path::Path,
     out: &std::path::Path,
 ) -> Result<u64, RunError> {
-    let bytes = GeoDb::make_index(geoip, &pipeline.geo_fields).map_err(RunError::MakeIndex)?;
+    let bytes = GeoDb::make_index(geoip, &pipeline.geo_fields).map_err(RunError::Index)?;
     let write = || -> std::io::Result<()> {
         let dir = match out.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,

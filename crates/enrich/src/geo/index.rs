@@ -111,10 +111,6 @@ pub(super) struct AddressIndex {
     bytes: Bytes,
     /// Where the blocks start in `bytes` (256 two-byte entries each).
     blocks_at: usize,
-    /// The search tree's jump tables, IPv4's and (for an IPv6 database) IPv6's: where the
-    /// first 16 bits of an address lead (see `tree.rs`), which a run would otherwise make as it
-    /// starts (milliseconds for a real database).
-    jumps: Vec<Box<[u32]>>,
     /// The body's checksum, worked out on a thread of its own while the run starts: the
     /// run asks for it ([`AddressIndex::intact`]) before it writes anything.
     checked: std::sync::Mutex<Option<std::thread::JoinHandle<bool>>>,
@@ -167,11 +163,6 @@ impl AddressIndex {
         self.places[usize::from(p)] as usize
     }
 
-    /// The jump tables (see `jumps`), to be handed to the tree.
-    pub(super) fn take_jumps(&mut self) -> Vec<Box<[u32]>> {
-        std::mem::take(&mut self.jumps)
-    }
-
     /// How many places the index names.
     pub(super) fn place_count(&self) -> usize {
         self.places.len()
@@ -193,13 +184,16 @@ impl AddressIndex {
         }
     }
 
-    /// Maps and checks the index at `path` for a database of `identity` read with `fields`.
+    /// Maps and checks the index at `path` for a database of `identity` read with `fields`;
+    /// with the search tree's jump tables it keeps, IPv4's and (for an IPv6 database) IPv6's:
+    /// where the first 16 bits of an address lead (see `tree.rs`), which a run would otherwise
+    /// make as it starts (milliseconds for a real database).
     pub(super) fn load(
         path: &Path,
         identity: &DbIdentity,
         fields: &str,
         data_len: usize,
-    ) -> Result<AddressIndex, IndexError> {
+    ) -> Result<(AddressIndex, JumpTables), IndexError> {
         let shown = path.display().to_string();
         let bytes = super::map_or_read(path).map_err(|source| IndexError::Read {
             path: shown.clone(),
@@ -256,7 +250,7 @@ impl AddressIndex {
         let top = words(&body[..4 * TOP]);
         let offsets = words(&body[4 * TOP..4 * TOP + 4 * places]);
         let jumps_at = 4 * TOP + 4 * places;
-        let jumps: Vec<Box<[u32]>> = (0..jumps)
+        let jumps: JumpTables = (0..jumps)
             .map(|j| words(&body[jumps_at + 4 * TOP * j..jumps_at + 4 * TOP * (j + 1)]))
             .collect();
         if offsets.iter().any(|&o| o as usize >= data_len) {
@@ -273,17 +267,20 @@ impl AddressIndex {
                     source,
                 })?
         };
-        Ok(AddressIndex {
+        let index = AddressIndex {
             top,
             places: offsets,
             blocks_at: body_at + jumps_at + 4 * TOP * jumps.len(),
-            jumps,
             bytes,
             checked: std::sync::Mutex::new(Some(checked)),
             path: shown,
-        })
+        };
+        Ok((index, jumps))
     }
 }
+
+/// The search tree's jump tables an index keeps (see [`AddressIndex::load`]).
+pub(super) type JumpTables = Vec<Box<[u32]>>;
 
 /// An index file's header after its magic.
 struct Header {
@@ -683,7 +680,8 @@ mod tests {
                 &db.fields_text(),
                 db.tree.as_ref().unwrap().data().len(),
             )
-            .unwrap();
+            .unwrap()
+            .0;
             let mut counts = [0usize; 3];
             for ip in &ips {
                 if let IpAddr::V4(a) = ip {
