@@ -15,10 +15,12 @@ use crate::{Str, UNKNOWN};
 mod index;
 mod record;
 mod tree;
+mod zeroed;
 
 pub use index::IndexError;
 use index::{AddressIndex, DbIdentity, Indexed};
 use tree::{Bytes, Source, Tree};
+use zeroed::{ZeroValid, Zeroed};
 
 /// Where an address is, no finer than the pipeline's level. `None` means "below the level"
 /// (written as null); `(unknown)` means the database had no answer.
@@ -708,10 +710,16 @@ const V6_BITS: u32 = 15;
 #[derive(Default)]
 struct V4Bucket([AtomicU64; 8]);
 
+// SAFETY: atomics only, all zero an empty bucket; aligned to 64 bytes.
+unsafe impl ZeroValid for V4Bucket {}
+
 /// Two IPv6 slots in one cache line.
 #[repr(align(64))]
 #[derive(Default)]
 struct V6Bucket([V6Slot; 2]);
+
+// SAFETY: atomics only, all zero an empty bucket; aligned to 64 bytes.
+unsafe impl ZeroValid for V6Bucket {}
 
 /// One IPv6 slot, a sequence lock around (address, answer): `seq` is odd while a worker writes
 /// the slot, and a reader that sees it change walks the database instead.
@@ -733,8 +741,10 @@ struct V6Slot {
 /// slot per hash value, addresses that shared one put each other out: a quarter of the walks
 /// of a 1M-line log with 173,000 addresses were of addresses walked before.)
 struct AddressCache {
-    v4: OnceLock<Box<[V4Bucket]>>,
-    v6: OnceLock<Box<[V6Bucket]>>,
+    /// Made at the first address cached, in memory mapped a page at a time as it is used: with
+    /// an address index, IPv4 addresses are mostly not cached at all.
+    v4: OnceLock<Zeroed<V4Bucket>>,
+    v6: OnceLock<Zeroed<V6Bucket>>,
     /// Random per database, so that which addresses share a bucket cannot be chosen by a log.
     seed: [u64; 2],
 }
@@ -823,9 +833,7 @@ impl AddressCache {
         // A tag that does not fit (more than 4 billion places) is not cached.
         let tag = Self::tag(answer);
         if !key.v6 {
-            let buckets = self
-                .v4
-                .get_or_init(|| (0..1 << V4_BITS).map(|_| V4Bucket::default()).collect());
+            let buckets = self.v4.get_or_init(|| Zeroed::new(1 << V4_BITS));
             let (b, victim) = self.place(key, V4_BITS);
             let slots = &buckets[b].0;
             let empty = |s: &AtomicU64| s.load(Ordering::Relaxed) as u32 == 0;
@@ -834,9 +842,7 @@ impl AddressCache {
             slots[at].store((key.lo << 32) | u64::from(tag), Ordering::Relaxed);
             return;
         }
-        let buckets = self
-            .v6
-            .get_or_init(|| (0..1 << V6_BITS).map(|_| V6Bucket::default()).collect());
+        let buckets = self.v6.get_or_init(|| Zeroed::new(1 << V6_BITS));
         let (b, victim) = self.place(key, V6_BITS);
         let slots = &buckets[b].0;
         let empty = |s: &V6Slot| s.tag.load(Ordering::Relaxed) == 0;

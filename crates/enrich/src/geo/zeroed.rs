@@ -1,0 +1,105 @@
+//! Tables that start all zero, in memory the kernel hands out a page at a time.
+
+use std::marker::PhantomData;
+use std::ops::Deref;
+
+/// A type whose value with every byte zero is valid (its empty state).
+///
+/// # Safety
+///
+/// Every bit pattern of zeros must be a valid value of the type (integers, atomics, arrays and
+/// structs of them), and its alignment must be at most a page (4 KiB).
+pub(super) unsafe trait ZeroValid: Default {}
+
+/// `len` values of `T`, each all zero at first, in fresh anonymous memory: the kernel maps and
+/// clears a page when it is first touched, so the pages of a table that a run hardly uses cost
+/// nothing. (Collecting `len` default values wrote every page before the first was used: for
+/// the address cache's 2 MiB, about 500 page faults and a `memset` of the whole, at the first
+/// address a run cached.)
+pub(super) struct Zeroed<T: ZeroValid> {
+    memory: Memory<T>,
+}
+
+enum Memory<T> {
+    Mapped {
+        map: memmap2::MmapMut,
+        len: usize,
+        _values: PhantomData<T>,
+    },
+    /// Where no memory could be mapped: the same values on the heap.
+    Heap(Box<[T]>),
+}
+
+impl<T: ZeroValid> Zeroed<T> {
+    pub(super) fn new(len: usize) -> Self {
+        let memory = match len.checked_mul(size_of::<T>()) {
+            Some(bytes) if bytes > 0 => match memmap2::MmapMut::map_anon(bytes) {
+                Ok(map) => Memory::Mapped {
+                    map,
+                    len,
+                    _values: PhantomData,
+                },
+                Err(_) => Memory::Heap((0..len).map(|_| T::default()).collect()),
+            },
+            _ => Memory::Heap((0..len).map(|_| T::default()).collect()),
+        };
+        Zeroed { memory }
+    }
+}
+
+impl<T: ZeroValid> Deref for Zeroed<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match &self.memory {
+            Memory::Mapped { map, len, .. } => {
+                // SAFETY: the mapping is `len * size_of::<T>()` bytes, readable and writable,
+                // page-aligned (so aligned for `T`, by `ZeroValid`'s contract), and zero until
+                // written through the slices handed out here, so every `T` in it is valid
+                // (`ZeroValid`). Nothing else refers to it, and it lives as long as `self`.
+                unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<T>(), *len) }
+            }
+            Memory::Heap(values) => values,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[derive(Default)]
+    #[repr(align(64))]
+    struct Line([AtomicU64; 8]);
+
+    // SAFETY: atomics of all-zero bytes are zero; alignment 64.
+    unsafe impl ZeroValid for Line {}
+
+    #[test]
+    fn starts_zero_and_keeps_what_is_stored() {
+        let table = Zeroed::<Line>::new(10_000);
+        assert_eq!(table.len(), 10_000);
+        assert!(table
+            .iter()
+            .all(|l| l.0.iter().all(|w| w.load(Ordering::Relaxed) == 0)));
+        assert_eq!(table.as_ptr() as usize % 64, 0);
+        table[9_999].0[7].store(42, Ordering::Relaxed);
+        table[0].0[0].store(7, Ordering::Relaxed);
+        assert_eq!(table[9_999].0[7].load(Ordering::Relaxed), 42);
+        assert_eq!(table[0].0[0].load(Ordering::Relaxed), 7);
+        assert_eq!(
+            table
+                .iter()
+                .flat_map(|l| &l.0)
+                .map(|w| w.load(Ordering::Relaxed))
+                .sum::<u64>(),
+            49
+        );
+    }
+
+    #[test]
+    fn an_empty_table_is_empty() {
+        assert!(Zeroed::<Line>::new(0).is_empty());
+    }
+}
