@@ -1,6 +1,6 @@
 //! Writing finished tables: contract check, one Hive-style partition per UTC date, atomic files.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -125,25 +125,32 @@ pub(crate) fn write_tables_with(
         }
         checked.push(check(t)?);
     }
-    // The output directory first, on this thread: the table threads below share it, and one
-    // that found it made by another could return before that one had synced it into its parent.
-    create_dir_durably(out)?;
-    // Each table on its own thread: most of a file's time is waiting for its fsync, and a
+    let plan = make_dirs(out, tables)?;
+    // Each table on its own thread: most of a file's time is waiting for the disk, and a
     // backfill writes a file per table and date. Files come back in table order; the first
     // table (in order) that fails gives the error, as when they were written one by one.
     let per_table: Vec<Result<Vec<WrittenFile>, SinkError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = tables
             .iter()
             .zip(checked)
-            .map(|(table, contract)| {
-                scope.spawn(move || write_table(out, table, contract, meta, max_row_group_rows))
+            .zip(plan.parts)
+            .map(|((table, contract), parts)| {
+                scope.spawn(move || {
+                    let (files, syncs) =
+                        write_table(out, table, contract, parts, meta, max_row_group_rows)?;
+                    syncs.run()?;
+                    Ok(files)
+                })
             })
             .collect();
-        handles
+        // Meanwhile, here: the directories the tables share.
+        let shared = plan.shared.run();
+        let per_table = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+            .collect();
+        shared.map(|()| per_table)
+    })?;
     let mut written = Vec::new();
     for files in per_table {
         written.extend(files?);
@@ -151,23 +158,76 @@ pub(crate) fn write_tables_with(
     Ok(written)
 }
 
-/// Writes one table's partitions (one file per date).
+/// The tables' rows by partition date, and the directories to sync (see [`make_dirs`]).
+#[derive(Debug)]
+struct DirPlan {
+    /// The parents of `out` and of the table directories, where those were made.
+    shared: Syncs,
+    /// Per table, its rows by partition date.
+    parts: Vec<BTreeMap<String, Vec<usize>>>,
+}
+
+/// Makes `out` (even when no table has rows) and the directory of each table with rows, without
+/// a sync each, and says which directories then need one: a new directory's name is an entry
+/// in its parent, and until that parent is synced a crash can take the directory, with the
+/// synced files in it, away. Those shared directories are synced on this thread while each
+/// table's thread makes its partitions' directories and syncs the table's directory once at its
+/// end ([`write_table`]): a file waits for the disk twice (the file, then its partition's
+/// directory), where making each directory durably before the next had it wait four times,
+/// and a backfill's hundreds of directories are made by the table threads side by side.
+fn make_dirs(out: &Path, tables: &[TableOut]) -> Result<DirPlan, SinkError> {
+    let mut shared = Syncs::default();
+    make_missing_dirs(out, &mut shared)?;
+    let mut parts = Vec::with_capacity(tables.len());
+    for table in tables {
+        let dates = partitions(table);
+        if !dates.is_empty() {
+            make_missing_dirs(&out.join(table.name), &mut shared)?;
+        }
+        parts.push(dates);
+    }
+    Ok(DirPlan { shared, parts })
+}
+
+/// `<out>/<table>/date=<date>`.
+fn partition_dir(out: &Path, table: &str, date: &str) -> PathBuf {
+    out.join(table).join(format!("date={date}"))
+}
+
+/// Directories whose entries were made or renamed, to be synced before a write reports success.
+#[derive(Debug, Default)]
+struct Syncs(BTreeSet<PathBuf>);
+
+impl Syncs {
+    fn run(&self) -> Result<(), SinkError> {
+        self.0.iter().try_for_each(|d| sync_dir(d))
+    }
+}
+
+/// Writes one table's partitions (one file per date) into its directory, made beforehand:
+/// makes each partition's directory, writes its file and syncs the directory once the file is
+/// renamed in. Returns the files and the directories left to sync (the table's, where
+/// partition directories were made in it).
 fn write_table(
     out: &Path,
     table: &TableOut,
     contract: &'static TableContract,
+    parts: BTreeMap<String, Vec<usize>>,
     meta: &RunMetadata,
     max_row_group_rows: usize,
-) -> Result<Vec<WrittenFile>, SinkError> {
+) -> Result<(Vec<WrittenFile>, Syncs), SinkError> {
     let schema = arrow_schema(contract);
     let mut written = Vec::new();
-    for (date, rows) in partitions(table) {
+    let mut syncs = Syncs::default();
+    for (date, rows) in parts {
         let columns: Vec<ArrayRef> = table.columns.iter().map(|(_, c)| take(c, &rows)).collect();
         let batch = RecordBatch::try_new(schema.clone(), columns)
             .map_err(|e| contract_error(table.name, e.to_string()))?;
-        let dir = out.join(table.name).join(format!("date={date}"));
+        let dir = partition_dir(out, table.name, &date);
+        make_missing_dirs(&dir, &mut syncs)?;
         let kv = key_values(meta, table.name, &date);
         let (path, replaced_different) = write_partition(&dir, &batch, kv, max_row_group_rows)?;
+        sync_dir(&dir)?;
         written.push(WrittenFile {
             table: table.name,
             partition: date,
@@ -176,7 +236,7 @@ fn write_table(
             replaced_different,
         });
     }
-    Ok(written)
+    Ok((written, syncs))
 }
 
 fn contract_error(table: &str, detail: String) -> SinkError {
@@ -358,15 +418,15 @@ fn properties(kv: Vec<KeyValue>, max_row_group_rows: usize) -> WriterProperties 
         .build()
 }
 
-/// Writes one partition's file atomically and removes stale parts; returns the final path and
-/// whether it replaced a file with different content.
+/// Writes one partition's file atomically into `dir` (which exists) and removes stale parts;
+/// returns the final path and whether it replaced a file with different content. The file is
+/// synced before its rename; `dir` is not synced here (the caller syncs it).
 fn write_partition(
     dir: &Path,
     batch: &RecordBatch,
     kv: Vec<KeyValue>,
     max_row_group_rows: usize,
 ) -> Result<(PathBuf, bool), SinkError> {
-    create_dir_durably(dir)?;
     let path = dir.join(PART_FILE);
     let tmp = dir.join(format!(".{PART_FILE}.{}.tmp", std::process::id()));
     if let Err(e) = write_file(&tmp, batch, kv, max_row_group_rows) {
@@ -387,7 +447,6 @@ fn write_partition(
             source,
         });
     }
-    sync_dir(dir)?;
     remove_stale_parts(dir)?;
     Ok((path, replaced_different))
 }
@@ -421,6 +480,14 @@ fn write_file(
 /// made just before (and may not have synced yet) is not, so threads that share parents make
 /// those first, once.
 pub fn create_dir_durably(dir: &Path) -> Result<(), SinkError> {
+    let mut syncs = Syncs::default();
+    make_missing_dirs(dir, &mut syncs)?;
+    syncs.run()
+}
+
+/// Creates `dir` and whichever of its parents are missing, and adds the parent of each one it
+/// made to `syncs` (see [`create_dir_durably`]).
+fn make_missing_dirs(dir: &Path, syncs: &mut Syncs) -> Result<(), SinkError> {
     let mut missing = Vec::new();
     let mut d = dir;
     while !d.as_os_str().is_empty() && !d.is_dir() {
@@ -448,10 +515,10 @@ pub fn create_dir_durably(dir: &Path) -> Result<(), SinkError> {
             }
         }
         // A relative path's first component is in the working directory.
-        match m.parent() {
-            Some(p) if !p.as_os_str().is_empty() => sync_dir(p)?,
-            _ => sync_dir(Path::new("."))?,
-        }
+        syncs.0.insert(match m.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        });
     }
     Ok(())
 }

@@ -548,6 +548,54 @@ fn directories_are_made_with_their_missing_parents() {
     assert!(relative.is_dir());
 }
 
+/// What a write leaves to sync besides each partition (synced after its file is renamed in):
+/// the parent of every directory it made, `out`'s own parent among them when `out` is new. On
+/// a second write into the same directories, nothing.
+#[test]
+fn the_parents_of_made_directories_are_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let tables = [traffic(), referrers()];
+    let set = |paths: &[PathBuf]| paths.iter().cloned().collect::<BTreeSet<_>>();
+    for round in 0..2 {
+        let plan = make_dirs(&out, &tables).unwrap();
+        let new = round == 0;
+        let shared = if new {
+            set(&[dir.path().to_path_buf(), out.clone()])
+        } else {
+            set(&[])
+        };
+        assert_eq!(plan.shared.0, shared);
+        assert!(plan.parts[0].len() >= 2, "traffic() spans dates");
+        for (table, parts) in tables.iter().zip(plan.parts) {
+            let dates: Vec<String> = parts.keys().cloned().collect();
+            let (files, syncs) = write_table(
+                &out,
+                table,
+                check(table).unwrap(),
+                parts,
+                &meta(),
+                MAX_ROW_GROUP_ROWS,
+            )
+            .unwrap();
+            let table_dir = out.join(table.name);
+            let want = if new { set(&[table_dir]) } else { set(&[]) };
+            assert_eq!(syncs.0, want, "{}", table.name);
+            assert_eq!(files.len(), dates.len());
+            for (f, date) in files.iter().zip(&dates) {
+                assert_eq!(
+                    f.path,
+                    partition_dir(&out, table.name, date).join(PART_FILE)
+                );
+                assert!(f.path.is_file());
+            }
+        }
+    }
+    let mut made = Syncs::default();
+    make_missing_dirs(&out.join("clients/date=2026-05-17"), &mut made).unwrap();
+    assert_eq!(made.0, set(&[out.clone(), out.join("clients")]));
+}
+
 #[test]
 fn utc_dates() {
     assert_eq!(utc_date(0), "1970-01-01");
