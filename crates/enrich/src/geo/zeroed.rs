@@ -1,4 +1,4 @@
-//! Tables that start all zero, in memory the kernel hands out a page at a time.
+//! Tables that start all zero, in memory the kernel zeroes.
 
 use std::marker::PhantomData;
 use std::ops::Deref;
@@ -11,11 +11,13 @@ use std::ops::Deref;
 /// structs of them), and its alignment must be at most a page (4 KiB).
 pub(super) unsafe trait ZeroValid: Default {}
 
-/// `len` values of `T`, each all zero at first, in fresh anonymous memory: the kernel maps and
-/// clears a page when it is first touched, so the pages of a table that a run hardly uses cost
-/// nothing. (Collecting `len` default values wrote every page before the first was used: for
-/// the address cache's 2 MiB, about 500 page faults and a `memset` of the whole, at the first
-/// address a run cached.)
+/// `len` values of `T`, each all zero at first, in fresh anonymous memory that the kernel maps
+/// writable and zeroed as it makes it (`MAP_POPULATE`). Collecting `len` default values wrote
+/// every page once more after the kernel had zeroed it (for the address cache's 2 MiB, about
+/// 500 page faults and a `memset`, at the first address a run cached); mapping it without
+/// populating it was no better on a long run: a lookup that reads an untouched page maps the
+/// shared zero page there, and the first write then replaces it and has every core running the
+/// process flush its TLB (an interrupt per page: 1.3% of a 1M-line run's samples).
 pub(super) struct Zeroed<T: ZeroValid> {
     memory: Memory<T>,
 }
@@ -33,14 +35,16 @@ enum Memory<T> {
 impl<T: ZeroValid> Zeroed<T> {
     pub(super) fn new(len: usize) -> Self {
         let memory = match len.checked_mul(size_of::<T>()) {
-            Some(bytes) if bytes > 0 => match memmap2::MmapMut::map_anon(bytes) {
-                Ok(map) => Memory::Mapped {
-                    map,
-                    len,
-                    _values: PhantomData,
-                },
-                Err(_) => Memory::Heap((0..len).map(|_| T::default()).collect()),
-            },
+            Some(bytes) if bytes > 0 => {
+                match memmap2::MmapOptions::new().len(bytes).populate().map_anon() {
+                    Ok(map) => Memory::Mapped {
+                        map,
+                        len,
+                        _values: PhantomData,
+                    },
+                    Err(_) => Memory::Heap((0..len).map(|_| T::default()).collect()),
+                }
+            }
             _ => Memory::Heap((0..len).map(|_| T::default()).collect()),
         };
         Zeroed { memory }
