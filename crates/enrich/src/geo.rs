@@ -18,7 +18,7 @@ mod tree;
 mod zeroed;
 
 pub use index::IndexError;
-use index::{AddressIndex, DbIdentity, Indexed};
+use index::{AddressIndex, DbIdentity, Indexed, IndexedV6};
 use tree::{Bytes, Source, Tree};
 use zeroed::{ZeroValid, Zeroed};
 
@@ -269,6 +269,9 @@ impl GeoDb {
             walks: Vec::new(),
             bits: Vec::new(),
             found: Vec::new(),
+            deeper: Vec::new(),
+            from: Vec::new(),
+            found_from: Vec::new(),
             local: Vec::new(),
             interned: HashSet::new(),
             unknown_place,
@@ -446,6 +449,11 @@ pub struct GeoLookup<'db> {
     walks: Vec<(usize, IpAddr)>,
     bits: Vec<u128>,
     found: Vec<Option<usize>>,
+    /// IPv6 walks the address index starts part of the way down: depth, position in `found`,
+    /// node, address; and the same in the form [`Tree::find_v6_from`] takes, with its records.
+    deeper: Vec<(u32, usize, usize, u128)>,
+    from: Vec<(usize, u32, u128)>,
+    found_from: Vec<Option<usize>>,
     /// The database's `answers`, as this worker's own allocations (so that counting a place
     /// never touches a reference count another thread writes).
     local: Vec<Option<(Arc<Place>, bool)>>,
@@ -517,7 +525,39 @@ impl GeoLookup<'_> {
         self.bits.extend(self.walks.iter().map(bits));
         self.found.clear();
         tree.find(false, &self.bits[..v4], &mut self.found);
-        tree.find(true, &self.bits[v4..], &mut self.found);
+        match index.filter(|ix| ix.has_v6()) {
+            None => tree.find(true, &self.bits[v4..], &mut self.found),
+            // The index answers most IPv6 addresses itself and starts the others' walks at the
+            // node their /32 (or a shorter prefix) leads to.
+            Some(ix) => {
+                let v6 = &self.bits[v4..];
+                for &a in v6 {
+                    ix.prefetch_v6_top(a);
+                }
+                self.deeper.clear();
+                for &a in v6 {
+                    match ix.get_v6(a) {
+                        IndexedV6::Place(p) => self.found.push(Some(ix.record_of(p))),
+                        IndexedV6::NotFound => self.found.push(None),
+                        IndexedV6::Walk { node, depth } => {
+                            self.deeper.push((depth, self.found.len(), node, a));
+                            self.found.push(None);
+                        }
+                    }
+                }
+                if !self.deeper.is_empty() {
+                    self.deeper.sort_unstable_by_key(|w| w.0);
+                    self.from.clear();
+                    self.from
+                        .extend(self.deeper.iter().map(|&(d, _, node, a)| (node, d, a)));
+                    self.found_from.clear();
+                    tree.find_v6_from(&self.from, &mut self.found_from);
+                    for (&(_, at, _, _), &f) in self.deeper.iter().zip(&self.found_from) {
+                        self.found[at] = f;
+                    }
+                }
+            }
+        }
         // Most walks end at a record this worker has met: its answer is found here, without the
         // shared lock (held for every walk of a batch, it kept the other workers waiting on it,
         // asleep, a hundred times a run). The others are asked of the shared records in one

@@ -1,4 +1,4 @@
-//! A database's IPv4 networks as a table by /24: the address index.
+//! A database's IPv4 networks as a table by /24, and its IPv6 ones by /32: the address index.
 //!
 //! Each address a run has not met costs a walk down the database's search tree (a cache miss
 //! per level, in tens of megabytes) and, for a record no lookup has read yet, its decoding. A
@@ -6,7 +6,11 @@
 //! the same answers worked out once, offline (`logcensus geoip-index`), for every IPv4 /24:
 //! looking an address up is one read in a table of where each /16 goes and, for a /16 that is
 //! not one place throughout, one in a block of its 256 /24s. A network finer than a /24 is
-//! left to the tree, as are IPv6 addresses.
+//! left to the tree. IPv6 addresses that the address cache does not know (a client's address
+//! changes from day to day; the first sight of each costs a walk of 30 levels and more) are
+//! looked up in the same way in three levels, by /16, /24 and /32: an entry is a place, "not
+//! found", the next level's block, or the tree node where a /32 of finer networks goes on,
+//! from which the walk starts instead of from the root.
 //!
 //! An entry names a *place* by number; the index keeps one record offset per place, whose
 //! record the run decodes (once per worker) at its own level: two records with the same
@@ -25,7 +29,7 @@ use super::tree::{Bytes, Tree};
 use super::{Answer, GeoDb};
 
 const MAGIC: &[u8; 8] = b"LCGEOIDX";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 /// Entries of the top table: one per /16.
 const TOP: usize = 1 << 16;
 /// A top entry with this bit names one place for the whole /16 in its low 16 bits; without it,
@@ -37,6 +41,18 @@ const NOT_FOUND: u16 = 0xfffe;
 const FINER: u16 = 0xffff;
 /// Places an index can name.
 const MAX_PLACES: usize = NOT_FOUND as usize;
+/// IPv6 entries: a tag in the top two bits. A place (its number in the low 16 bits).
+const V6_PLACE: u32 = 0;
+/// No record.
+const V6_NOT_FOUND: u32 = 1 << 30;
+/// The next eight bits' block (its number in the low 30 bits).
+const V6_BLOCK: u32 = 2 << 30;
+/// A tree node (in the low 30 bits) where the walk goes on, at the entry's level's depth.
+const V6_NODE: u32 = 3 << 30;
+const V6_TAG: u32 = 3 << 30;
+/// Depth of the IPv6 top table's entries, and bits each block adds; blocks go down to /32.
+const V6_TOP_BITS: u32 = 16;
+const V6_LEVELS: u32 = 2;
 /// Bytes of the tree's start and of the file's end that the database's checksum covers.
 const FINGERPRINT_BYTES: usize = 1 << 16;
 
@@ -102,6 +118,18 @@ impl DbIdentity {
     }
 }
 
+/// What the index says of an IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum IndexedV6 {
+    Place(u16),
+    NotFound,
+    /// Walk on from this node, which the address's first `depth` bits lead to.
+    Walk {
+        node: usize,
+        depth: u32,
+    },
+}
+
 /// A loaded index: its file mapped into memory, and the top table and place offsets read out.
 /// The blocks are read where they are in the file.
 pub(super) struct AddressIndex {
@@ -111,6 +139,10 @@ pub(super) struct AddressIndex {
     bytes: Bytes,
     /// Where the blocks start in `bytes` (256 two-byte entries each).
     blocks_at: usize,
+    /// Where the IPv6 top table starts in `bytes` (an IPv6 database's index), followed by
+    /// `v6_blocks` blocks of 256 four-byte entries.
+    v6_at: Option<usize>,
+    v6_blocks: usize,
     /// The body's checksum, worked out on a thread of its own while the run starts: the
     /// run asks for it ([`AddressIndex::intact`]) before it writes anything.
     checked: std::sync::Mutex<Option<std::thread::JoinHandle<bool>>>,
@@ -138,6 +170,63 @@ impl AddressIndex {
             p if usize::from(p) < self.places.len() => Indexed::Place(p),
             _ => Indexed::Finer,
         }
+    }
+
+    /// What the index says of an IPv6 address. An entry that does not fit where it is (a
+    /// damaged file) is read as "walk the tree from its root".
+    pub(super) fn get_v6(&self, address: u128) -> IndexedV6 {
+        let from_root = IndexedV6::Walk { node: 0, depth: 0 };
+        let Some(top_at) = self.v6_at else {
+            return from_root;
+        };
+        let word = |at: usize| -> Option<u32> {
+            let b = self.bytes.as_ref().get(at..at + 4)?;
+            Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let Some(mut entry) = word(top_at + 4 * (address >> (128 - V6_TOP_BITS)) as usize) else {
+            return from_root;
+        };
+        let mut depth = V6_TOP_BITS;
+        let blocks_at = top_at + 4 * TOP;
+        while entry & V6_TAG == V6_BLOCK {
+            let block = (entry & !V6_TAG) as usize;
+            if block >= self.v6_blocks || depth >= V6_TOP_BITS + 8 * V6_LEVELS {
+                return from_root;
+            }
+            let i = (address >> (128 - depth - 8)) as usize & 0xff;
+            entry = match word(blocks_at + 4 * (block << 8 | i)) {
+                Some(e) => e,
+                None => return from_root,
+            };
+            depth += 8;
+        }
+        match entry & V6_TAG {
+            V6_NOT_FOUND => IndexedV6::NotFound,
+            V6_NODE => IndexedV6::Walk {
+                node: (entry & !V6_TAG) as usize,
+                depth,
+            },
+            _ if ((entry & 0xffff) as usize) < self.places.len() && entry >> 16 == 0 => {
+                IndexedV6::Place(entry as u16)
+            }
+            _ => from_root,
+        }
+    }
+
+    /// Asks the processor for an IPv6 address's top entry, which [`AddressIndex::get_v6`]
+    /// reads first.
+    pub(super) fn prefetch_v6_top(&self, address: u128) {
+        if let Some(top_at) = self.v6_at {
+            let at = top_at + 4 * (address >> (128 - V6_TOP_BITS)) as usize;
+            if let Some(e) = self.bytes.as_ref().get(at) {
+                crate::prefetch::prefetch(e);
+            }
+        }
+    }
+
+    /// Whether the index holds IPv6 tables.
+    pub(super) fn has_v6(&self) -> bool {
+        self.v6_at.is_some()
     }
 
     /// Asks the processor for `address`'s entry ahead of [`AddressIndex::get`].
@@ -234,10 +323,18 @@ impl AddressIndex {
         let places = header.places as usize;
         let blocks = header.blocks as usize;
         let jumps = header.jumps as usize;
+        let v6_blocks = header.v6_blocks as usize;
         let body_len = bytes.as_ref().len() - body_at;
+        let v4_len = (4 * TOP * (1 + jumps) + 4 * places) as u64 + 512 * blocks as u64;
+        let v6_len = match header.v6 {
+            0 => 0,
+            _ => (4 * TOP) as u64 + 1024 * v6_blocks as u64,
+        };
         if places > MAX_PLACES
             || jumps > 2
-            || body_len as u64 != (4 * TOP * (1 + jumps) + 4 * places) as u64 + 512 * blocks as u64
+            || header.v6 > 1
+            || (header.v6 == 0 && v6_blocks > 0)
+            || body_len as u64 != v4_len + v6_len
         {
             return Err(corrupt("its length does not match its header"));
         }
@@ -267,10 +364,13 @@ impl AddressIndex {
                     source,
                 })?
         };
+        let blocks_at = body_at + jumps_at + 4 * TOP * jumps.len();
         let index = AddressIndex {
             top,
             places: offsets,
-            blocks_at: body_at + jumps_at + 4 * TOP * jumps.len(),
+            blocks_at,
+            v6_at: (header.v6 == 1).then_some(blocks_at + 512 * blocks),
+            v6_blocks,
             bytes,
             checked: std::sync::Mutex::new(Some(checked)),
             path: shown,
@@ -291,6 +391,9 @@ struct Header {
     /// 1 (IPv4's) or 2 (and IPv6's).
     jumps: u32,
     blocks: u32,
+    /// 1 when the IPv6 tables follow, else 0.
+    v6: u32,
+    v6_blocks: u32,
     body_checksum: u64,
 }
 
@@ -308,6 +411,8 @@ impl Header {
         let places = r.u32()?;
         let jumps = r.u32()?;
         let blocks = r.u32()?;
+        let v6 = r.u32()?;
+        let v6_blocks = r.u32()?;
         let body_checksum = r.u64()?;
         let fields_len = r.u32()? as usize;
         let fields = String::from_utf8(r.take(fields_len)?.to_vec()).ok()?;
@@ -318,6 +423,8 @@ impl Header {
             places,
             jumps,
             blocks,
+            v6,
+            v6_blocks,
             body_checksum,
         })
     }
@@ -334,6 +441,8 @@ impl Header {
         out.extend_from_slice(&self.places.to_le_bytes());
         out.extend_from_slice(&self.jumps.to_le_bytes());
         out.extend_from_slice(&self.blocks.to_le_bytes());
+        out.extend_from_slice(&self.v6.to_le_bytes());
+        out.extend_from_slice(&self.v6_blocks.to_le_bytes());
         out.extend_from_slice(&self.body_checksum.to_le_bytes());
         out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
         out.extend_from_slice(self.fields.as_bytes());
@@ -452,16 +561,36 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
             n
         };
     }
+    // IPv6, from where the tree's first 16 bits lead, down to /32 at most.
+    let v6_starts = tree.v6_jumps();
+    let mut v6_top: Vec<u32> = Vec::new();
+    let mut v6_blocks: Vec<u32> = Vec::new();
+    if let Some(starts) = &v6_starts {
+        let mut numbers: std::collections::HashMap<Vec<u32>, u32> = Default::default();
+        let mut level = |node: usize, depth: u32| {
+            v6_entry(
+                tree,
+                node,
+                depth,
+                &mut entry_of,
+                &mut v6_blocks,
+                &mut numbers,
+            )
+        };
+        v6_top = starts
+            .iter()
+            .map(|&start| level(start as usize, V6_TOP_BITS))
+            .collect::<Result<_, _>>()?;
+    }
     let mut body = Vec::with_capacity(4 * TOP + 4 * places.len() + 2 * blocks.len());
     top.iter()
         .for_each(|t| body.extend_from_slice(&t.to_le_bytes()));
     places
         .iter()
         .for_each(|o| body.extend_from_slice(&o.to_le_bytes()));
+    let has_v6 = v6_starts.is_some();
     let mut jumps = vec![starts];
-    if let Some(v6) = tree.v6_jumps() {
-        jumps.push(v6);
-    }
+    jumps.extend(v6_starts);
     for table in &jumps {
         table
             .iter()
@@ -470,6 +599,10 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
     blocks
         .iter()
         .for_each(|e| body.extend_from_slice(&e.to_le_bytes()));
+    v6_top
+        .iter()
+        .chain(&v6_blocks)
+        .for_each(|e| body.extend_from_slice(&e.to_le_bytes()));
     let header = Header {
         version: VERSION,
         db: identity,
@@ -477,12 +610,68 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
         places: places.len() as u32,
         jumps: jumps.len() as u32,
         blocks: (blocks.len() / 256) as u32,
+        v6: u32::from(has_v6),
+        v6_blocks: (v6_blocks.len() / 256) as u32,
         body_checksum: XxHash64::oneshot(0, &body),
     };
     let mut out = Vec::with_capacity(body.len() + 128);
     header.write(&mut out);
     out.extend_from_slice(&body);
     Ok(out)
+}
+
+/// The IPv6 index entry for the tree value `node` reached at `depth`: its place or "not
+/// found" where the walk ends there; else, above /32, the block of where the next eight bits
+/// lead (identical blocks stored once, a block of one place throughout replaced by that place);
+/// at /32, the node itself.
+fn v6_entry(
+    tree: &Tree,
+    node: usize,
+    depth: u32,
+    entry_of: &mut impl FnMut(usize) -> Result<u16, IndexError>,
+    blocks: &mut Vec<u32>,
+    numbers: &mut std::collections::HashMap<Vec<u32>, u32>,
+) -> Result<u32, IndexError> {
+    if !tree.is_node(node) {
+        return Ok(match entry_of(node)? {
+            NOT_FOUND => V6_NOT_FOUND,
+            p => V6_PLACE | u32::from(p),
+        });
+    }
+    if depth >= V6_TOP_BITS + 8 * V6_LEVELS {
+        return u32::try_from(node)
+            .ok()
+            .filter(|&n| n & V6_TAG == 0)
+            .map(|n| V6_NODE | n)
+            .ok_or_else(|| IndexError::Make("the search tree has more than 2^30 nodes".into()));
+    }
+    // Depth first through the next eight levels: a walk that ends fills the entries it covers;
+    // a node at the eighth level is the next level's entry.
+    let mut block = vec![0u32; 256];
+    let mut stack = vec![(node, 0u32, 0usize)];
+    while let Some((node, d, first)) = stack.pop() {
+        let span = 256 >> d;
+        if !tree.is_node(node) || d == 8 {
+            let e = v6_entry(tree, node, depth + d, entry_of, blocks, numbers)?;
+            block[first..first + span].fill(e);
+        } else {
+            stack.push((tree.child(node, 1), d + 1, first + span / 2));
+            stack.push((tree.child(node, 0), d + 1, first));
+        }
+    }
+    let leaf = |e: u32| matches!(e & V6_TAG, V6_PLACE | V6_NOT_FOUND);
+    if leaf(block[0]) && block.iter().all(|&e| e == block[0]) {
+        return Ok(block[0]);
+    }
+    let next = (blocks.len() / 256) as u32;
+    if next & V6_TAG != 0 {
+        return Err(IndexError::Make("too many IPv6 blocks".into()));
+    }
+    let n = *numbers.entry(block.clone()).or_insert(next);
+    if n == next {
+        blocks.extend_from_slice(&block);
+    }
+    Ok(V6_BLOCK | n)
 }
 
 #[cfg(test)]
@@ -548,7 +737,8 @@ mod tests {
             };
             let v6 = ip_version == 6 && i % 4 == 0;
             let network = if v6 {
-                let len = 16 + (next() % 49) as u8;
+                // /8 to /64: above, at and below each of the index's levels (/16, /24, /32).
+                let len = 8 + (next() % 57) as u8;
                 let a = (u128::from(next()) << 64 | u128::from(next())) >> 3 | 1u128 << 125;
                 (
                     IpAddr::V6((a & (u128::MAX << (128 - u32::from(len)))).into()),
@@ -599,8 +789,17 @@ mod tests {
                 ] {
                     out.push(IpAddr::V4(p.into()));
                 }
-            } else {
-                out.push(ip);
+            } else if let IpAddr::V6(a) = ip {
+                let (a, size) = (u128::from(a), 1u128 << (128 - u32::from(len)));
+                for p in [
+                    a.wrapping_sub(1),
+                    a,
+                    a.wrapping_add(size / 2),
+                    a.wrapping_add(size.wrapping_sub(1)),
+                    a.wrapping_add(size),
+                ] {
+                    out.push(IpAddr::V6(p.into()));
+                }
             }
         }
         for _ in 0..40_000 {
@@ -697,6 +896,37 @@ mod tests {
                 places > 30_000 && not_found > 1_000 && finer > 100,
                 "{counts:?}"
             );
+            // IPv6: answered by the index, or walked on from /16, /24 or /32 (never from the
+            // root, which only a damaged index gives).
+            let mut v6 = std::collections::BTreeMap::<&str, usize>::new();
+            for ip in &ips {
+                if let IpAddr::V6(a) = ip {
+                    let kind = match ix.get_v6(u128::from(*a)) {
+                        IndexedV6::Place(_) => "place",
+                        IndexedV6::NotFound => "not found",
+                        IndexedV6::Walk { depth: 16, .. } => "walk from /16",
+                        IndexedV6::Walk { depth: 24, .. } => "walk from /24",
+                        IndexedV6::Walk { depth: 32, .. } => "walk from /32",
+                        IndexedV6::Walk { .. } => "walk from elsewhere",
+                    };
+                    *v6.entry(kind).or_default() += 1;
+                }
+            }
+            if ip_version == 4 {
+                // No IPv6 tables: every IPv6 address is left to the tree (which has none).
+                assert!(!ix.has_v6());
+                assert_eq!(
+                    v6.keys().copied().collect::<Vec<_>>(),
+                    ["walk from elsewhere"]
+                );
+            } else {
+                assert!(ix.has_v6());
+                assert!(
+                    v6["place"] > 500 && v6["not found"] > 500 && v6["walk from /32"] > 100,
+                    "{v6:?}"
+                );
+                assert!(!v6.contains_key("walk from elsewhere"), "{v6:?}");
+            }
         }
     }
 

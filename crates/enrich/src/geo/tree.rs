@@ -172,7 +172,6 @@ impl Tree {
             None => None,
         };
         let first_depth = if jumps.is_some() { JUMP_BITS } else { 0 };
-        let tree = self.bytes.as_ref();
         for group in addresses.chunks(WAYS) {
             let mut nodes = [0; WAYS];
             for (node, &address) in nodes.iter_mut().zip(group) {
@@ -180,27 +179,83 @@ impl Tree {
                     Some(jumps) => jumps[(address >> (bits - JUMP_BITS)) as usize] as usize,
                     None => start,
                 };
-                if *node < self.node_count {
-                    prefetch(&tree[*node * self.node_bytes]);
-                }
             }
-            for depth in first_depth..bits {
-                let mut walking = false;
-                for (node, &address) in nodes.iter_mut().zip(group) {
+            self.walk::<BITS>(&mut nodes, group, bits, first_depth);
+            out.extend(nodes[..group.len()].iter().map(|&n| self.offset(n)));
+        }
+    }
+
+    /// [`Tree::find`] for IPv6 addresses whose walks start part of the way down: each
+    /// `(node, depth, address)` at the node that the address's first `depth` bits lead to (as
+    /// the address index gives it). `walks` in order of depth walk fastest.
+    pub(super) fn find_v6_from(&self, walks: &[(usize, u32, u128)], out: &mut Vec<Option<usize>>) {
+        if self.ip_version == 4 {
+            out.extend(walks.iter().map(|_| None));
+            return;
+        }
+        match self.record_bits {
+            24 => self.find_v6_from_in::<24>(walks, out),
+            28 => self.find_v6_from_in::<28>(walks, out),
+            _ => self.find_v6_from_in::<32>(walks, out),
+        }
+    }
+
+    fn find_v6_from_in<const BITS: u16>(
+        &self,
+        walks: &[(usize, u32, u128)],
+        out: &mut Vec<Option<usize>>,
+    ) {
+        let mut rest = walks;
+        while let Some(&(_, depth, _)) = rest.first() {
+            // Walks from one depth together, up to `WAYS` of them.
+            let n = rest
+                .iter()
+                .take(WAYS)
+                .position(|w| w.1 != depth)
+                .unwrap_or(rest.len().min(WAYS));
+            let (group, later) = rest.split_at(n);
+            rest = later;
+            let mut nodes = [0; WAYS];
+            let mut addresses = [0u128; WAYS];
+            for (i, &(node, _, address)) in group.iter().enumerate() {
+                nodes[i] = node;
+                addresses[i] = address;
+            }
+            self.walk::<BITS>(&mut nodes, &addresses[..n], 128, depth.min(128));
+            out.extend(nodes[..n].iter().map(|&node| self.offset(node)));
+        }
+    }
+
+    /// Walks up to `WAYS` addresses of `bits` bits in step from `nodes`, reached by their first
+    /// `first_depth` bits, each until it ends.
+    fn walk<const BITS: u16>(
+        &self,
+        nodes: &mut [usize; WAYS],
+        group: &[u128],
+        bits: u32,
+        first_depth: u32,
+    ) {
+        let tree = self.bytes.as_ref();
+        for &node in &nodes[..group.len()] {
+            if node < self.node_count {
+                prefetch(&tree[node * self.node_bytes]);
+            }
+        }
+        for depth in first_depth..bits {
+            let mut walking = false;
+            for (node, &address) in nodes.iter_mut().zip(group) {
+                if *node < self.node_count {
+                    let bit = (address >> (bits - 1 - depth)) as u32 & 1;
+                    *node = record_in::<BITS>(tree, *node, bit);
                     if *node < self.node_count {
-                        let bit = (address >> (bits - 1 - depth)) as u32 & 1;
-                        *node = record_in::<BITS>(tree, *node, bit);
-                        if *node < self.node_count {
-                            prefetch(&tree[*node * self.node_bytes]);
-                            walking = true;
-                        }
+                        prefetch(&tree[*node * self.node_bytes]);
+                        walking = true;
                     }
                 }
-                if !walking {
-                    break;
-                }
             }
-            out.extend(nodes[..group.len()].iter().map(|&n| self.offset(n)));
+            if !walking {
+                break;
+            }
         }
     }
 
