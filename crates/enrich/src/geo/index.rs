@@ -778,28 +778,24 @@ mod tests {
         };
         let mut out = Vec::new();
         for &(ip, len) in networks {
-            if let IpAddr::V4(a) = ip {
-                let (a, size) = (u32::from(a), (1u64 << (32 - u32::from(len))) as u32);
-                for p in [
-                    a.wrapping_sub(1),
-                    a,
-                    a.wrapping_add(size / 2),
-                    a.wrapping_add(size.wrapping_sub(1)),
-                    a.wrapping_add(size),
-                ] {
-                    out.push(IpAddr::V4(p.into()));
-                }
-            } else if let IpAddr::V6(a) = ip {
-                let (a, size) = (u128::from(a), 1u128 << (128 - u32::from(len)));
-                for p in [
-                    a.wrapping_sub(1),
-                    a,
-                    a.wrapping_add(size / 2),
-                    a.wrapping_add(size.wrapping_sub(1)),
-                    a.wrapping_add(size),
-                ] {
-                    out.push(IpAddr::V6(p.into()));
-                }
+            let (a, bits) = match ip {
+                IpAddr::V4(a) => (u128::from(u32::from(a)), 32),
+                IpAddr::V6(a) => (u128::from(a), 128),
+            };
+            let size = 1u128 << (bits - u32::from(len));
+            let mask = u128::MAX >> (128 - bits);
+            for p in [
+                a.wrapping_sub(1),
+                a,
+                a.wrapping_add(size / 2),
+                a.wrapping_add(size - 1),
+                a.wrapping_add(size),
+            ] {
+                let p = p & mask;
+                out.push(match ip {
+                    IpAddr::V4(_) => IpAddr::V4((p as u32).into()),
+                    IpAddr::V6(_) => IpAddr::V6(p.into()),
+                });
             }
         }
         for _ in 0..40_000 {
