@@ -624,10 +624,50 @@ impl GeoLookup<'_> {
                 _ => None,
             }
             .unwrap_or_else(|| self.db.cached_answer(IpAddr::V4(a))),
-            Some(ip) => self.db.cached_answer(ip),
+            Some(IpAddr::V6(a)) => match (&self.db.index, &self.db.tree) {
+                (Some(index), Some(tree)) if index.has_v6() => {
+                    let key = AddressKey::of(IpAddr::V6(a));
+                    match self.db.addresses.get(&key) {
+                        Some(answer) => answer,
+                        None => {
+                            let answer = self.indexed_v6(index, tree, u128::from(a));
+                            self.db.addresses.put(&key, answer);
+                            answer
+                        }
+                    }
+                }
+                _ => self.db.cached_answer(IpAddr::V6(a)),
+            },
             None => return (&self.unknown_place, false),
         };
         self.place_of(Answered(answer))
+    }
+
+    /// The answer for an IPv6 address from the address index: its place, or a walk from the
+    /// node the index gives.
+    fn indexed_v6(&mut self, index: &AddressIndex, tree: &Tree, address: u128) -> Answer {
+        let offset = match index.get_v6(address) {
+            IndexedV6::NotFound => return Answer::Unknown,
+            IndexedV6::Place(p) => index.record_of(p),
+            IndexedV6::Walk { node, depth } => {
+                self.found_from.clear();
+                tree.find_v6_from(&[(node, depth, address)], &mut self.found_from);
+                match self.found_from.first() {
+                    Some(&Some(offset)) => offset,
+                    _ => return Answer::Unknown,
+                }
+            }
+        };
+        match self.offsets.get(&offset) {
+            Some(&n) => Answer::Known(n),
+            None => {
+                let answer = self.db.answer_at(tree, offset);
+                if let Answer::Known(n) = answer {
+                    remember(&mut self.offsets, offset, n);
+                }
+                answer
+            }
+        }
     }
 
     /// The answer the address index gives for an IPv4 address, or `None` when its /24 holds
