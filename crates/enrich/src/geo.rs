@@ -307,6 +307,16 @@ impl GeoDb {
         })
     }
 
+    /// The answer for the address index's place `p`: from the strings the index keeps of its
+    /// record, or (an index without them) from the record itself.
+    fn place_answer(&self, index: &AddressIndex, tree: &Tree, p: u16) -> Answer {
+        let offset = index.record_of(p);
+        match index.strings_of(p) {
+            Some(strings) => self.record_answer(offset, |_| strings),
+            None => self.answer_at(tree, offset),
+        }
+    }
+
     /// The answer for the record at data-section `offset`, which the walker found: read with
     /// [`record::heads`] and [`record::strings_from`], without a lookup through the crate; a
     /// record whose values are where an earlier record's were has that record's answer.
@@ -433,6 +443,26 @@ impl Records {
     }
 }
 
+/// The answer for the address index's place `p`, from `by_place` (a worker's) or worked out
+/// and kept there.
+fn place_in(
+    by_place: &mut [Option<Answer>],
+    db: &GeoDb,
+    index: &AddressIndex,
+    tree: &Tree,
+    p: u16,
+) -> Answer {
+    let slot = &mut by_place[usize::from(p)];
+    match *slot {
+        Some(answer) => answer,
+        None => {
+            let answer = db.place_answer(index, tree, p);
+            *slot = Some(answer);
+            answer
+        }
+    }
+}
+
 /// Remembers in `offsets` (the shared records', or a worker's own) that the record at `offset`
 /// has answer `i`, keeping at most [`RECORDS_KEPT`].
 fn remember(offsets: &mut HashMap<usize, u32, foldhash::fast::RandomState>, offset: usize, i: u32) {
@@ -537,7 +567,16 @@ impl GeoLookup<'_> {
                 self.deeper.clear();
                 for &a in v6 {
                     match ix.get_v6(a) {
-                        IndexedV6::Place(p) => self.found.push(Some(ix.record_of(p))),
+                        IndexedV6::Place(p) => {
+                            // Its answer is this worker's to find below, without the record.
+                            let offset = ix.record_of(p);
+                            if let Answer::Known(n) =
+                                place_in(&mut self.by_place, self.db, ix, tree, p)
+                            {
+                                remember(&mut self.offsets, offset, n);
+                            }
+                            self.found.push(Some(offset));
+                        }
                         IndexedV6::NotFound => self.found.push(None),
                         IndexedV6::Walk { node, depth } => {
                             self.deeper.push((depth, self.found.len(), node, a));
@@ -648,7 +687,7 @@ impl GeoLookup<'_> {
     fn indexed_v6(&mut self, index: &AddressIndex, tree: &Tree, address: u128) -> Answer {
         let offset = match index.get_v6(address) {
             IndexedV6::NotFound => return Answer::Unknown,
-            IndexedV6::Place(p) => index.record_of(p),
+            IndexedV6::Place(p) => return self.indexed_place(index, tree, p),
             IndexedV6::Walk { node, depth } => {
                 self.found_from.clear();
                 tree.find_v6_from(&[(node, depth, address)], &mut self.found_from);
@@ -677,15 +716,14 @@ impl GeoLookup<'_> {
         match index.get(address) {
             Indexed::Finer => None,
             Indexed::NotFound => Some(Answer::Unknown),
-            Indexed::Place(p) => Some(match self.by_place[usize::from(p)] {
-                Some(answer) => answer,
-                None => {
-                    let answer = self.db.answer_at(tree, index.record_of(p));
-                    self.by_place[usize::from(p)] = Some(answer);
-                    answer
-                }
-            }),
+            Indexed::Place(p) => Some(self.indexed_place(index, tree, p)),
         }
+    }
+
+    /// The answer for the address index's place `p`, worked out once per worker.
+    #[inline]
+    fn indexed_place(&mut self, index: &AddressIndex, tree: &Tree, p: u16) -> Answer {
+        place_in(&mut self.by_place, self.db, index, tree, p)
     }
 
     /// The place [`GeoLookup::look_ahead`] found for an address, as [`GeoLookup::place`] gives it.

@@ -15,7 +15,10 @@
 //! An entry names a *place* by number; the index keeps one record offset per place, whose
 //! record the run decodes (once per worker) at its own level: two records with the same
 //! continent, country and region are the same place at every level, so an index made at region
-//! level serves a run at any level. The index names the database it was made from (size, build
+//! level serves a run at any level. With each place it keeps that record's continent, country
+//! and subdivision as read at the mapping's paths, so a worker works the place out without
+//! reading the record (which would have the kernel map the database's pages around it, and
+//! unmap them at the end). The index names the database it was made from (size, build
 //! time, node count, and a checksum of the tree's start and the file's end) and the field
 //! mapping it was made with; a run checks both before using it, and the body's checksum (on a
 //! thread of its own) before it writes anything. It also keeps the search tree's jump tables
@@ -29,7 +32,7 @@ use super::tree::{Bytes, Tree};
 use super::{Answer, GeoDb};
 
 const MAGIC: &[u8; 8] = b"LCGEOIDX";
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 /// Entries of the top table: one per /16.
 const TOP: usize = 1 << 16;
 /// A top entry with this bit names one place for the whole /16 in its low 16 bits; without it,
@@ -53,6 +56,11 @@ const V6_TAG: u32 = 3 << 30;
 /// Depth of the IPv6 top table's entries, and bits each block adds; blocks go down to /32.
 const V6_TOP_BITS: u32 = 16;
 const V6_LEVELS: u32 = 2;
+/// A place's value the record does not have.
+const NO_STRING: u8 = 0xff;
+/// A place whose strings the index does not hold (one longer than 254 bytes): its record is
+/// read.
+const NO_STRINGS: u32 = u32::MAX;
 /// Bytes of the tree's start and of the file's end that the database's checksum covers.
 const FINGERPRINT_BYTES: usize = 1 << 16;
 
@@ -143,6 +151,12 @@ pub(super) struct AddressIndex {
     /// `v6_blocks` blocks of 256 four-byte entries.
     v6_at: Option<usize>,
     v6_blocks: usize,
+    /// Where each place's strings start in `bytes` (relative to `strings_at`), and where those
+    /// strings are: per place three values, each a length byte (`NO_STRING` for none) and the
+    /// bytes.
+    string_offsets: Box<[u32]>,
+    strings_at: usize,
+    strings_len: usize,
     /// The body's checksum, worked out on a thread of its own while the run starts: the
     /// run asks for it ([`AddressIndex::intact`]) before it writes anything.
     checked: std::sync::Mutex<Option<std::thread::JoinHandle<bool>>>,
@@ -252,6 +266,33 @@ impl AddressIndex {
         self.places[usize::from(p)] as usize
     }
 
+    /// The continent, country and subdivision strings of place `p`'s record, as the
+    /// database's paths read them when the index was made; `None` where the file does not hold
+    /// them whole (a damaged index, which [`AddressIndex::intact`] reports).
+    pub(super) fn strings_of(&self, p: u16) -> Option<[Option<String>; 3]> {
+        let start = *self.string_offsets.get(usize::from(p))?;
+        if start == NO_STRINGS {
+            return None;
+        }
+        let start = start as usize;
+        let all = self
+            .bytes
+            .as_ref()
+            .get(self.strings_at..self.strings_at + self.strings_len)?;
+        let mut at = start;
+        let mut out: [Option<String>; 3] = Default::default();
+        for value in &mut out {
+            let len = *all.get(at)?;
+            at += 1;
+            if len != NO_STRING {
+                let bytes = all.get(at..at + usize::from(len))?;
+                *value = Some(std::str::from_utf8(bytes).ok()?.to_string());
+                at += usize::from(len);
+            }
+        }
+        Some(out)
+    }
+
     /// How many places the index names.
     pub(super) fn place_count(&self) -> usize {
         self.places.len()
@@ -330,11 +371,13 @@ impl AddressIndex {
             0 => 0,
             _ => (4 * TOP) as u64 + 1024 * v6_blocks as u64,
         };
+        let strings_len = header.strings as usize;
+        let strings_part = (4 * places) as u64 + strings_len as u64;
         if places > MAX_PLACES
             || jumps > 2
             || header.v6 > 1
             || (header.v6 == 0 && v6_blocks > 0)
-            || body_len as u64 != v4_len + v6_len
+            || body_len as u64 != v4_len + v6_len + strings_part
         {
             return Err(corrupt("its length does not match its header"));
         }
@@ -365,12 +408,24 @@ impl AddressIndex {
                 })?
         };
         let blocks_at = body_at + jumps_at + 4 * TOP * jumps.len();
+        let string_offsets_at = blocks_at + 512 * blocks + v6_len as usize;
+        let string_offsets =
+            words(&bytes.as_ref()[string_offsets_at..string_offsets_at + 4 * places]);
+        if string_offsets
+            .iter()
+            .any(|&o| o != NO_STRINGS && o as usize >= strings_len)
+        {
+            return Err(corrupt("a place's strings are outside the index"));
+        }
         let index = AddressIndex {
             top,
             places: offsets,
             blocks_at,
             v6_at: (header.v6 == 1).then_some(blocks_at + 512 * blocks),
             v6_blocks,
+            string_offsets,
+            strings_at: string_offsets_at + 4 * places,
+            strings_len,
             bytes,
             checked: std::sync::Mutex::new(Some(checked)),
             path: shown,
@@ -394,6 +449,8 @@ struct Header {
     /// 1 when the IPv6 tables follow, else 0.
     v6: u32,
     v6_blocks: u32,
+    /// Bytes of the places' strings.
+    strings: u32,
     body_checksum: u64,
 }
 
@@ -413,6 +470,7 @@ impl Header {
         let blocks = r.u32()?;
         let v6 = r.u32()?;
         let v6_blocks = r.u32()?;
+        let strings = r.u32()?;
         let body_checksum = r.u64()?;
         let fields_len = r.u32()? as usize;
         let fields = String::from_utf8(r.take(fields_len)?.to_vec()).ok()?;
@@ -425,6 +483,7 @@ impl Header {
             blocks,
             v6,
             v6_blocks,
+            strings,
             body_checksum,
         })
     }
@@ -443,6 +502,7 @@ impl Header {
         out.extend_from_slice(&self.blocks.to_le_bytes());
         out.extend_from_slice(&self.v6.to_le_bytes());
         out.extend_from_slice(&self.v6_blocks.to_le_bytes());
+        out.extend_from_slice(&self.strings.to_le_bytes());
         out.extend_from_slice(&self.body_checksum.to_le_bytes());
         out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
         out.extend_from_slice(self.fields.as_bytes());
@@ -582,6 +642,32 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
             .map(|&start| level(start as usize, V6_TOP_BITS))
             .collect::<Result<_, _>>()?;
     }
+    // Each place's strings, read from its record at the region-level paths.
+    let data = tree.data();
+    let mut string_offsets: Vec<u32> = Vec::with_capacity(places.len());
+    let mut strings: Vec<u8> = Vec::new();
+    for &offset in &places {
+        string_offsets.push(strings.len() as u32);
+        let values = super::record::strings_at(data, offset as usize, db.paths());
+        // Longer values are no code or name a run would keep; such a place's record is read.
+        if values
+            .iter()
+            .flatten()
+            .any(|v| v.len() >= usize::from(NO_STRING))
+        {
+            *string_offsets.last_mut().expect("pushed above") = NO_STRINGS;
+            continue;
+        }
+        for value in values {
+            match value {
+                Some(v) => {
+                    strings.push(v.len() as u8);
+                    strings.extend_from_slice(v.as_bytes());
+                }
+                None => strings.push(NO_STRING),
+            }
+        }
+    }
     let mut body = Vec::with_capacity(4 * TOP + 4 * places.len() + 2 * blocks.len());
     top.iter()
         .for_each(|t| body.extend_from_slice(&t.to_le_bytes()));
@@ -602,7 +688,9 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
     v6_top
         .iter()
         .chain(&v6_blocks)
+        .chain(&string_offsets)
         .for_each(|e| body.extend_from_slice(&e.to_le_bytes()));
+    body.extend_from_slice(&strings);
     let header = Header {
         version: VERSION,
         db: identity,
@@ -612,6 +700,7 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
         blocks: (blocks.len() / 256) as u32,
         v6: u32::from(has_v6),
         v6_blocks: (v6_blocks.len() / 256) as u32,
+        strings: strings.len() as u32,
         body_checksum: XxHash64::oneshot(0, &body),
     };
     let mut out = Vec::with_capacity(body.len() + 128);
@@ -877,6 +966,9 @@ mod tests {
             )
             .unwrap()
             .0;
+            // Every place's strings are kept, so its record is never read for it.
+            assert!(ix.place_count() > 5);
+            assert!((0..ix.place_count()).all(|p| ix.strings_of(p as u16).is_some()));
             let mut counts = [0usize; 3];
             for ip in &ips {
                 if let IpAddr::V4(a) = ip {
