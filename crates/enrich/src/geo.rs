@@ -608,10 +608,20 @@ impl GeoLookup<'_> {
                 None => Answer::Unknown,
                 Some(offset) => match self.offsets.get(offset) {
                     Some(&n) => Answer::Known(n),
-                    None => {
-                        unseen.push((i, ip, *offset, None));
-                        continue;
-                    }
+                    // The address index knows every record's place: the record is not read.
+                    None => match index.and_then(|ix| Some((ix, ix.place_of_record(*offset)?))) {
+                        Some((ix, p)) => {
+                            let answer = place_in(&mut self.by_place, self.db, ix, tree, p);
+                            if let Answer::Known(n) = answer {
+                                remember(&mut self.offsets, *offset, n);
+                            }
+                            answer
+                        }
+                        None => {
+                            unseen.push((i, ip, *offset, None));
+                            continue;
+                        }
+                    },
                 },
             };
             cache.put(&AddressKey::of(ip), answer);
@@ -692,7 +702,10 @@ impl GeoLookup<'_> {
                 self.found_from.clear();
                 tree.find_v6_from(&[(node, depth, address)], &mut self.found_from);
                 match self.found_from.first() {
-                    Some(&Some(offset)) => offset,
+                    Some(&Some(offset)) => match index.place_of_record(offset) {
+                        Some(p) => return self.indexed_place(index, tree, p),
+                        None => offset,
+                    },
                     _ => return Answer::Unknown,
                 }
             }

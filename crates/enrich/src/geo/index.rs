@@ -18,7 +18,8 @@
 //! level serves a run at any level. With each place it keeps that record's continent, country
 //! and subdivision as read at the mapping's paths, so a worker works the place out without
 //! reading the record (which would have the kernel map the database's pages around it, and
-//! unmap them at the end). The index names the database it was made from (size, build
+//! unmap them at the end); and the place of every record in the database, by offset, for the
+//! walks the index leaves to the tree, whose records are then not read either. The index names the database it was made from (size, build
 //! time, node count, and a checksum of the tree's start and the file's end) and the field
 //! mapping it was made with; a run checks both before using it, and the body's checksum (on a
 //! thread of its own) before it writes anything. It also keeps the search tree's jump tables
@@ -32,7 +33,7 @@ use super::tree::{Bytes, Tree};
 use super::{Answer, GeoDb};
 
 const MAGIC: &[u8; 8] = b"LCGEOIDX";
-const VERSION: u32 = 4;
+const VERSION: u32 = 5;
 /// Entries of the top table: one per /16.
 const TOP: usize = 1 << 16;
 /// A top entry with this bit names one place for the whole /16 in its low 16 bits; without it,
@@ -157,6 +158,10 @@ pub(super) struct AddressIndex {
     string_offsets: Box<[u32]>,
     strings_at: usize,
     strings_len: usize,
+    /// Where the records' offsets start in `bytes` (ascending, four bytes each), followed by
+    /// their places (two bytes each), and how many records there are.
+    records_at: usize,
+    records: usize,
     /// The body's checksum, worked out on a thread of its own while the run starts: the
     /// run asks for it ([`AddressIndex::intact`]) before it writes anything.
     checked: std::sync::Mutex<Option<std::thread::JoinHandle<bool>>>,
@@ -293,6 +298,31 @@ impl AddressIndex {
         Some(out)
     }
 
+    /// The place of the record at data-section `offset` (`None`: no such record, or one of no
+    /// place the index knows).
+    pub(super) fn place_of_record(&self, offset: usize) -> Option<u16> {
+        let offset = u32::try_from(offset).ok()?;
+        let bytes = self.bytes.as_ref();
+        let word = |i: usize| -> Option<u32> {
+            let at = self.records_at + 4 * i;
+            Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+        };
+        let (mut lo, mut hi) = (0, self.records);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match word(mid)?.cmp(&offset) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let at = self.records_at + 4 * self.records + 2 * mid;
+                    let p = u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?);
+                    return (usize::from(p) < self.places.len()).then_some(p);
+                }
+            }
+        }
+        None
+    }
+
     /// How many places the index names.
     pub(super) fn place_count(&self) -> usize {
         self.places.len()
@@ -373,11 +403,13 @@ impl AddressIndex {
         };
         let strings_len = header.strings as usize;
         let strings_part = (4 * places) as u64 + strings_len as u64;
+        let records = header.records as usize;
+        let records_part = 6 * records as u64;
         if places > MAX_PLACES
             || jumps > 2
             || header.v6 > 1
             || (header.v6 == 0 && v6_blocks > 0)
-            || body_len as u64 != v4_len + v6_len + strings_part
+            || body_len as u64 != v4_len + v6_len + strings_part + records_part
         {
             return Err(corrupt("its length does not match its header"));
         }
@@ -426,6 +458,8 @@ impl AddressIndex {
             string_offsets,
             strings_at: string_offsets_at + 4 * places,
             strings_len,
+            records_at: string_offsets_at + 4 * places + strings_len,
+            records,
             bytes,
             checked: std::sync::Mutex::new(Some(checked)),
             path: shown,
@@ -451,6 +485,8 @@ struct Header {
     v6_blocks: u32,
     /// Bytes of the places' strings.
     strings: u32,
+    /// Records whose place the index keeps.
+    records: u32,
     body_checksum: u64,
 }
 
@@ -471,6 +507,7 @@ impl Header {
         let v6 = r.u32()?;
         let v6_blocks = r.u32()?;
         let strings = r.u32()?;
+        let records = r.u32()?;
         let body_checksum = r.u64()?;
         let fields_len = r.u32()? as usize;
         let fields = String::from_utf8(r.take(fields_len)?.to_vec()).ok()?;
@@ -484,6 +521,7 @@ impl Header {
             v6,
             v6_blocks,
             strings,
+            records,
             body_checksum,
         })
     }
@@ -503,6 +541,7 @@ impl Header {
         out.extend_from_slice(&self.v6.to_le_bytes());
         out.extend_from_slice(&self.v6_blocks.to_le_bytes());
         out.extend_from_slice(&self.strings.to_le_bytes());
+        out.extend_from_slice(&self.records.to_le_bytes());
         out.extend_from_slice(&self.body_checksum.to_le_bytes());
         out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
         out.extend_from_slice(self.fields.as_bytes());
@@ -642,6 +681,38 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
             .map(|&start| level(start as usize, V6_TOP_BITS))
             .collect::<Result<_, _>>()?;
     }
+    // The place of every record, found by a walk through the whole tree (a node reached again,
+    // as where IPv6 addresses alias the IPv4 ones, is not walked twice).
+    let mut record_places: Vec<(u32, u16)> = Vec::new();
+    {
+        let mut seen = vec![false; tree.node_count()];
+        let mut seen_records = std::collections::HashSet::new();
+        let mut stack = vec![0usize];
+        while let Some(node) = stack.pop() {
+            if !tree.is_node(node) {
+                let Some(offset) = tree.offset(node) else {
+                    continue;
+                };
+                if !seen_records.insert(offset) {
+                    continue;
+                }
+                let e = entry_of(node)?;
+                if e != NOT_FOUND {
+                    let offset = u32::try_from(offset).map_err(|_| {
+                        IndexError::Make("a record offset does not fit in 32 bits".to_string())
+                    })?;
+                    record_places.push((offset, e));
+                }
+                continue;
+            }
+            if std::mem::replace(&mut seen[node], true) {
+                continue;
+            }
+            stack.push(tree.child(node, 0));
+            stack.push(tree.child(node, 1));
+        }
+    }
+    record_places.sort_unstable();
     // Each place's strings, read from its record at the region-level paths.
     let data = tree.data();
     let mut string_offsets: Vec<u32> = Vec::with_capacity(places.len());
@@ -691,6 +762,12 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
         .chain(&string_offsets)
         .for_each(|e| body.extend_from_slice(&e.to_le_bytes()));
     body.extend_from_slice(&strings);
+    for (offset, _) in &record_places {
+        body.extend_from_slice(&offset.to_le_bytes());
+    }
+    for (_, place) in &record_places {
+        body.extend_from_slice(&place.to_le_bytes());
+    }
     let header = Header {
         version: VERSION,
         db: identity,
@@ -701,6 +778,7 @@ pub(super) fn make(db: &GeoDb, tree: &Tree, identity: DbIdentity) -> Result<Vec<
         v6: u32::from(has_v6),
         v6_blocks: (v6_blocks.len() / 256) as u32,
         strings: strings.len() as u32,
+        records: record_places.len() as u32,
         body_checksum: XxHash64::oneshot(0, &body),
     };
     let mut out = Vec::with_capacity(body.len() + 128);
@@ -969,6 +1047,12 @@ mod tests {
             // Every place's strings are kept, so its record is never read for it.
             assert!(ix.place_count() > 5);
             assert!((0..ix.place_count()).all(|p| ix.strings_of(p as u16).is_some()));
+            // And every record's place: each place's own record among them.
+            assert!(ix.records >= ix.place_count(), "{}", ix.records);
+            for p in 0..ix.place_count() as u16 {
+                assert_eq!(ix.place_of_record(ix.record_of(p)), Some(p));
+            }
+            assert_eq!(ix.place_of_record(usize::MAX), None);
             let mut counts = [0usize; 3];
             for ip in &ips {
                 if let IpAddr::V4(a) = ip {

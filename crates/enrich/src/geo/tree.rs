@@ -296,6 +296,11 @@ impl Tree {
         self.jumps[usize::from(v6)].get().is_some()
     }
 
+    /// How many nodes the tree has (node numbers run below it).
+    pub(super) fn node_count(&self) -> usize {
+        self.node_count
+    }
+
     /// Whether a record value is a node of the tree (else a walk ends there).
     pub(super) fn is_node(&self, value: usize) -> bool {
         value < self.node_count
