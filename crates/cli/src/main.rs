@@ -68,10 +68,11 @@ enum Command {
         #[arg(long, value_name = "FILE", env = "LOGCENSUS_VISITOR_KEY_FILE")]
         visitor_key_file: Option<PathBuf>,
     },
-    /// Makes the address index of a GeoIP database: its answers for every IPv4 /24 and IPv6 /32, which a run
-    /// given it (`--geoip-index`, [geoip] index) looks addresses up in instead of walking the
-    /// database. Make it again after each database update: a run leaves out, with a warning,
-    /// an index made from another database or with other [geoip.fields].
+    /// Makes the address index of a GeoIP database: its answers for every IPv4 /24 and IPv6
+    /// /32, and every record's place, which a run given it (`--geoip-index`, [geoip] index)
+    /// looks addresses up in instead of walking the database. Make it again after each
+    /// database update: a run leaves out, with a warning, an index made from another database
+    /// or with other [geoip.fields].
     GeoipIndex {
         /// The pipeline file (its [geoip.fields], and [geoip] database and index).
         #[arg(long)]
