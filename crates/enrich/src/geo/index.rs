@@ -13,17 +13,19 @@
 //! from which the walk starts instead of from the root.
 //!
 //! An entry names a *place* by number; the index keeps one record offset per place, whose
-//! record the run decodes (once per worker) at its own level: two records with the same
+//! answer the run works out (once per worker) at its own level: two records with the same
 //! continent, country and region are the same place at every level, so an index made at region
 //! level serves a run at any level. With each place it keeps that record's continent, country
 //! and subdivision as read at the mapping's paths, so a worker works the place out without
 //! reading the record (which would have the kernel map the database's pages around it, and
-//! unmap them at the end); and the place of every record in the database, by offset, for the
-//! walks the index leaves to the tree, whose records are then not read either. The index names the database it was made from (size, build
-//! time, node count, and a checksum of the tree's start and the file's end) and the field
-//! mapping it was made with; a run checks both before using it, and the body's checksum (on a
-//! thread of its own) before it writes anything. It also keeps the search tree's jump tables
-//! (`tree.rs`), which a run would otherwise make as it starts.
+//! unmap them at the end); and it keeps the place of every record in the database, by offset,
+//! for the walks it leaves to the tree, whose records are then not read either.
+//!
+//! The index names the database it was made from (size, build time, node count, and a checksum
+//! of the tree's start and the file's end) and the field mapping it was made with; a run checks
+//! both before using it, and the body's checksum (on a thread of its own) before it writes
+//! anything. It also keeps the search tree's jump tables (`tree.rs`), which a run would
+//! otherwise make as it starts.
 
 use std::path::Path;
 
@@ -471,7 +473,11 @@ impl AddressIndex {
 /// The search tree's jump tables an index keeps (see [`AddressIndex::load`]).
 pub(super) type JumpTables = Vec<Box<[u32]>>;
 
-/// An index file's header after its magic.
+/// An index file's header after its magic. The body follows it: the IPv4 top table (four
+/// bytes per /16), the places' record offsets (four bytes each), the jump tables, the IPv4
+/// blocks (256 two-byte entries each), the IPv6 top table and blocks (four-byte entries; an
+/// IPv6 database's index only), the places' string offsets and strings, and the records'
+/// offsets (ascending, four bytes each) and places (two bytes each). Little-endian throughout.
 struct Header {
     version: u32,
     db: DbIdentity,
