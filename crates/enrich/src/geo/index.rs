@@ -372,13 +372,14 @@ impl AddressIndex {
         if r.take(8).ok_or_else(|| corrupt("too short"))? != MAGIC {
             return Err(corrupt("no index header"));
         }
-        let header = Header::read(&mut r).ok_or_else(|| corrupt("header cut short"))?;
-        if header.version != VERSION {
+        // The version first: the rest of the header is laid out as that version's.
+        let version = r.u32().ok_or_else(|| corrupt("header cut short"))?;
+        if version != VERSION {
             return Err(corrupt(&format!(
-                "format version {}, where this logcensus reads {VERSION}",
-                header.version
+                "format version {version}, where this logcensus reads {VERSION}"
             )));
         }
+        let header = Header::read(&mut r, version).ok_or_else(|| corrupt("header cut short"))?;
         if header.db != *identity {
             return Err(IndexError::OtherDatabase {
                 path: shown,
@@ -497,8 +498,8 @@ struct Header {
 }
 
 impl Header {
-    fn read(r: &mut Reader<'_>) -> Option<Header> {
-        let version = r.u32()?;
+    /// The header after its magic and `version`.
+    fn read(r: &mut Reader<'_>, version: u32) -> Option<Header> {
         let db = DbIdentity {
             len: r.u64()?,
             build_epoch: r.u64()?,
@@ -1144,6 +1145,19 @@ mod tests {
             e.contains(
                 "short.idx is not a logcensus address index (its length does not match its header)"
             ),
+            "{e}"
+        );
+        // An index of an earlier format is named as such: here format 2's header, which had
+        // none of the four counts after the IPv4 blocks' (bytes 56 to 72 of this one's).
+        let mut old = bytes.clone();
+        old[8..12].copy_from_slice(&2u32.to_le_bytes());
+        old.drain(56..72);
+        let old = write(dir.path(), "old.idx", &old);
+        let e = open(&a, &fields).use_index(&old).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "old.idx is not a logcensus address index (format version 2, where this logcensus reads {VERSION}); make it again with `logcensus geoip-index`"
+            )),
             "{e}"
         );
         let e = open(&a, &fields).use_index(&a).unwrap_err().to_string();
