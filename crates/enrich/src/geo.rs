@@ -723,7 +723,7 @@ impl GeoLookup<'_> {
     }
 
     /// The answer the address index gives for an IPv4 address, or `None` when its /24 holds
-    /// networks finer than itself (walk the tree). A place's record is read once per worker.
+    /// networks finer than itself (walk the tree). A place's answer is worked out once per worker.
     #[inline]
     fn indexed(&mut self, index: &AddressIndex, tree: &Tree, address: u32) -> Option<Answer> {
         match index.get(address) {
