@@ -343,38 +343,29 @@ fn geo(c: &mut Criterion) {
             }
         })
     });
-    g.bench_function(format!("place_cold/{}", d.geo_label), |b| {
-        b.iter_batched(
-            || {
-                // The address and record caches are the database's, shared by every handle: empty them too.
-                d.geo.forget_lookups();
-                d.geo.lookup()
-            },
-            |mut places| {
-                for f in &d.fields {
-                    black_box(places.place(black_box(f.address)));
-                }
-                places
-            },
-            BatchSize::PerIteration,
-        )
-    });
-    // The same through the address index: IPv4 addresses read from it, IPv6 ones walked.
-    g.bench_function(format!("place_cold_indexed/{}", d.geo_label), |b| {
-        b.iter_batched(
-            || {
-                d.geo_indexed.forget_lookups();
-                d.geo_indexed.lookup()
-            },
-            |mut places| {
-                for f in &d.fields {
-                    black_box(places.place(black_box(f.address)));
-                }
-                places
-            },
-            BatchSize::PerIteration,
-        )
-    });
+    // From cold caches, with the database alone and through its address index.
+    for (name, geo) in [
+        ("place_cold", &d.geo),
+        ("place_cold_indexed", &d.geo_indexed),
+    ] {
+        g.bench_function(format!("{name}/{}", d.geo_label), |b| {
+            b.iter_batched(
+                || {
+                    // The address and record caches are the database's, shared by every
+                    // handle: empty them too.
+                    geo.forget_lookups();
+                    geo.lookup()
+                },
+                |mut places| {
+                    for f in &d.fields {
+                        black_box(places.place(black_box(f.address)));
+                    }
+                    places
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
     g.finish();
 }
 

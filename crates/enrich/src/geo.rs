@@ -283,11 +283,16 @@ impl GeoDb {
 
     /// The answer for `ip`, from the shared cache, else from the database (then cached).
     fn cached_answer(&self, ip: IpAddr) -> Answer {
+        self.cached_or(ip, || self.answer(ip))
+    }
+
+    /// The answer for `ip`, from the shared cache, else `miss`'s (then cached).
+    fn cached_or(&self, ip: IpAddr, miss: impl FnOnce() -> Answer) -> Answer {
         let key = AddressKey::of(ip);
         match self.addresses.get(&key) {
             Some(answer) => answer,
             None => {
-                let answer = self.answer(ip);
+                let answer = miss();
                 self.addresses.put(&key, answer);
                 answer
             }
@@ -567,16 +572,8 @@ impl GeoLookup<'_> {
                 self.deeper.clear();
                 for &a in v6 {
                     match ix.get_v6(a) {
-                        IndexedV6::Place(p) => {
-                            // Its answer is this worker's to find below, without the record.
-                            let offset = ix.record_of(p);
-                            if let Answer::Known(n) =
-                                place_in(&mut self.by_place, self.db, ix, tree, p)
-                            {
-                                remember(&mut self.offsets, offset, n);
-                            }
-                            self.found.push(Some(offset));
-                        }
+                        // Its record's place is found below, as a walk's, without reading it.
+                        IndexedV6::Place(p) => self.found.push(Some(ix.record_of(p))),
                         IndexedV6::NotFound => self.found.push(None),
                         IndexedV6::Walk { node, depth } => {
                             self.deeper.push((depth, self.found.len(), node, a));
@@ -675,15 +672,10 @@ impl GeoLookup<'_> {
             .unwrap_or_else(|| self.db.cached_answer(IpAddr::V4(a))),
             Some(IpAddr::V6(a)) => match (&self.db.index, &self.db.tree) {
                 (Some(index), Some(tree)) if index.has_v6() => {
-                    let key = AddressKey::of(IpAddr::V6(a));
-                    match self.db.addresses.get(&key) {
-                        Some(answer) => answer,
-                        None => {
-                            let answer = self.indexed_v6(index, tree, u128::from(a));
-                            self.db.addresses.put(&key, answer);
-                            answer
-                        }
-                    }
+                    let db = self.db;
+                    db.cached_or(IpAddr::V6(a), || {
+                        self.indexed_v6(index, tree, u128::from(a))
+                    })
                 }
                 _ => self.db.cached_answer(IpAddr::V6(a)),
             },

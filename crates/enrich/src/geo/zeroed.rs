@@ -1,6 +1,5 @@
 //! Tables that start all zero, in memory the kernel zeroes.
 
-use std::marker::PhantomData;
 use std::ops::Deref;
 
 /// A type whose value with every byte zero is valid (its empty state).
@@ -26,7 +25,6 @@ enum Memory<T> {
     Mapped {
         map: memmap2::MmapMut,
         len: usize,
-        _values: PhantomData<T>,
     },
     /// Where no memory could be mapped: the same values on the heap.
     Heap(Box<[T]>),
@@ -37,11 +35,7 @@ impl<T: ZeroValid> Zeroed<T> {
         let memory = match len.checked_mul(size_of::<T>()) {
             Some(bytes) if bytes > 0 => {
                 match memmap2::MmapOptions::new().len(bytes).populate().map_anon() {
-                    Ok(map) => Memory::Mapped {
-                        map,
-                        len,
-                        _values: PhantomData,
-                    },
+                    Ok(map) => Memory::Mapped { map, len },
                     Err(_) => Memory::Heap((0..len).map(|_| T::default()).collect()),
                 }
             }
@@ -56,7 +50,7 @@ impl<T: ZeroValid> Deref for Zeroed<T> {
 
     fn deref(&self) -> &[T] {
         match &self.memory {
-            Memory::Mapped { map, len, .. } => {
+            Memory::Mapped { map, len } => {
                 // SAFETY: the mapping is `len * size_of::<T>()` bytes, readable and writable,
                 // page-aligned (so aligned for `T`, by `ZeroValid`'s contract), and zero until
                 // written through the slices handed out here, so every `T` in it is valid
