@@ -864,8 +864,8 @@ struct V6Slot {
 /// slot per hash value, addresses that shared one put each other out: a quarter of the walks
 /// of a 1M-line log with 173,000 addresses were of addresses walked before.)
 struct AddressCache {
-    /// Made at the first address cached, in memory mapped a page at a time as it is used: with
-    /// an address index, IPv4 addresses are mostly not cached at all.
+    /// Made at the first address of their family cached (with an address index, IPv4
+    /// addresses are mostly not cached at all), in memory the kernel maps zeroed (`Zeroed`).
     v4: OnceLock<Zeroed<V4Bucket>>,
     v6: OnceLock<Zeroed<V6Bucket>>,
     /// Random per database, so that which addresses share a bucket cannot be chosen by a log.

@@ -444,8 +444,8 @@ impl AddressIndex {
         };
         let blocks_at = body_at + jumps_at + 4 * TOP * jumps.len();
         let string_offsets_at = blocks_at + 512 * blocks + v6_len as usize;
-        let string_offsets =
-            words(&bytes.as_ref()[string_offsets_at..string_offsets_at + 4 * places]);
+        let strings_at = string_offsets_at + 4 * places;
+        let string_offsets = words(&bytes.as_ref()[string_offsets_at..strings_at]);
         if string_offsets
             .iter()
             .any(|&o| o != NO_STRINGS && o as usize >= strings_len)
@@ -459,9 +459,9 @@ impl AddressIndex {
             v6_at: (header.v6 == 1).then_some(blocks_at + 512 * blocks),
             v6_blocks,
             string_offsets,
-            strings_at: string_offsets_at + 4 * places,
+            strings_at,
             strings_len,
-            records_at: string_offsets_at + 4 * places + strings_len,
+            records_at: strings_at + strings_len,
             records,
             bytes,
             checked: std::sync::Mutex::new(Some(checked)),

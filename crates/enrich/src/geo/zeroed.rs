@@ -32,14 +32,19 @@ enum Memory<T> {
 
 impl<T: ZeroValid> Zeroed<T> {
     pub(super) fn new(len: usize) -> Self {
-        let memory = match len.checked_mul(size_of::<T>()) {
-            Some(bytes) if bytes > 0 => {
-                match memmap2::MmapOptions::new().len(bytes).populate().map_anon() {
-                    Ok(map) => Memory::Mapped { map, len },
-                    Err(_) => Memory::Heap((0..len).map(|_| T::default()).collect()),
-                }
-            }
-            _ => Memory::Heap((0..len).map(|_| T::default()).collect()),
+        let mapped = len
+            .checked_mul(size_of::<T>())
+            .filter(|&bytes| bytes > 0)
+            .and_then(|bytes| {
+                memmap2::MmapOptions::new()
+                    .len(bytes)
+                    .populate()
+                    .map_anon()
+                    .ok()
+            });
+        let memory = match mapped {
+            Some(map) => Memory::Mapped { map, len },
+            None => Memory::Heap((0..len).map(|_| T::default()).collect()),
         };
         Zeroed { memory }
     }
