@@ -3,7 +3,11 @@
 # --full, 10M) lines, with its lines per second and peak memory, against `wc -l` (the cost of
 # just reading the file) and, when installed, GoAccess 1.7 on the same file.
 #
-#   bash benches/e2e.sh [--full] [--install-goaccess | --no-goaccess] [--instructions]
+#   bash benches/e2e.sh [--full] [--install-goaccess | --no-goaccess] [--instructions] [--no-pgo]
+#
+# logcensus is the profile-guided build of benches/pgo.sh (about 15 minutes on 2 cores the first
+# time, then reused while the code is unchanged), as a release would be built; --no-pgo times
+# the plain `cargo build --release` binary instead.
 #
 # GoAccess is slow (about 7 minutes for 10M lines on 2 cores): --no-goaccess skips it.
 #
@@ -47,9 +51,11 @@ full=0
 install_goaccess=0
 goaccess=1
 instructions=0
+pgo=1
 for arg in "$@"; do
   case "$arg" in
     --full) full=1 ;;
+    --no-pgo) pgo=0 ;;
     --instructions) instructions=1 ;;
     --install-goaccess) install_goaccess=1 ;;
     --no-goaccess) goaccess=0 ;;
@@ -108,6 +114,12 @@ echo "building logcensus and logcensus-fixtures (release)" >&2
 cargo build --release --quiet -p logcensus -p logcensus-fixtures
 logcensus="$target_dir/release/logcensus"
 fixtures="$target_dir/release/logcensus-fixtures"
+build_note="release build"
+if [[ $pgo == 1 ]]; then
+  echo "building the profile-guided logcensus (benches/pgo.sh)" >&2
+  logcensus="$(bash "$root/benches/pgo.sh" | tail -n 1)"
+  build_note="profile-guided release build (benches/pgo.sh)"
+fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -291,7 +303,7 @@ for n in $lines_list; do
 done
 
 echo
-echo "logcensus e2e, started $started, $(nproc) cores, other cargo/rustc processes at start: $busy, geoip: ${mmdb:-test database of the pipeline}, $index_note, page cache: $page_cache"
+echo "logcensus e2e, started $started, $build_note, $(nproc) cores, other cargo/rustc processes at start: $busy, geoip: ${mmdb:-test database of the pipeline}, $index_note, page cache: $page_cache"
 echo
 printf '| %10s | %-9s | %8s | %8s | %12s | %9s | %-22s |\n' lines tool wall_s cpu_s lines/s peak_MiB ratio
 echo "|-----------:|-----------|---------:|---------:|-------------:|----------:|------------------------|"
