@@ -94,6 +94,10 @@ sed -e 's/^format = "combined"/format = "json"\njson_preset = "nginx"/' \
   -e 's/^name = "internal-daily"/name = "internal-daily-json"/' \
   -e "s|^policy = \"policies/|policy = \"$root/pipelines/policies/|" \
   pipelines/internal-daily.toml >"$train/json.toml"
+if ! grep -q '^json_preset = "nginx"' "$train/json.toml"; then
+  echo "pgo.sh: pipelines/internal-daily.toml no longer has the format = \"combined\" line this script rewrites for the JSON training run; update the script" >&2
+  exit 1
+fi
 
 train_run() {
   local pipeline="$1" input="$2" out="$3"
