@@ -110,15 +110,17 @@ if [[ -n "$mmdb" && ! -r "$mmdb" ]]; then
   exit 2
 fi
 
-echo "building logcensus and logcensus-fixtures (release)" >&2
-cargo build --release --quiet -p logcensus -p logcensus-fixtures
-logcensus="$target_dir/release/logcensus"
 fixtures="$target_dir/release/logcensus-fixtures"
-build_note="release build"
 if [[ $pgo == 1 ]]; then
-  echo "building the profile-guided logcensus (benches/pgo.sh)" >&2
+  # pgo.sh builds logcensus-fixtures too; the plain logcensus is not needed.
+  echo "building logcensus-fixtures (release) and the profile-guided logcensus (benches/pgo.sh)" >&2
   logcensus="$(bash "$root/benches/pgo.sh" | tail -n 1)"
   build_note="profile-guided release build (benches/pgo.sh)"
+else
+  echo "building logcensus and logcensus-fixtures (release)" >&2
+  cargo build --release --quiet -p logcensus -p logcensus-fixtures
+  logcensus="$target_dir/release/logcensus"
+  build_note="release build"
 fi
 
 tmp="$(mktemp -d)"
