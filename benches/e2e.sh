@@ -5,7 +5,7 @@
 #
 #   bash benches/e2e.sh [--full] [--install-goaccess | --no-goaccess] [--instructions] [--no-pgo]
 #
-# logcensus is the profile-guided build of benches/pgo.sh (about 15 minutes on 2 cores the first
+# logcensus is the profile-guided build of benches/pgo.sh (about 20 minutes on 2 cores the first
 # time, then reused while the code is unchanged), as a release would be built; --no-pgo times
 # the plain `cargo build --release` binary instead.
 #

@@ -7,8 +7,9 @@
 #
 #   bash benches/pgo.sh        # prints the built binary's path as its last line
 #
-# Steps (about 15 minutes on 2 cores the first time; afterwards only what changed):
-#   1. an instrumented build (`-Cprofile-generate`) into $CARGO_TARGET_DIR/pgo-gen;
+# Steps (about 20 minutes on 2 cores the first time; afterwards only what changed):
+#   1. an instrumented build (`-Cprofile-generate`) into $CARGO_TARGET_DIR/pgo-gen, in the
+#      `dist` profile (Cargo.toml: the release profile with fat LTO and one code unit);
 #   2. training runs of it on logs generated here (seed 7: not the benchmark's logs, whose seed
 #      is 42) with the committed test database, in the layouts and through the paths a
 #      deployment uses: `combined` with the address index (internal-daily), gzip with
@@ -21,7 +22,8 @@
 #      Debian's llvm-N, installed if missing);
 #   4. the optimised build (`-Cprofile-use`) into $CARGO_TARGET_DIR/pgo-use, copied to
 #      $CARGO_TARGET_DIR/pgo/logcensus.
-# When the instrumented binary is that of the last build, steps 2 to 4 are skipped.
+# When the instrumented binary and the training (this script, the pipelines) are those of the
+# last build, steps 2 to 4 are skipped.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -66,10 +68,12 @@ fixtures="$target_dir/release/logcensus-fixtures"
 # `--target` keeps the flags off build scripts and procedural macros, which run on the host.
 CARGO_TARGET_DIR="$target_dir/pgo-gen" \
   RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$pgo/raw" \
-  cargo build --release --quiet --target "$host" -p logcensus
-gen="$target_dir/pgo-gen/$host/release/logcensus"
+  cargo build --profile dist --quiet --target "$host" -p logcensus
+gen="$target_dir/pgo-gen/$host/dist/logcensus"
 
-stamp="$(sha256sum "$gen" | cut -c1-16)"
+# What the profile depends on: the instrumented code and the training runs.
+stamp="$(sha256sum "$gen" benches/pgo.sh pipelines/*.toml pipelines/policies/* | cut -c1-64 |
+  sha256sum | cut -c1-16)"
 if [[ -x "$pgo/logcensus" && -f "$pgo/stamp" && "$(cat "$pgo/stamp")" == "$stamp" ]]; then
   echo "the profile-guided build is up to date" >&2
   echo "$pgo/logcensus"
@@ -145,7 +149,7 @@ find "$pgo" -maxdepth 1 -name 'profile-*.profdata' ! -path "$profile" -delete
 echo "building the profile-guided logcensus (pgo-use)" >&2
 CARGO_TARGET_DIR="$target_dir/pgo-use" \
   RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-use=$profile -Cllvm-args=-pgo-warn-missing-function=false" \
-  cargo build --release --quiet --target "$host" -p logcensus
-cp "$target_dir/pgo-use/$host/release/logcensus" "$pgo/logcensus"
+  cargo build --profile dist --quiet --target "$host" -p logcensus
+cp "$target_dir/pgo-use/$host/dist/logcensus" "$pgo/logcensus"
 echo "$stamp" >"$pgo/stamp"
 echo "$pgo/logcensus"
