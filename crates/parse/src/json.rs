@@ -228,6 +228,9 @@ pub struct JsonFormat {
     root: Node,
     time_format: JsonTime,
     duration_unit: DurationUnit,
+    /// Whether every mapped path is one key long (nginx's, Traefik's): such a mapping's usual
+    /// lines go to [`fast::parse`]. A function of `root`.
+    flat: bool,
 }
 
 /// A key path step. `index` is set when the key is all digits, so it can also index an array.
@@ -306,10 +309,15 @@ impl JsonFormat {
             }
             node.target = Some(target);
         }
+        let flat = root
+            .children
+            .iter()
+            .all(|c| c.target.is_some() && c.children.is_empty());
         Ok(JsonFormat {
             root,
             time_format: map.time_format,
             duration_unit: map.duration_unit,
+            flat,
         })
     }
 
@@ -320,6 +328,17 @@ impl JsonFormat {
     /// [`ParseError::Timestamp`]; a bad status or byte count is [`ParseError::Status`] or
     /// [`ParseError::Bytes`].
     pub fn parse<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        if self.flat {
+            if let Some(parsed) = fast::parse(self, line) {
+                return parsed;
+            }
+        }
+        self.parse_walking(line)
+    }
+
+    /// [`JsonFormat::parse`] through `serde_json`: every line, and the reference the fast path
+    /// must agree with.
+    fn parse_walking<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
         let mut state = State {
             rec: Record::default(),
             err: None,
@@ -333,14 +352,20 @@ impl JsonFormat {
         })
         .map_err(|_| ParseError::Json)?;
         de.end().map_err(|_| ParseError::Json)?;
-        if let Some(e) = state.err {
-            return Err(e);
-        }
-        if state.rec.time.is_none() {
-            return Err(ParseError::MissingField);
-        }
-        Ok(state.rec)
+        finish(state)
     }
+}
+
+/// The record of a line whose JSON was valid: the first malformed value's error, else the
+/// record if it has a time.
+fn finish(state: State<'_>) -> Result<Record<'_>, ParseError> {
+    if let Some(e) = state.err {
+        return Err(e);
+    }
+    if state.rec.time.is_none() {
+        return Err(ParseError::MissingField);
+    }
+    Ok(state.rec)
 }
 
 /// Whether two dotted paths are equal or one is a prefix (by whole segments) of the other.
@@ -733,6 +758,8 @@ impl<'de> Visitor<'de> for Scalar<'_, 'de> {
         Ok(())
     }
 }
+
+mod fast;
 
 #[cfg(test)]
 mod tests;

@@ -442,3 +442,178 @@ fn field_map_deserializes_and_rejects_unknown_keys() {
         .to_string();
     assert!(bad_unit.starts_with("unknown variant `iso`"), "{bad_unit}");
 }
+
+/// The fast path ([`fast::parse`]) against the walk on generated lines: every line it answers
+/// for gets the walk's answer, and the usual lines (the NGINX and TRAEFIK samples, flat objects
+/// of plain strings and integers) are answered by it.
+#[test]
+fn the_fast_path_answers_as_the_walk_does() {
+    let formats = [
+        format(JsonFieldMap::nginx()),
+        format(JsonFieldMap::traefik()),
+        format(JsonFieldMap {
+            time_format: JsonTime::UnixSeconds,
+            status: Some("status".into()),
+            bytes: Some("bytes".into()),
+            user_agent: Some("ua".into()),
+            ..minimal()
+        }),
+    ];
+    assert!(formats.iter().all(|f| f.flat));
+    assert!(!format(JsonFieldMap::caddy()).flat);
+    for (f, sample) in formats.iter().zip([NGINX, TRAEFIK]) {
+        let fast = fast::parse(f, sample.as_bytes()).expect("the usual line takes the fast path");
+        assert_eq!(fast, f.parse_walking(sample.as_bytes()));
+        assert!(fast.is_ok());
+    }
+
+    let keys = [
+        "time_iso8601",
+        "remote_addr",
+        "status",
+        "body_bytes_sent",
+        "http_referer",
+        "http_user_agent",
+        "request_method",
+        "host",
+        "request_time",
+        "http_x_forwarded_for",
+        "StartUTC",
+        "DownstreamStatus",
+        "t",
+        "bytes",
+        "ua",
+        "request",
+        "remote_user",
+        "",
+    ];
+    let values = [
+        r#""2026-05-17T00:00:00+00:00""#,
+        r#""2021-03-04T06:06:07+01:00""#,
+        r#""2026-13-01T00:00:00Z""#,
+        r#""87.150.126.34""#,
+        r#""""#,
+        r#""-""#,
+        r#""GET""#,
+        r#""get""#,
+        r#""404""#,
+        r#""4o4""#,
+        r#""12.5""#,
+        r#""0.015""#,
+        r#""1614834367""#,
+        r#""abc""#,
+        "\"\u{e9}t\u{e9}\"",
+        r#""Mozilla/5.0 (X)""#,
+        r#""a\"b""#,
+        r#""\u00e9""#,
+        "\"a\tb\"",
+        "\"\u{1}\"",
+        "0",
+        "7",
+        "200",
+        "99",
+        "1000",
+        "01",
+        "-1",
+        "-0",
+        "1.5",
+        "1e3",
+        "2E-2",
+        "18446744073709551615",
+        "99999999999999999999",
+        "9999999999999999999",
+        "1614834367",
+        "1.0",
+        "true",
+        "false",
+        "null",
+        "{}",
+        "[]",
+        r#"["x"]"#,
+        r#"{"a":1}"#,
+        r#""unterminated"#,
+        "tru",
+        "-",
+        ".5",
+        "1.",
+        "1e",
+        "nul",
+        "+1",
+    ];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % n as u64) as usize
+    };
+    let (mut fast_lines, mut lines) = (0, 0);
+    for _ in 0..60_000 {
+        let f = &formats[next(formats.len())];
+        let space = |next: &mut dyn FnMut(usize) -> usize| match next(12) {
+            0 => " ",
+            1 => "  ",
+            2 => "\t",
+            _ => "",
+        };
+        let mut line = String::from(space(&mut next));
+        if next(40) != 0 {
+            line.push('{');
+        }
+        let members = next(8);
+        for m in 0..members {
+            if m > 0 {
+                line.push_str(space(&mut next));
+                line.push_str(if next(60) == 0 { "" } else { "," });
+            }
+            line.push_str(space(&mut next));
+            line.push('"');
+            line.push_str(keys[next(keys.len())]);
+            line.push('"');
+            line.push_str(space(&mut next));
+            line.push_str(if next(60) == 0 { "" } else { ":" });
+            line.push_str(space(&mut next));
+            // Mostly the kind of value the usual line has: a plain string or integer.
+            let v = if next(3) == 0 {
+                values[next(values.len())]
+            } else {
+                values[next(16)]
+            };
+            line.push_str(v);
+        }
+        if next(30) == 0 {
+            line.push(',');
+        }
+        line.push_str(space(&mut next));
+        if next(40) != 0 {
+            line.push('}');
+        }
+        match next(30) {
+            0 => line.push_str(" x"),
+            1 => line.push('\r'),
+            2 => line.push('}'),
+            _ => line.push_str(space(&mut next)),
+        }
+        let mut bytes = line.into_bytes();
+        if next(50) == 0 {
+            let at = next(bytes.len() + 1);
+            bytes.insert(at, 0xff);
+        }
+        lines += 1;
+        if let Some(fast) = fast::parse(f, &bytes) {
+            fast_lines += 1;
+            assert_eq!(
+                fast,
+                f.parse_walking(&bytes),
+                "{:?}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        assert_eq!(f.parse(&bytes), f.parse_walking(&bytes));
+    }
+    // Both paths are exercised (the fast one on about a fifth of these lines).
+    assert!(
+        fast_lines > lines / 8 && fast_lines < lines,
+        "{fast_lines} of {lines}"
+    );
+}
