@@ -231,7 +231,23 @@ pub struct JsonFormat {
     /// Whether every mapped path is one key long (nginx's, Traefik's): such a mapping's usual
     /// lines go to [`fast::parse`]. A function of `root`.
     flat: bool,
+    /// For a flat mapping that reads the connecting address: its key, quoted, which
+    /// [`JsonFormat::guess_remote_host`] looks for. A function of `root`.
+    pub(crate) remote_host_key: Option<KeyFinder>,
 }
+
+/// A quoted key to search lines for, with its searcher made once (boxed: it is large, and
+/// a `LineParser` is moved about).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyFinder(Box<memchr::memmem::Finder<'static>>);
+
+impl PartialEq for KeyFinder {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.needle() == other.0.needle()
+    }
+}
+
+impl Eq for KeyFinder {}
 
 /// A key path step. `index` is set when the key is all digits, so it can also index an array.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -313,11 +329,21 @@ impl JsonFormat {
             .children
             .iter()
             .all(|c| c.target.is_some() && c.children.is_empty());
+        let remote_host_key = root
+            .children
+            .iter()
+            .find(|c| c.target == Some(Target::Text(Text::RemoteHost)))
+            .filter(|_| flat)
+            .map(|c| {
+                let quoted = [&b"\""[..], &c.key, b"\""].concat();
+                KeyFinder(Box::new(memchr::memmem::Finder::new(&quoted).into_owned()))
+            });
         Ok(JsonFormat {
             root,
             time_format: map.time_format,
             duration_unit: map.duration_unit,
             flat,
+            remote_host_key,
         })
     }
 
@@ -334,6 +360,19 @@ impl JsonFormat {
             }
         }
         self.parse_walking(line)
+    }
+
+    /// A guess at `line`'s connecting address, found without parsing the line, for a flat
+    /// mapping that reads it: the string after the first occurrence of its quoted key and a
+    /// colon. For nearly every line the same bytes the parse returns (not when the key is
+    /// written twice, or escaped); a caller that relies on it compares the two.
+    pub fn guess_remote_host<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        let key = self.remote_host_key.as_ref()?;
+        let at = key.0.find(line)? + key.0.needle().len();
+        let rest = line[at..].strip_prefix(b":")?;
+        let rest = rest.strip_prefix(b"\"")?;
+        let end = crate::bytes::find_any(rest, 0, [b'"'])?;
+        Some(&rest[..end])
     }
 
     /// [`JsonFormat::parse`] through `serde_json`: every line, and the reference the fast path

@@ -203,6 +203,23 @@ impl LineParser {
         }
     }
 
+    /// A guess at `line`'s connecting address (`%h`, or a JSON mapping's `remote_host`), found
+    /// without parsing it: for JSON lines, [`JsonFormat::guess_remote_host`]; `None` for Apache
+    /// formats, whose callers read a leading address themselves. A caller that relies on it
+    /// compares it with the parse's.
+    #[inline]
+    pub fn guess_remote_host<'a>(&self, line: &'a [u8]) -> Option<&'a [u8]> {
+        match self {
+            LineParser::Apache(_) => None,
+            LineParser::Json(f) => f.guess_remote_host(line),
+        }
+    }
+
+    /// Whether [`LineParser::guess_remote_host`] makes guesses for this format.
+    pub fn guesses_remote_host(&self) -> bool {
+        matches!(self, LineParser::Json(f) if f.remote_host_key.is_some())
+    }
+
     /// [`LineParser::parse`] of a line whose double quotes were marked by its reader, which
     /// saves searching for them: the same answer.
     #[inline]

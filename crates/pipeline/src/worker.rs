@@ -217,7 +217,8 @@ impl<'p> Stages<'p> {
 
     /// Looks up the places of a batch's addresses before its lines are processed one by one
     /// (see [`GeoLookup::look_ahead`]), for lines that start with an address and a space
-    /// (Apache's `%h` first), when the pipeline reads the connecting address. A line whose
+    /// (Apache's `%h` first) or JSON lines whose mapping reads one
+    /// ([`LineParser::guess_remote_host`]), when the pipeline reads the connecting address. A line whose
     /// parsed `%h` is that very first word (the same bytes of the batch) then takes the address
     /// and its place from here; any other line finds its own, as without looking ahead.
     pub fn look_ahead(&mut self, batch: &Batch) {
@@ -232,9 +233,20 @@ impl<'p> Stages<'p> {
         }
         self.addresses.clear();
         self.words.clear();
+        let json = self.parser.guesses_remote_host();
         for (i, entry) in batch.entries.iter().enumerate() {
             if let Entry::Line { start, end } = *entry {
                 let line = batch.line(start, end);
+                // A JSON line's address is where its key says (a guess the parse confirms).
+                if json {
+                    if let Some(word) = self.parser.guess_remote_host(line) {
+                        if let Some(ip) = parse_ip(word) {
+                            self.addresses.push(ip);
+                            self.words.push((i, word.as_ptr() as usize, word.len()));
+                        }
+                    }
+                    continue;
+                }
                 // Most first words are a dotted quad: read it and check for the space after.
                 if let Some((v4, n)) = leading_dotted_quad(line) {
                     if line.get(n) == Some(&b' ') {

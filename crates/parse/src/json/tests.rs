@@ -617,3 +617,56 @@ fn the_fast_path_answers_as_the_walk_does() {
         "{fast_lines} of {lines}"
     );
 }
+
+/// The address guessed before parsing is the parse's own bytes on the usual line, and on lines
+/// where it is not (the key twice, escaped, nested, in a value), the parse tells them apart.
+#[test]
+fn the_guessed_address_is_the_parsed_one_or_visibly_not() {
+    let f = format(JsonFieldMap::nginx());
+    let parsed_host = |line: &'static str| match f.parse(line.as_bytes()).unwrap().remote_host {
+        Some(Cow::Borrowed(h)) => Some((h.as_ptr(), h.len())),
+        _ => None,
+    };
+    let guess = |line: &'static str| {
+        f.guess_remote_host(line.as_bytes())
+            .map(|g| (g.as_ptr(), g.len()))
+    };
+    assert_eq!(
+        f.guess_remote_host(NGINX.as_bytes()),
+        Some(&b"192.0.2.44"[..])
+    );
+    assert_eq!(guess(NGINX), parsed_host(NGINX));
+    let t = r#""time_iso8601":"2021-03-04T06:06:07+01:00""#;
+    for (line, same) in [
+        // The key twice: the parse keeps the last value, the guess the first.
+        (
+            format!(r#"{{{t},"remote_addr":"192.0.2.1","remote_addr":"192.0.2.2"}}"#),
+            false,
+        ),
+        // The key inside another key (escaped quotes) and then the real one.
+        (
+            format!(r#"{{{t},"x\"remote_addr":"192.0.2.1","remote_addr":"192.0.2.2"}}"#),
+            false,
+        ),
+        // Nested: the mapping reads only the top level.
+        (
+            format!(r#"{{{t},"o":{{"remote_addr":"192.0.2.1"}}}}"#),
+            false,
+        ),
+        // A space after the colon: no guess.
+        (format!(r#"{{{t},"remote_addr": "192.0.2.1"}}"#), false),
+        (format!(r#"{{"remote_addr":"2001:db8::1",{t}}}"#), true),
+    ] {
+        let line: &'static str = Box::leak(line.into_boxed_str());
+        let (g, p) = (guess(line), parsed_host(line));
+        assert_eq!(g.is_some() && g == p, same, "{line}");
+    }
+    // Other formats make no guesses.
+    assert_eq!(
+        format(JsonFieldMap::caddy()).guess_remote_host(CADDY.as_bytes()),
+        None
+    );
+    let mut no_address = JsonFieldMap::nginx();
+    no_address.remote_host = None;
+    assert_eq!(format(no_address).guess_remote_host(NGINX.as_bytes()), None);
+}
