@@ -207,7 +207,9 @@ impl JsonFieldMap {
 ///
 /// The mapping is compiled into a tree of the wanted paths. Parsing drives `serde_json` with a
 /// visitor that descends only into those paths and skips every other value, so no
-/// `serde_json::Value` is built and unmapped strings are never decoded. Strings without escapes
+/// `serde_json::Value` is built and unmapped strings are never decoded. When every path is one
+/// key long (nginx, Traefik), a line that is one flat object without escapes or control
+/// characters is read by a scanner of its own instead (`json/fast.rs`), with the same result. Strings without escapes
 /// are borrowed from the line; mapped strings are read as raw bytes, so a User-Agent with
 /// invalid UTF-8 (nginx writes such bytes through unchanged) still parses.
 ///
