@@ -235,13 +235,13 @@ pub struct JsonFormat {
     flat: bool,
     /// For a flat mapping that reads the connecting address: its key, quoted, which
     /// [`JsonFormat::guess_remote_host`] looks for. A function of `root`.
-    pub(crate) remote_host_key: Option<KeyFinder>,
+    remote_host_key: Option<KeyFinder>,
 }
 
 /// A quoted key to search lines for, with its searcher made once (boxed: it is large, and
 /// a `LineParser` is moved about).
 #[derive(Debug, Clone)]
-pub(crate) struct KeyFinder(Box<memchr::memmem::Finder<'static>>);
+struct KeyFinder(Box<memchr::memmem::Finder<'static>>);
 
 impl PartialEq for KeyFinder {
     fn eq(&self, other: &Self) -> bool {
@@ -377,15 +377,20 @@ impl JsonFormat {
         Some(&rest[..end])
     }
 
-    /// [`JsonFormat::parse`] through `serde_json`: every line, and the reference the fast path
-    /// must agree with.
-    fn parse_walking<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
-        let mut state = State {
+    /// What a line's parse starts from.
+    fn state<'a>(&self) -> State<'a> {
+        State {
             rec: Record::default(),
             err: None,
             time_format: self.time_format,
             duration_ns: self.duration_unit.nanos(),
-        };
+        }
+    }
+
+    /// [`JsonFormat::parse`] through `serde_json`: every line, and the reference the fast path
+    /// must agree with.
+    fn parse_walking<'a>(&self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        let mut state = self.state();
         let mut de = serde_json::Deserializer::from_slice(line);
         de.deserialize_map(Walk {
             node: &self.root,

@@ -215,9 +215,10 @@ impl LineParser {
         }
     }
 
-    /// Whether [`LineParser::guess_remote_host`] makes guesses for this format.
-    pub fn guesses_remote_host(&self) -> bool {
-        matches!(self, LineParser::Json(f) if f.remote_host_key.is_some())
+    /// Whether a line's address is found by its key ([`LineParser::guess_remote_host`], JSON
+    /// lines, which never start with one) rather than as the line's first word.
+    pub fn reads_address_by_key(&self) -> bool {
+        matches!(self, LineParser::Json(_))
     }
 
     /// [`LineParser::parse`] of a line whose double quotes were marked by its reader, which

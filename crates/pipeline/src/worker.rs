@@ -218,9 +218,9 @@ impl<'p> Stages<'p> {
     /// Looks up the places of a batch's addresses before its lines are processed one by one
     /// (see [`GeoLookup::look_ahead`]), for lines that start with an address and a space
     /// (Apache's `%h` first) or JSON lines whose mapping reads one
-    /// ([`LineParser::guess_remote_host`]), when the pipeline reads the connecting address. A line whose
-    /// parsed `%h` is that very first word (the same bytes of the batch) then takes the address
-    /// and its place from here; any other line finds its own, as without looking ahead.
+    /// ([`LineParser::guess_remote_host`]), when the pipeline reads the connecting address. A
+    /// line whose parsed address is those very bytes of the batch then takes the address and
+    /// its place from here; any other line finds its own, as without looking ahead.
     pub fn look_ahead(&mut self, batch: &Batch) {
         self.ahead.clear();
         let Some(geo) = &mut self.geo else {
@@ -233,37 +233,36 @@ impl<'p> Stages<'p> {
         }
         self.addresses.clear();
         self.words.clear();
-        let json = self.parser.guesses_remote_host();
+        let json = self.parser.reads_address_by_key();
         for (i, entry) in batch.entries.iter().enumerate() {
-            if let Entry::Line { start, end } = *entry {
-                let line = batch.line(start, end);
-                // A JSON line's address is where its key says (a guess the parse confirms).
-                if json {
-                    if let Some(word) = self.parser.guess_remote_host(line) {
-                        if let Some(ip) = parse_ip(word) {
-                            self.addresses.push(ip);
-                            self.words.push((i, word.as_ptr() as usize, word.len()));
-                        }
-                    }
-                    continue;
-                }
+            let Entry::Line { start, end } = *entry else {
+                continue;
+            };
+            let line = batch.line(start, end);
+            // The address and the bytes of the line it was read from.
+            let found = if json {
+                // Where its key says (a guess the parse confirms).
+                self.parser
+                    .guess_remote_host(line)
+                    .and_then(|word| Some((parse_ip(word)?, word)))
+            } else {
                 // Most first words are a dotted quad: read it and check for the space after.
-                if let Some((v4, n)) = leading_dotted_quad(line) {
-                    if line.get(n) == Some(&b' ') {
-                        self.addresses.push(IpAddr::V4(v4));
-                        self.words.push((i, line.as_ptr() as usize, n));
-                        continue;
+                match leading_dotted_quad(line) {
+                    Some((v4, n)) if line.get(n) == Some(&b' ') => {
+                        Some((IpAddr::V4(v4), &line[..n]))
+                    }
+                    // An address with brackets and a port is at most 53 bytes.
+                    _ => {
+                        let head = &line[..line.len().min(56)];
+                        memchr::memchr(b' ', head)
+                            .map(|n| &head[..n])
+                            .and_then(|word| Some((parse_ip(word)?, word)))
                     }
                 }
-                // An address with brackets and a port is at most 53 bytes.
-                let head = &line[..line.len().min(56)];
-                let Some(word) = memchr::memchr(b' ', head).map(|n| &head[..n]) else {
-                    continue;
-                };
-                if let Some(ip) = parse_ip(word) {
-                    self.addresses.push(ip);
-                    self.words.push((i, word.as_ptr() as usize, word.len()));
-                }
+            };
+            if let Some((ip, word)) = found {
+                self.addresses.push(ip);
+                self.words.push((i, word.as_ptr() as usize, word.len()));
             }
         }
         self.answers.clear();

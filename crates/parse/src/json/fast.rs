@@ -7,7 +7,7 @@
 //! `null`, invalid JSON…) it returns `None` and the walk parses the line from the start.
 //! `tests.rs` checks the two against each other on generated lines.
 
-use super::{JsonFormat, Scalar, State, Target, TextValue};
+use super::{JsonFormat, Scalar, Target, TextValue};
 use crate::bytes::find_any;
 use crate::{Field, ParseError, Record};
 
@@ -22,12 +22,7 @@ pub(super) fn parse<'a>(
     if has_escape_or_control(line) {
         return None;
     }
-    let mut state = State {
-        rec: Record::default(),
-        err: None,
-        time_format: format.time_format,
-        duration_ns: format.duration_unit.nanos(),
-    };
+    let mut state = format.state();
     let mut pos = skip_spaces(line, 0);
     if line.get(pos) != Some(&b'{') {
         return None;
