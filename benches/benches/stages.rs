@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, SamplingMode, Throughput};
-use logcensus_aggregate::{Aggregates, Observation, TableOut, VisitorKeys, VisitorSecret};
+use logcensus_aggregate::{Aggregates, Observation, Origin, TableOut, VisitorKeys, VisitorSecret};
 use logcensus_enrich::{ClientClass, GeoDb, Place, ReferrerClassifier, UaClassifier};
 use logcensus_fixtures::logs::{AddressSpace, LogFormat, LogOptions};
 use logcensus_parse::{FormatSpec, LineParser};
@@ -411,8 +411,7 @@ fn aggregate(c: &mut Criterion) {
             agg.observe(black_box(&Observation {
                 time: o.time,
                 visitor: o.visitor,
-                place: &o.place,
-                geo_known: o.geo_known,
+                origin: Origin::Place(&o.place, o.geo_known),
                 client: &o.client,
                 referrer: &o.referrer,
                 status: o.status,

@@ -26,7 +26,7 @@ pub mod visitor;
 pub use output::{Column, Str, TableOut};
 pub use state::DecodeError;
 pub use state::{
-    table_from_rows, Aggregates, Built, Contribution, Front, Observation, Rejection, ReleasedRow,
-    Row, Settled, TableRows, Visitors,
+    table_from_rows, Aggregates, Built, Contribution, Front, Locate, Observation, Origin,
+    Rejection, ReleasedRow, Row, Settled, TableRows, Visitors,
 };
 pub use visitor::{DayKey, SecretError, VisitorKeys, VisitorSecret};

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use logcensus_enrich::{ClientClass, Place};
@@ -67,14 +68,28 @@ pub struct Observation<'a> {
     pub time: i64,
     /// Keyed hash of (address, User-Agent) under the day's key.
     pub visitor: u64,
-    pub place: &'a Arc<Place>,
-    /// True when the database knew where the address is.
-    pub geo_known: bool,
+    /// Where the request came from.
+    pub origin: Origin<'a>,
     pub client: &'a Arc<ClientClass>,
     /// `referrers.referrer_domain` value.
     pub referrer: &'a Str,
     pub status: Option<u16>,
     pub bytes: u64,
+}
+
+/// Where a request came from: its place, or the address a [`Front`] finds the place of.
+#[derive(Debug, Clone, Copy)]
+pub enum Origin<'a> {
+    /// The request's place, and whether the database knew where its address is.
+    Place(&'a Arc<Place>, bool),
+    /// The request's client address, for a [`Front`] to look up (see [`Locate`]) once per
+    /// visitor and period instead of once per request: a visitor's place is a function of its
+    /// address, which its hash is keyed by. Held in memory only, until the front has counted
+    /// the request (a few thousand requests later); never written anywhere.
+    ///
+    /// Only a [`Front`] takes such a request ([`Aggregates::observe`] panics on one, and
+    /// [`Aggregates::observe_quality`] would not count whether its place is known).
+    Address(IpAddr),
 }
 
 /// Visitor hashes are already uniformly distributed: hash them by passing them through.
@@ -440,11 +455,18 @@ impl Aggregates {
     }
 
     /// Counts one parsed request.
+    ///
+    /// # Panics
+    /// If the request's origin is an address ([`Origin::Address`]), which only a [`Front`]
+    /// looks up.
     pub fn observe(&mut self, obs: &Observation<'_>) {
         let Some(p) = self.count_quality(obs) else {
             return;
         };
-        let region = cell_in!(self.traffic, p, obs.place, obs.place.clone());
+        let Origin::Place(place, _) = obs.origin else {
+            panic!("a request whose place is not looked up yet is counted through a Front");
+        };
+        let region = cell_in!(self.traffic, p, place, place.clone());
         let client = cell_in!(self.clients, p, obs.client, obs.client.clone());
         let referrer = cell_in!(self.referrers, p, obs.referrer, obs.referrer.clone());
         // The visitor's place in each of the three tables is usually not in the processor's
@@ -489,11 +511,20 @@ impl Aggregates {
         q.crawler_requests += u64::from(client.crawler);
         q.empty_ua += u64::from(client.empty);
         q.unknown_ua += u64::from(!client.empty & client.unknown);
-        q.unknown_geo += u64::from(!obs.geo_known);
+        // A front counts an address's requests here once it has looked the address up.
+        q.unknown_geo += u64::from(matches!(obs.origin, Origin::Place(_, false)));
         if client.crawler && self.crawlers == CrawlerHandling::Exclude {
             return None;
         }
         Some(p)
+    }
+
+    /// Counts `n` more requests of period `p` (already counted there) whose address the
+    /// database did not know: those a [`Front`] looked up after counting the rest.
+    fn count_unknown_geo(&mut self, p: i64, n: u64) {
+        if n > 0 {
+            self.quality.entry(p).or_default().unknown_geo += n;
+        }
     }
 
     /// The region and client cells of [`Aggregates::observe`], for a request whose period's
@@ -858,7 +889,7 @@ mod front;
 mod split;
 mod table;
 mod wire;
-pub use front::{Built, Front, Settled};
+pub use front::{Built, Front, Locate, Settled};
 pub use wire::DecodeError;
 
 #[cfg(test)]

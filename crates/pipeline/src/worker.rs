@@ -4,7 +4,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use logcensus_aggregate::{
-    Aggregates, Front, Observation, Rejection, Settled, Str, VisitorKeys, VisitorSecret,
+    Aggregates, Front, Locate, Observation, Origin, Rejection, Settled, Str, VisitorKeys,
+    VisitorSecret,
 };
 use logcensus_enrich::{Answered, GeoDb, GeoLookup, Place, ReferrerClassifier, UaClassifier};
 use logcensus_parse::bytes::QuoteMarks;
@@ -47,6 +48,10 @@ pub struct Stages<'p> {
     referrer_table: bool,
     /// The referrer value of a line whose referrer is not classified (counted nowhere).
     unclassified: Str,
+    /// Whether a line's observation carries its address for the worker's [`Front`] to look up
+    /// once per visitor ([`Origin::Address`]) instead of its place: set by
+    /// [`LineWorker::with_front`] when there is a database and the address is read.
+    locate_late: bool,
     /// What [`Stages::look_ahead`] found for each entry of the current batch.
     ahead: Vec<Option<Ahead>>,
     /// Its working lists: the batch's leading addresses, where they are, and their answers.
@@ -90,6 +95,8 @@ impl<'p> LineWorker<'p> {
     ) -> Self {
         let mut stages = Stages::new(pipeline, geo, secret);
         stages.only_written_tables();
+        stages.locate_late =
+            stages.demographic && stages.geo.is_some() && pipeline.policy.client_address.read;
         LineWorker {
             stages,
             agg: Aggregates::new(pipeline.period, pipeline.crawlers),
@@ -158,13 +165,17 @@ impl<'p> LineWorker<'p> {
                 .map(|_| ());
         }
         self.stages
-            .count(line, marks, ahead, |_| true, |obs| front.observe(obs, agg))
-            .map(|_| ())
+            .count(line, marks, ahead, |_| true, |obs| front.observe(obs, agg))?;
+        if self.front.is_full() {
+            self.front.settle(&mut self.agg, &mut self.stages.locator());
+        }
+        Ok(())
     }
 
     /// The worker's partial aggregates.
     pub fn into_aggregates(mut self) -> Aggregates {
-        self.front.flush_into(&mut self.agg);
+        self.front
+            .flush_into(&mut self.agg, &mut self.stages.locator());
         self.agg
     }
 
@@ -172,7 +183,9 @@ impl<'p> LineWorker<'p> {
     /// records from which [`Settled::add_all`] builds those cells for all the workers of a run
     /// at once.
     pub fn into_parts(mut self) -> (Aggregates, Settled) {
-        let settled = self.front.settle_into(&mut self.agg);
+        let settled = self
+            .front
+            .settle_into(&mut self.agg, &mut self.stages.locator());
         (self.agg, settled)
     }
 }
@@ -197,6 +210,7 @@ impl<'p> Stages<'p> {
             demographic: true,
             referrer_table: true,
             unclassified: Str::from(""),
+            locate_late: false,
             ahead: Vec::new(),
             addresses: Vec::new(),
             words: Vec::new(),
@@ -218,11 +232,16 @@ impl<'p> Stages<'p> {
     /// Looks up the places of a batch's addresses before its lines are processed one by one
     /// (see [`GeoLookup::look_ahead`]), for lines that start with an address and a space
     /// (Apache's `%h` first) or JSON lines whose mapping reads one
-    /// ([`LineParser::guess_remote_host`]), when the pipeline reads the connecting address. A
-    /// line whose parsed address is those very bytes of the batch then takes the address and
-    /// its place from here; any other line finds its own, as without looking ahead.
+    /// ([`LineParser::guess_remote_host`]), when the pipeline reads the connecting address and
+    /// each line's place is looked up (not `locate_late`: a worker of a pipeline of traffic
+    /// quality alone). A line whose parsed address is those very bytes of the batch then takes
+    /// the address and its place from here; any other line finds its own, as without looking
+    /// ahead.
     pub fn look_ahead(&mut self, batch: &Batch) {
         self.ahead.clear();
+        if self.locate_late {
+            return;
+        }
         let Some(geo) = &mut self.geo else {
             return;
         };
@@ -358,10 +377,17 @@ impl<'p> Stages<'p> {
         } else {
             (None, None)
         };
-        let (place, geo_known) = match (&mut self.geo, answered) {
-            (Some(g), Some(a)) => g.place_of(a),
-            (Some(g), None) => g.place(address),
-            (None, _) => (&self.no_geo, false),
+        let origin = match (&mut self.geo, answered, address) {
+            (Some(_), _, Some(ip)) if self.locate_late => Origin::Address(ip),
+            (Some(g), Some(a), _) => {
+                let (place, known) = g.place_of(a);
+                Origin::Place(place, known)
+            }
+            (Some(g), None, _) => {
+                let (place, known) = g.place(address);
+                Origin::Place(place, known)
+            }
+            (None, _, _) => Origin::Place(&self.no_geo, false),
         };
         let visitor = if self.demographic {
             let key = self.visitors.key(time);
@@ -395,8 +421,7 @@ impl<'p> Stages<'p> {
         count(&Observation {
             time,
             visitor,
-            place,
-            geo_known,
+            origin,
             client,
             referrer,
             status: if policy.request.status {
@@ -411,6 +436,41 @@ impl<'p> Stages<'p> {
             },
         });
         Ok(Outcome::Counted(time))
+    }
+}
+
+/// A worker's database lookups, for its [`Front`] (see [`Origin::Address`]).
+struct Locator<'a, 'p> {
+    geo: Option<&'a mut GeoLookup<'p>>,
+    no_geo: &'a Arc<Place>,
+    answers: &'a mut Vec<Answered>,
+}
+
+impl<'p> Stages<'p> {
+    fn locator(&mut self) -> Locator<'_, 'p> {
+        Locator {
+            geo: self.geo.as_mut(),
+            no_geo: &self.no_geo,
+            answers: &mut self.answers,
+        }
+    }
+}
+
+impl Locate for Locator<'_, '_> {
+    fn locate(&mut self, addresses: &[IpAddr], each: &mut dyn FnMut(usize, &Arc<Place>, bool)) {
+        let Some(geo) = &mut self.geo else {
+            for i in 0..addresses.len() {
+                each(i, self.no_geo, false);
+            }
+            return;
+        };
+        // Together: their memory reads overlap (see `GeoLookup::look_ahead`).
+        self.answers.clear();
+        geo.look_ahead(addresses, self.answers);
+        for (i, &answer) in self.answers.iter().enumerate() {
+            let (place, known) = geo.place_of(answer);
+            each(i, place, known);
+        }
     }
 }
 
@@ -565,21 +625,24 @@ mod tests {
         batch
     }
 
-    /// A batch counted with its addresses looked up ahead gives the tables that counting its
-    /// lines one by one gives: first words that are IPv4, IPv6, bracketed, with a port,
-    /// IPv4-mapped, not an address at all, or not the `%h` field (a `vcombined` line starts
-    /// with the virtual host), repeated within the batch and across batches.
+    /// A batch worker gives the tables that looking each line's address up and counting it on
+    /// its own gives (`Stages::line` into plain aggregates): through its front, which looks
+    /// each visitor's address up once, and for a pipeline of traffic quality alone (no front),
+    /// with the batch's addresses looked up ahead. First words that are IPv4, IPv6, bracketed,
+    /// with a port, IPv4-mapped, not an address at all, or not the `%h` field (a `vcombined`
+    /// line starts with the virtual host), repeated within the batch and across batches; some
+    /// of them crawlers', which the `vcombined` pipeline leaves out of its demographic tables.
     #[test]
-    fn looking_ahead_changes_no_count() {
-        let plain = looking_ahead_changes_no_count_with(false);
+    fn a_batch_worker_counts_what_lines_alone_count() {
+        let plain = a_batch_worker_counts_what_lines_alone_count_with(false);
         // The address index changes none either.
-        let indexed = looking_ahead_changes_no_count_with(true);
+        let indexed = a_batch_worker_counts_what_lines_alone_count_with(true);
         assert_eq!(indexed, plain);
     }
 
-    /// [`looking_ahead_changes_no_count`], with the database's address index or without; the
+    /// [`a_batch_worker_counts_what_lines_alone_count`], with the database's address index or without; the
     /// tables counted line by line, for each format.
-    fn looking_ahead_changes_no_count_with(
+    fn a_batch_worker_counts_what_lines_alone_count_with(
         indexed: bool,
     ) -> Vec<Vec<logcensus_aggregate::TableOut>> {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -599,18 +662,23 @@ mod tests {
             "63.140.0.1",
         ];
         let mut tables = Vec::new();
-        for format in ["combined", "vcombined"] {
-            let p = dir.path().join(format!("{format}.toml"));
-            std::fs::write(
-                &p,
-                format!(
-                    "[pipeline]\nname = \"t\"\npolicy = \"{}\"\n[source]\nformat = \"{format}\"\n[geoip]\ndatabase = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"include\"\n",
-                    root.join("pipelines/policies/site-privacy-policy.toml").display(),
-                    db.display(),
-                ),
-            )
-            .unwrap();
-            let pipeline = Pipeline::load(&p).unwrap();
+        for (format, crawlers) in [("combined", "include"), ("vcombined", "exclude")] {
+            let load = |tables: &str| {
+                let p = dir.path().join(format!("{format}-{}.toml", tables.len()));
+                std::fs::write(
+                    &p,
+                    format!(
+                        "[pipeline]\nname = \"t\"\npolicy = \"{}\"\n[source]\nformat = \"{format}\"\n[geoip]\ndatabase = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [{tables}]\ncrawlers = \"{crawlers}\"\n",
+                        root.join("pipelines/policies/site-privacy-policy.toml").display(),
+                        db.display(),
+                    ),
+                )
+                .unwrap();
+                Pipeline::load(&p).unwrap()
+            };
+            let pipeline =
+                load("\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"");
+            let quality_alone = load("\"traffic_quality\"");
             let mut geo = GeoDb::open(&db, &pipeline.geo_fields, pipeline.geo_level).unwrap();
             if indexed {
                 let index = dir.path().join("city.idx");
@@ -626,29 +694,40 @@ mod tests {
                     let host = hosts[(i * 7 + i / 13) % hosts.len()];
                     // A virtual host written as an address: the first word reads as one.
                     let vhost = if format == "vcombined" { "198.51.100.7:80 " } else { "" };
+                    let ua = match i % 5 {
+                        0 => "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)".to_string(),
+                        _ => format!("Mozilla/5.0 (X11; Linux x86_64; rv:{0}.0) Gecko/20100101 Firefox/{0}.0", 100 + i % 4),
+                    };
                     format!(
-                        "{vhost}{host} - - [17/May/2026:10:{:02}:00 +0000] \"GET /a HTTP/1.1\" 200 {} \"https://r{}.example.org/\" \"Mozilla/5.0 (X11; Linux x86_64; rv:{}.0) Gecko/20100101 Firefox/{}.0\"",
+                        "{vhost}{host} - - [17/May/2026:10:{:02}:00 +0000] \"GET /a HTTP/1.1\" 200 {} \"https://r{}.example.org/\" \"{ua}\"",
                         i % 60,
                         100 + i,
                         i % 3,
-                        100 + i % 4,
-                        100 + i % 4,
                     )
                 })
                 .collect();
             let secret = || VisitorSecret::from_bytes([7; 32]);
-            let mut one_by_one = LineWorker::new(&pipeline, Some(&geo), secret());
+            let mut one_by_one = Stages::new(&pipeline, Some(&geo), secret());
+            let mut agg = Aggregates::new(pipeline.period, pipeline.crawlers);
             for l in &lines {
-                one_by_one.line(l.as_bytes()).unwrap();
+                one_by_one.line(l.as_bytes(), &mut agg, |_| true).unwrap();
             }
-            let plain = one_by_one.into_aggregates().finish(&TableName::ALL);
+            let plain = agg.finish(&TableName::ALL);
             geo.forget_lookups();
-            let mut batched = LineWorker::new(&pipeline, Some(&geo), secret());
-            for chunk in lines.chunks(150) {
-                batched.batch("test", &batch_of(chunk));
-            }
-            let ahead = batched.into_aggregates().finish(&TableName::ALL);
-            assert_eq!(ahead, plain, "{format}");
+            let batched = |pipeline: &Pipeline, geo: &GeoDb| {
+                let mut w = LineWorker::new(pipeline, Some(geo), secret());
+                for chunk in lines.chunks(150) {
+                    w.batch("test", &batch_of(chunk));
+                }
+                w.into_aggregates().finish(&TableName::ALL)
+            };
+            assert_eq!(batched(&pipeline, &geo), plain, "{format}");
+            geo.forget_lookups();
+            let quality = batched(&quality_alone, &geo);
+            let quality_of = |tables: &[logcensus_aggregate::TableOut]| {
+                tables.iter().find(|t| t.name == "traffic_quality").cloned()
+            };
+            assert_eq!(quality_of(&quality), quality_of(&plain), "{format}");
             assert!(plain[0].num_rows() >= 5, "{format}: {:?}", plain[0]);
             tables.push(plain);
         }

@@ -103,7 +103,7 @@ mod tests {
     use logcensus_policy::TableName;
 
     use super::*;
-    use crate::{Column, Observation, Rejection};
+    use crate::{Column, Observation, Origin, Rejection};
 
     const HOUR: i64 = 3600;
     const T0: i64 = 1_431_820_800; // 2015-05-17T00:00:00Z
@@ -128,8 +128,7 @@ mod tests {
             a.observe(&Observation {
                 time: T0 + h * HOUR + 5,
                 visitor: i as u64 + 1,
-                place: &place,
-                geo_known: true,
+                origin: Origin::Place(&place, true),
                 client: &client,
                 referrer: &Arc::from("(direct)"),
                 status: Some(200),

@@ -94,6 +94,28 @@ impl<V: Copy + Default> Table<V> {
         }
     }
 
+    /// `visitor`'s value, if it is in the table.
+    pub(super) fn get_mut(&mut self, visitor: u64) -> Option<&mut V> {
+        if visitor == 0 {
+            return self.zero.as_mut();
+        }
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(visitor);
+        loop {
+            let v = self.slots[i].0;
+            if v == visitor {
+                return Some(&mut self.slots[i].1);
+            }
+            if v == 0 {
+                return None;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     fn grow(&mut self) {
         let n = self.slots.len();
         let factor = if n < GROW_FOURFOLD_BELOW { 4 } else { 2 };

@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use super::*;
 
 fn s(v: &str) -> Str {
@@ -72,8 +74,7 @@ fn feed(a: &mut Aggregates, f: &Feed, which: std::ops::Range<usize>) {
         a.observe(&Observation {
             time: DAY + h * 3600,
             visitor: *v,
-            place: p,
-            geo_known: true,
+            origin: Origin::Place(p, true),
             client: c,
             referrer: &Str::from(*r),
             status: Some(*st),
@@ -222,13 +223,57 @@ fn rejection_names_match_column_names() {
     }
 }
 
+/// A test database: address 10.0.0.i is at `places[i]`, and known unless `i % 4 == 3`. Counts
+/// the addresses it was asked for.
+struct ByIndex<'a> {
+    places: &'a [Arc<Place>],
+    asked: usize,
+}
+
+fn address_of(i: usize) -> IpAddr {
+    IpAddr::from([10, 0, 0, u8::try_from(i).unwrap()])
+}
+
+fn known_at(i: usize) -> bool {
+    i % 4 != 3
+}
+
+impl Locate for ByIndex<'_> {
+    fn locate(&mut self, addresses: &[IpAddr], each: &mut dyn FnMut(usize, &Arc<Place>, bool)) {
+        self.asked += addresses.len();
+        for (i, address) in addresses.iter().enumerate() {
+            let IpAddr::V4(v4) = address else {
+                panic!("{address:?} is not one of the test's");
+            };
+            let n = usize::from(v4.octets()[3]);
+            each(i, &self.places[n], known_at(n));
+        }
+    }
+}
+
+/// The database of fronts whose requests all come with their place: never asked.
+fn nowhere() -> ByIndex<'static> {
+    ByIndex {
+        places: &[],
+        asked: 0,
+    }
+}
+
 /// A front before the aggregates ends with exactly the rows (visitors and their contributions
 /// included) and traffic quality that the aggregates alone build: over several periods, with
 /// crawlers excluded and included, the visitor hash 0, equal places and referrers in separate
 /// allocations, saturating byte counts, rejections between requests, and visitor hashes that
-/// two visitors share (another place, or another client).
+/// two visitors share (another place, or another client). Given places, or given addresses
+/// (then a hash shared by two visitors stands for the first one's place, which is the same as
+/// long as their addresses are) that it looks up once per visitor and period.
 #[test]
 fn a_front_counts_what_the_aggregates_count() {
+    for by_address in [false, true] {
+        a_front_counts_what_the_aggregates_count_with(by_address);
+    }
+}
+
+fn a_front_counts_what_the_aggregates_count_with(by_address: bool) {
     let places: Vec<Arc<Place>> = (0..12)
         .map(|i| place(["DE", "FR", "ES"][i % 3], &format!("R-{}", i % 5)))
         .collect();
@@ -252,6 +297,8 @@ fn a_front_counts_what_the_aggregates_count() {
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let mut shared = 0;
         let mut all = Vec::new();
+        // What the front is given (`all` with addresses instead of places, `by_address`).
+        let mut sent = Vec::new();
         for i in 0..30_000u64 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -260,11 +307,26 @@ fn a_front_counts_what_the_aggregates_count() {
                 0 => 0,
                 _ => (x % 3_000).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 3,
             };
-            // A visitor keeps its place and client, except for the few that share a hash.
+            // A visitor keeps its place and client, except for the few that share a hash. Given
+            // addresses, those keep their address (and the hash 0 its place).
             let collide = i % 211 == 0;
             shared += u64::from(collide);
-            let place = &places[((visitor >> 7) as usize + usize::from(collide)) % 12];
+            let at = ((visitor >> 7) as usize + usize::from(collide && !by_address)) % 12;
             let client = &clients[((visitor >> 20) as usize + 2 * usize::from(i % 307 == 0)) % 9];
+            let (origin, given) = match (by_address, visitor) {
+                (true, 0) => (
+                    Origin::Place(&places[0], false),
+                    Origin::Place(&places[0], false),
+                ),
+                (true, _) => (
+                    Origin::Place(&places[at], known_at(at)),
+                    Origin::Address(address_of(at)),
+                ),
+                (false, _) => {
+                    let o = Origin::Place(&places[at], !(x >> 8).is_multiple_of(5));
+                    (o, o)
+                }
+            };
             let obs = Observation {
                 // In order over three days (long runs of one period, as in a log), one
                 // request in fifty at any time of them.
@@ -275,8 +337,7 @@ fn a_front_counts_what_the_aggregates_count() {
                         (i * 8 + (x >> 40) % 8) as i64
                     },
                 visitor,
-                place,
-                geo_known: !(x >> 8).is_multiple_of(5),
+                origin,
                 client,
                 referrer: &referrers[(x >> 16) as usize % 8],
                 status: Some([200, 304, 404, 500, 99][(x >> 24) as usize % 5]),
@@ -287,8 +348,13 @@ fn a_front_counts_what_the_aggregates_count() {
                 },
             };
             plain.observe(&obs);
-            front.observe(&obs, &mut fronted);
+            let given = Observation {
+                origin: given,
+                ..obs
+            };
+            front.observe(&given, &mut fronted);
             all.push(obs);
+            sent.push(given);
             if i % 500 == 0 {
                 plain.reject(Rejection::InvalidUtf8, None);
                 fronted.reject(Rejection::InvalidUtf8, None);
@@ -297,7 +363,30 @@ fn a_front_counts_what_the_aggregates_count() {
             }
         }
         assert!(shared > 100);
-        front.flush_into(&mut fronted);
+        let mut db = ByIndex {
+            places: &places,
+            asked: 0,
+        };
+        front.flush_into(&mut fronted, &mut db);
+        // Given addresses, the front asked once per visitor and period, and for the visitors
+        // whose hash stood for another client, and for the crawlers left out.
+        let asked = |db: &ByIndex| {
+            if by_address {
+                assert!(db.asked > 0);
+            }
+            let per_visitor: BTreeSet<(i64, u64)> = all
+                .iter()
+                .map(|o| (plain.period.start(o.time), o.visitor))
+                .collect();
+            let crawled = all.iter().filter(|o| o.client.crawler).count();
+            assert!(
+                db.asked <= per_visitor.len() + crawled + shared as usize,
+                "{} asked, {} visitors",
+                db.asked,
+                per_visitor.len()
+            );
+        };
+        asked(&db);
         for table in [
             TableName::TrafficByRegion,
             TableName::Clients,
@@ -313,21 +402,23 @@ fn a_front_counts_what_the_aggregates_count() {
         // Three workers sharing their visitors out, each reading every third run of 777
         // requests and ending its front with `end`, on its own thread (a shared front's end
         // waits for the others').
-        let workers = |end: &(dyn Fn(Front, &mut Aggregates) -> Option<Settled> + Sync)| {
+        type End<'e> = dyn Fn(Front, &mut Aggregates, &mut ByIndex) -> Option<Settled> + Sync + 'e;
+        let workers = |end: &End| {
             std::thread::scope(|scope| {
                 let handles: Vec<_> = Front::shared(3)
                     .into_iter()
                     .enumerate()
                     .map(|(w, mut front)| {
-                        let all = &all;
+                        let (sent, places) = (&sent, &places);
                         scope.spawn(move || {
                             let mut agg = Aggregates::new(period, crawlers);
-                            for (i, obs) in all.iter().enumerate() {
+                            for (i, obs) in sent.iter().enumerate() {
                                 if (i / 777) % 3 == w {
                                     front.observe(obs, &mut agg);
                                 }
                             }
-                            let settled = end(front, &mut agg);
+                            let mut db = ByIndex { places, asked: 0 };
+                            let settled = end(front, &mut agg, &mut db);
                             (agg, settled)
                         })
                     })
@@ -339,8 +430,8 @@ fn a_front_counts_what_the_aggregates_count() {
             })
         };
         // Flushed, they end with the same rows once their partials are merged.
-        let partials: Vec<Aggregates> = workers(&|front, agg| {
-            front.flush_into(agg);
+        let partials: Vec<Aggregates> = workers(&|front, agg, db| {
+            front.flush_into(agg, db);
             None
         })
         .into_iter()
@@ -370,7 +461,7 @@ fn a_front_counts_what_the_aggregates_count() {
         // The same workers leaving their region and client cells to be built once, from all
         // their visitor records, end with the same rows too.
         for threads in [1, 2] {
-            let parts = workers(&|front, agg| Some(front.settle_into(agg)));
+            let parts = workers(&|front, agg, db| Some(front.settle_into(agg, db)));
             let (partials, settled): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
             let settled: Vec<Settled> = settled.into_iter().flatten().collect();
             assert_eq!(settled.len(), 3);
@@ -415,8 +506,7 @@ fn classes_that_print_the_same_make_one_row() {
         a.observe(&Observation {
             time: DAY + 60,
             visitor,
-            place: &de,
-            geo_known: true,
+            origin: Origin::Place(&de, true),
             client: class,
             referrer: &referrer,
             status: Some(200),
@@ -455,8 +545,7 @@ fn large_partials_merge_like_one_pass() {
         let obs = Observation {
             time: DAY + (i % 2) as i64 * 86_400,
             visitor,
-            place: &places[(visitor >> 40) as usize % 50],
-            geo_known: true,
+            origin: Origin::Place(&places[(visitor >> 40) as usize % 50], true),
             client: &clients[(visitor >> 50) as usize % 7],
             referrer: &referrers[i as usize % 3],
             status: Some(200),
@@ -518,7 +607,7 @@ fn three_workers_merged(all: &[Observation<'_>], counts_only: &[TableName]) -> A
                             front.observe(obs, &mut agg);
                         }
                     }
-                    let settled = front.settle_into(&mut agg);
+                    let settled = front.settle_into(&mut agg, &mut nowhere());
                     (agg, settled)
                 })
             })
@@ -568,8 +657,7 @@ fn counts_of_disjoint_workers_give_the_exact_rows() {
         let obs = Observation {
             time: DAY + (i * 5) as i64,
             visitor,
-            place: &places[(visitor >> 40) as usize % 20],
-            geo_known: true,
+            origin: Origin::Place(&places[(visitor >> 40) as usize % 20], true),
             client: &clients[(visitor >> 50) as usize % 7],
             referrer: if x.is_multiple_of(4) {
                 &rare[(x >> 20) as usize % 90]
@@ -640,8 +728,7 @@ fn a_table_merged_for_counts_has_no_visitor_sets() {
     let obs = |visitor| Observation {
         time: DAY,
         visitor,
-        place: &de,
-        geo_known: true,
+        origin: Origin::Place(&de, true),
         client: &ff,
         referrer: &r,
         status: Some(200),
@@ -670,8 +757,7 @@ fn a_collided_hash_counts_as_two_visitors_without_sets() {
     let obs = |visitor, client| Observation {
         time: DAY,
         visitor,
-        place: &de,
-        geo_known: true,
+        origin: Origin::Place(&de, true),
         client,
         referrer: &direct,
         status: Some(200),
@@ -687,7 +773,7 @@ fn a_collided_hash_counts_as_two_visitors_without_sets() {
         for o in &all {
             front.observe(o, &mut agg);
         }
-        let settled = front.settle_into(&mut agg);
+        let settled = front.settle_into(&mut agg, &mut nowhere());
         let mut total = Aggregates::new(Period::Day, CrawlerHandling::Include);
         total.merge_disjoint(agg, counts_only);
         Settled::build(&mut [settled], 1, counts_only).add_into(&mut total);

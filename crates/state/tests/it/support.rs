@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use logcensus_aggregate::{Aggregates, Observation, Rejection, TableOut};
+use logcensus_aggregate::{Aggregates, Observation, Origin, Rejection, TableOut};
 use logcensus_enrich::{ClientClass, Place};
 use logcensus_policy::{CrawlerHandling, Period, TableName};
 use logcensus_state::{OffsetRange, PartialMeta, StateDir};
@@ -68,8 +68,7 @@ pub fn feed(a: &mut Aggregates, lines: &[Line]) {
                 a.observe(&Observation {
                     time: T0 + t,
                     visitor,
-                    place: &place,
-                    geo_known: true,
+                    origin: Origin::Place(&place, true),
                     client: &client,
                     referrer: &Arc::from(referrer),
                     status: Some(status),

@@ -2,7 +2,7 @@ use logcensus_parse::ParseError;
 use logcensus_policy::TableName;
 
 use super::*;
-use crate::{Observation, TableOut};
+use crate::{Observation, Origin, TableOut};
 
 const T0: i64 = 1_431_820_800; // 2015-05-17T00:00:00Z
 const HOUR: i64 = 3600;
@@ -95,8 +95,7 @@ fn busy(crawlers: CrawlerHandling) -> Aggregates {
         a.observe(&Observation {
             time: T0 + t,
             visitor: v,
-            place,
-            geo_known: v != 2,
+            origin: Origin::Place(place, v != 2),
             client,
             referrer: &Str::from(referrer),
             status,
@@ -173,8 +172,7 @@ fn pending_rejections_of_an_unfinished_batch_are_kept_as_unattributed() {
     b.observe(&Observation {
         time: T0,
         visitor: 1,
-        place: &d.de,
-        geo_known: true,
+        origin: Origin::Place(&d.de, true),
         client: &d.ff,
         referrer: &Str::from("(direct)"),
         status: Some(200),
@@ -211,8 +209,7 @@ fn visitor_hashes_take_eight_bytes_each() {
             time: T0,
             // Spread over the whole range, as keyed hashes are.
             visitor: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            place: &d.de,
-            geo_known: true,
+            origin: Origin::Place(&d.de, true),
             client: &d.ff,
             referrer: &Str::from("(direct)"),
             status: Some(200),
