@@ -117,6 +117,10 @@ struct RunArgs {
     /// Worker threads (default: the number of cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Let the scheduler move a batch run's workers between cores. By default each worker is
+    /// bound to a core of its own, when there are at least two and enough cores for them.
+    #[arg(long)]
+    no_pin: bool,
     /// Never show a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -444,6 +448,7 @@ fn run(args: RunArgs) -> Result<()> {
         out,
         secret,
         threads,
+        pin_workers: !args.no_pin,
         rerelease: args.rerelease,
     };
     tracing::info!(

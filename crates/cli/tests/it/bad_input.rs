@@ -193,8 +193,9 @@ fn inputs_read_side_by_side_count_as_one_reader_does() {
         "[source]\nformat = \"combined\"\n\n[aggregate]\nperiod = \"hour\"\ntables = [\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"]\ncrawlers = \"include\"\n",
     );
     let pattern = format!("{}/*", logs.display());
-    let run = |threads: &str, out: &Path| {
-        ok(&logcensus(&[
+    let mmdb = test_mmdb();
+    let run_with = |threads: &str, out: &Path, more: &[&str]| {
+        let mut args = vec![
             "run",
             "--pipeline",
             p.to_str().unwrap(),
@@ -203,15 +204,22 @@ fn inputs_read_side_by_side_count_as_one_reader_does() {
             "--out",
             out.to_str().unwrap(),
             "--geoip",
-            test_mmdb().to_str().unwrap(),
+            mmdb.to_str().unwrap(),
             "--threads",
             threads,
-        ]))
+        ];
+        args.extend_from_slice(more);
+        ok(&logcensus(&args))
     };
+    let run = |threads: &str, out: &Path| run_with(threads, out, &[]);
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     let t1 = run("1", &one);
     // Four workers, two readers.
     let t2 = run("4", &two);
+    // Two workers, each bound to a core (on a machine with two or more) and not.
+    let (bound, free) = (dir.path().join("bound"), dir.path().join("free"));
+    run("2", &bound);
+    run_with("2", &free, &["--no-pin"]);
     for t in [&t1, &t2] {
         // In the summary once each, in the order of the inputs.
         let at: Vec<usize> = ["1.log.gz ended early", "4.log.gz ended early"]
@@ -230,6 +238,8 @@ fn inputs_read_side_by_side_count_as_one_reader_does() {
         "traffic_quality",
     ] {
         assert_eq!(rows(&one, table), rows(&two, table), "{table}");
+        assert_eq!(rows(&one, table), rows(&bound, table), "{table}");
+        assert_eq!(rows(&one, table), rows(&free, table), "{table}");
     }
     assert_eq!(sum(&two, "traffic_quality", "rejected_truncated_input"), 2);
     let requests = sum(&two, "traffic_quality", "requests");
