@@ -319,8 +319,8 @@ mod tests {
     }
 
     /// The cache tells apart User-Agents that differ only in their last digits, short ones and
-    /// ones longer than 240 bytes (which XXH3 hashes with the secret), met once and then again in another
-    /// order.
+    /// ones longer than 240 bytes (which XXH3 hashes with the secret), met once and then again
+    /// in another order.
     #[test]
     fn user_agents_that_differ_in_their_last_digits_are_told_apart() {
         let mut c = UaClassifier::new(true);

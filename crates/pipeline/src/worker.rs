@@ -665,8 +665,8 @@ mod tests {
         assert_eq!(indexed, plain);
     }
 
-    /// [`a_batch_worker_counts_what_lines_alone_count`], with the database's address index or without; the
-    /// tables counted line by line, for each format.
+    /// [`a_batch_worker_counts_what_lines_alone_count`], with the database's address index or
+    /// without; the tables counted line by line, for each format.
     fn a_batch_worker_counts_what_lines_alone_count_with(
         indexed: bool,
     ) -> Vec<Vec<logcensus_aggregate::TableOut>> {

@@ -22,11 +22,13 @@
 //! run's workers look up about one address per visitor instead of one per request (on the
 //! 1M-line benchmark, 200,000 instead of 1,000,000). The one difference from looking every
 //! request up: two visitors whose hashes collide and whose clients agree are counted in the
-//! first one's place even where their addresses are in different places. Referrers vary from request to request: their cells are kept
-//! here by number (the referrer stage hands out one allocation per value, as the others do),
-//! which saves hashing the domain per request, and are merged into the aggregates' cells as
-//! they are; when only their counts are needed, a visitor's referrers are bits of its record
-//! instead ([`Front::count_referrers_only`]).
+//! first one's place even where their addresses are in different places.
+//!
+//! Referrers vary from request to request: their cells are kept here by number (the referrer
+//! stage hands out one allocation per value, as the others do), which saves hashing the domain
+//! per request, and are merged into the aggregates' cells as they are; when only their counts
+//! are needed, a visitor's referrers are bits of its record instead
+//! ([`Front::count_referrers_only`]).
 //!
 //! A request is numbered on arrival and counted a few thousand requests later, in order, by
 //! [`Front::settle`], which asks for the table slots of requests further on while it counts one:
@@ -570,7 +572,8 @@ impl Front {
             }
             let counted = |r: &Pending| self.referrer_counts && r.referrer < REFERRER_BITS;
             let located = &mut self.located;
-            // Requests of known places whose place the database did not know.
+            // Requests that took their visitor's place, one the database did not know (those
+            // of visitors met here first are counted once their places are looked up).
             let mut unknown = 0;
             for (i, r) in now.iter().enumerate() {
                 if let Some(next) = now.get(i + AHEAD) {
@@ -608,7 +611,10 @@ impl Front {
                             located.waiting.push((r.visitor, r.bytes));
                         } else {
                             Totals::add(&mut guests.places, guest.place, r.bytes);
-                            unknown += u64::from(!self.known[guest.place as usize]);
+                            // Not among this front's numbers only for a place another worker
+                            // numbered, given with a request whose hash this one shares.
+                            let known = self.known.get(guest.place as usize);
+                            unknown += u64::from(known == Some(&false));
                         }
                     } else {
                         located
