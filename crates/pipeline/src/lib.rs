@@ -51,7 +51,7 @@ pub struct RunOptions {
     pub secret: VisitorSecret,
     /// Worker threads (at least 1).
     pub threads: usize,
-    /// Whether a batch run binds each of its workers to one core (see [`worker_cores`]).
+    /// Whether a batch run binds each of its workers to a core of its own (`--no-pin`: not).
     pub pin_workers: bool,
     /// Allow replacing files of dates released with differential privacy.
     pub rerelease: bool,
