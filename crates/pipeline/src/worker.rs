@@ -636,6 +636,31 @@ mod tests {
         assert!(bad_lines > 10_000, "{bad_lines}");
     }
 
+    /// A pipeline `name` written in `dir` and loaded: the site policy, `format` lines, the
+    /// database `db`, daily periods at region level, `tables` (a TOML list's items) and
+    /// `crawlers`.
+    fn day_pipeline(
+        dir: &std::path::Path,
+        db: &std::path::Path,
+        name: &str,
+        format: &str,
+        tables: &str,
+        crawlers: &str,
+    ) -> Pipeline {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let p = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[pipeline]\nname = \"{name}\"\npolicy = \"{}\"\n[source]\nformat = \"{format}\"\n[geoip]\ndatabase = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [{tables}]\ncrawlers = \"{crawlers}\"\n",
+                root.join("pipelines/policies/site-privacy-policy.toml").display(),
+                db.display(),
+            ),
+        )
+        .unwrap();
+        Pipeline::load(&p).unwrap()
+    }
+
     /// `lines` as one batch, as a reader cuts it.
     fn batch_of(lines: &[String]) -> Batch {
         let mut batch = Batch::default();
@@ -670,7 +695,6 @@ mod tests {
     fn a_batch_worker_counts_what_lines_alone_count_with(
         indexed: bool,
     ) -> Vec<Vec<logcensus_aggregate::TableOut>> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("city.mmdb");
         std::fs::write(&db, logcensus_fixtures::city_mmdb()).unwrap();
@@ -689,17 +713,8 @@ mod tests {
         let mut tables = Vec::new();
         for (format, crawlers) in [("combined", "include"), ("vcombined", "exclude")] {
             let load = |tables: &str| {
-                let p = dir.path().join(format!("{format}-{}.toml", tables.len()));
-                std::fs::write(
-                    &p,
-                    format!(
-                        "[pipeline]\nname = \"t\"\npolicy = \"{}\"\n[source]\nformat = \"{format}\"\n[geoip]\ndatabase = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [{tables}]\ncrawlers = \"{crawlers}\"\n",
-                        root.join("pipelines/policies/site-privacy-policy.toml").display(),
-                        db.display(),
-                    ),
-                )
-                .unwrap();
-                Pipeline::load(&p).unwrap()
+                let name = format!("{format}-{}", tables.len());
+                day_pipeline(dir.path(), &db, &name, format, tables, crawlers)
             };
             let pipeline =
                 load("\"traffic_by_region\", \"clients\", \"referrers\", \"traffic_quality\"");
@@ -826,22 +841,11 @@ mod tests {
     /// rejected lines. A streaming run's stages still compute everything.
     #[test]
     fn traffic_quality_alone_counts_what_it_counts_beside_the_other_tables() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("city.mmdb");
         std::fs::write(&db, logcensus_fixtures::city_mmdb()).unwrap();
         let load = |name: &str, tables: &str| {
-            let p = dir.path().join(format!("{name}.toml"));
-            std::fs::write(
-                &p,
-                format!(
-                    "[pipeline]\nname = \"{name}\"\npolicy = \"{}\"\n[geoip]\ndatabase = \"{}\"\n[aggregate]\nperiod = \"day\"\ngeo_level = \"region\"\ntables = [{tables}]\ncrawlers = \"exclude\"\n",
-                    root.join("pipelines/policies/site-privacy-policy.toml").display(),
-                    db.display(),
-                ),
-            )
-            .unwrap();
-            Pipeline::load(&p).unwrap()
+            day_pipeline(dir.path(), &db, name, "combined", tables, "exclude")
         };
         let full = load(
             "full",
